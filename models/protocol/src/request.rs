@@ -1,0 +1,164 @@
+//! The v2 inference request: decoding what a client sent, and encoding one
+//! (for the load generator, the gateway's own backends and tests).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::wire::{
+    WireTensor, WireTensorOut, bool_parameter, decode_tensors, finish_body, split_body,
+    u64_parameter,
+};
+use crate::{EncodedBody, ProtocolError, Tensor};
+
+/// The HTTP header that gives the length of the JSON part of a body that
+/// carries binary tensor data.
+pub const BINARY_HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// A decoded inference request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// The outputs asked for; empty means all of the model's outputs.
+    pub outputs: Vec<RequestedOutput>,
+    /// Request-level `binary_data_output`: every output in binary form.
+    pub binary_data_output: bool,
+    /// Request-level `timeout` parameter, in microseconds (as Triton).
+    pub timeout_us: Option<u64>,
+}
+
+/// One entry of the request's `outputs` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// The output's `binary_data` parameter, if the client set it.
+    pub binary_data: Option<bool>,
+}
+
+impl InferRequest {
+    /// Total bytes of input tensor data (the payload size placement uses).
+    pub fn payload_bytes(&self) -> usize {
+        self.inputs.iter().map(Tensor::byte_len).sum()
+    }
+
+    /// Whether output `name` is to be returned as binary data.
+    pub fn wants_binary(&self, name: &str) -> bool {
+        self.outputs
+            .iter()
+            .find(|output| output.name == name)
+            .and_then(|output| output.binary_data)
+            .unwrap_or(self.binary_data_output)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WireRequest<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    inputs: Vec<WireTensor<'a>>,
+    #[serde(default)]
+    outputs: Option<Vec<WireRequestedOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireRequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Decodes a request body. `header_length` is the value of the
+/// `Inference-Header-Content-Length` header, if the client sent one.
+pub fn decode_request(
+    body: &[u8],
+    header_length: Option<&str>,
+) -> Result<InferRequest, ProtocolError> {
+    let (json, binary) = split_body(body, header_length)?;
+    let wire: WireRequest<'_> =
+        serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let parameters = wire.parameters.as_ref();
+    let binary_data_output = bool_parameter(parameters, "binary_data_output")?.unwrap_or(false);
+    let timeout_us = u64_parameter(parameters, "timeout")?;
+    let outputs = wire
+        .outputs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|output| {
+            let binary_data = bool_parameter(output.parameters.as_ref(), "binary_data")?;
+            Ok(RequestedOutput {
+                name: output.name,
+                binary_data,
+            })
+        })
+        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    let inputs = decode_tensors(wire.inputs, binary)?;
+    if inputs.is_empty() {
+        return Err(ProtocolError::NoInputs);
+    }
+    Ok(InferRequest {
+        id: wire.id,
+        inputs,
+        outputs,
+        binary_data_output,
+        timeout_us,
+    })
+}
+
+#[derive(Serialize)]
+struct RequestHeaderOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<WireTensorOut<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<RequestedOutputOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct RequestedOutputOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Encodes a request; with `binary_inputs` the input data follows the JSON
+/// header in binary form.
+pub fn encode_request(
+    request: &InferRequest,
+    binary_inputs: bool,
+) -> Result<EncodedBody, serde_json::Error> {
+    let mut binary = Vec::new();
+    let inputs = request
+        .inputs
+        .iter()
+        .map(|tensor| WireTensorOut::new(tensor, binary_inputs, &mut binary))
+        .collect();
+    let mut parameters = Map::new();
+    if request.binary_data_output {
+        parameters.insert("binary_data_output".into(), Value::Bool(true));
+    }
+    if let Some(timeout) = request.timeout_us {
+        parameters.insert("timeout".into(), Value::from(timeout));
+    }
+    let outputs = request
+        .outputs
+        .iter()
+        .map(|output| RequestedOutputOut {
+            name: &output.name,
+            parameters: output
+                .binary_data
+                .map(|binary| Map::from_iter([("binary_data".to_owned(), Value::Bool(binary))])),
+        })
+        .collect();
+    let header = RequestHeaderOut {
+        id: request.id.as_deref(),
+        parameters: (!parameters.is_empty()).then_some(parameters),
+        inputs,
+        outputs,
+    };
+    finish_body(&header, binary)
+}

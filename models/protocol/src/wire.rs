@@ -1,0 +1,372 @@
+//! The parts of the v2 wire format that requests and responses share: a JSON
+//! header listing tensors, optionally followed by their binary data in order
+//! (`Inference-Header-Content-Length` gives the header's length).
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::tensor::{Element, JsonScalar, build_for_datatype};
+use crate::{DataType, ProtocolError, Tensor, TensorData, with_tensor_data};
+
+/// A tensor as it appears in the JSON header, before its data is decoded.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireTensor<'a> {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// Splits a body into its JSON header and binary part.
+pub(crate) fn split_body<'b>(
+    body: &'b [u8],
+    header_length: Option<&str>,
+) -> Result<(&'b [u8], &'b [u8]), ProtocolError> {
+    let Some(raw) = header_length else {
+        return Ok((body, &[]));
+    };
+    let header: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| ProtocolError::BadHeaderLength(raw.to_owned()))?;
+    if header > body.len() {
+        return Err(ProtocolError::HeaderLengthExceedsBody {
+            header,
+            body: body.len(),
+        });
+    }
+    Ok(body.split_at(header))
+}
+
+/// Number of elements of `shape`, rejecting overflow.
+pub(crate) fn element_count(tensor: &str, shape: &[u64]) -> Result<u64, ProtocolError> {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
+        .ok_or_else(|| ProtocolError::ShapeOverflow {
+            tensor: tensor.to_owned(),
+            shape: shape.to_vec(),
+        })
+}
+
+/// Reads an optional boolean parameter.
+pub(crate) fn bool_parameter(
+    parameters: Option<&Map<String, Value>>,
+    name: &str,
+) -> Result<Option<bool>, ProtocolError> {
+    match parameters.and_then(|p| p.get(name)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        Some(_) => Err(ProtocolError::BadParameter {
+            name: name.to_owned(),
+            expected: "true or false",
+        }),
+    }
+}
+
+/// Reads an optional non-negative integer parameter.
+pub(crate) fn u64_parameter(
+    parameters: Option<&Map<String, Value>>,
+    name: &str,
+) -> Result<Option<u64>, ProtocolError> {
+    match parameters.and_then(|p| p.get(name)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ProtocolError::BadParameter {
+                name: name.to_owned(),
+                expected: "a non-negative integer",
+            }),
+    }
+}
+
+/// Decodes the data of each wire tensor, taking binary sections from
+/// `binary` in order. Every byte of `binary` must be claimed.
+pub(crate) fn decode_tensors(
+    wire: Vec<WireTensor<'_>>,
+    binary: &[u8],
+) -> Result<Vec<Tensor>, ProtocolError> {
+    let mut rest = binary;
+    let mut tensors = Vec::with_capacity(wire.len());
+    for tensor in wire {
+        let datatype: DataType = tensor.datatype.parse()?;
+        let expected = element_count(&tensor.name, &tensor.shape)?;
+        let binary_size = u64_parameter(tensor.parameters.as_ref(), "binary_data_size")?;
+        let data = match (tensor.data, binary_size) {
+            (Some(_), Some(_)) => {
+                return Err(ProtocolError::DataAndBinary {
+                    tensor: tensor.name,
+                });
+            }
+            (None, None) => {
+                return Err(ProtocolError::MissingData {
+                    tensor: tensor.name,
+                });
+            }
+            (Some(json), None) => {
+                decode_json_data(&tensor.name, &tensor.shape, datatype, expected, json)?
+            }
+            (None, Some(declared)) => {
+                let section = take_binary(
+                    &tensor.name,
+                    &tensor.shape,
+                    datatype,
+                    expected,
+                    declared,
+                    &mut rest,
+                )?;
+                TensorData::from_le_bytes(&tensor.name, datatype, section)?
+            }
+        };
+        tensors.push(Tensor {
+            name: tensor.name,
+            shape: tensor.shape,
+            data,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(ProtocolError::BinaryTrailing(rest.len()));
+    }
+    Ok(tensors)
+}
+
+fn take_binary<'b>(
+    tensor: &str,
+    shape: &[u64],
+    datatype: DataType,
+    expected_elements: u64,
+    declared: u64,
+    rest: &mut &'b [u8],
+) -> Result<&'b [u8], ProtocolError> {
+    let element_size = datatype
+        .element_size()
+        .ok_or(ProtocolError::UnsupportedDatatype(datatype))?;
+    let expected = expected_elements
+        .checked_mul(element_size as u64)
+        .ok_or_else(|| ProtocolError::ShapeOverflow {
+            tensor: tensor.to_owned(),
+            shape: shape.to_vec(),
+        })?;
+    if declared != expected {
+        return Err(ProtocolError::BinarySize {
+            tensor: tensor.to_owned(),
+            shape: shape.to_vec(),
+            datatype,
+            declared,
+            expected,
+        });
+    }
+    let available = rest.len() as u64;
+    let len = usize::try_from(declared)
+        .ok()
+        .filter(|&len| len <= rest.len())
+        .ok_or_else(|| ProtocolError::BinaryTruncated {
+            tensor: tensor.to_owned(),
+            needed: declared,
+            available,
+        })?;
+    let (section, remaining) = rest.split_at(len);
+    *rest = remaining;
+    Ok(section)
+}
+
+fn decode_json_data(
+    tensor: &str,
+    shape: &[u64],
+    datatype: DataType,
+    expected: u64,
+    json: &RawValue,
+) -> Result<TensorData, ProtocolError> {
+    // Every element takes at least one byte of JSON, so the text length
+    // bounds the allocation whatever shape the client declared.
+    let capacity = usize::try_from(expected)
+        .unwrap_or(usize::MAX)
+        .min(json.get().len());
+    let data = build_for_datatype!(datatype, T => flatten::<T>(tensor, datatype, json, capacity))?;
+    let actual = data.len() as u64;
+    if actual != expected {
+        return Err(ProtocolError::ElementCount {
+            tensor: tensor.to_owned(),
+            shape: shape.to_vec(),
+            expected,
+            actual,
+        });
+    }
+    Ok(data)
+}
+
+fn flatten<T: Element>(
+    tensor: &str,
+    datatype: DataType,
+    json: &RawValue,
+    capacity: usize,
+) -> Result<Vec<T>, ProtocolError> {
+    let mut out = Vec::with_capacity(capacity);
+    let mut bad_element = None;
+    let mut deserializer = serde_json::Deserializer::from_str(json.get());
+    let seed = Flatten {
+        out: &mut out,
+        bad_element: &mut bad_element,
+    };
+    match seed.deserialize(&mut deserializer) {
+        Ok(()) => Ok(out),
+        Err(error) => Err(match bad_element {
+            Some((index, reason)) => ProtocolError::BadElement {
+                tensor: tensor.to_owned(),
+                index,
+                datatype,
+                reason,
+            },
+            None => ProtocolError::Json(format!("tensor {tensor:?}: {error}")),
+        }),
+    }
+}
+
+/// Reads a number, a boolean or arbitrarily nested arrays of them into one
+/// flat row-major vector, without building a `serde_json::Value` tree.
+struct Flatten<'a, T> {
+    out: &'a mut Vec<T>,
+    bad_element: &'a mut Option<(usize, String)>,
+}
+
+impl<T: Element> Flatten<'_, T> {
+    fn push<E: serde::de::Error>(self, value: JsonScalar) -> Result<(), E> {
+        match T::from_json(value) {
+            Ok(element) => {
+                self.out.push(element);
+                Ok(())
+            }
+            Err(reason) => {
+                let error = E::custom(&reason);
+                *self.bad_element = Some((self.out.len(), reason));
+                Err(error)
+            }
+        }
+    }
+}
+
+impl<'de, T: Element> DeserializeSeed<'de> for Flatten<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number, a boolean, or a (nested) array of them")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(JsonScalar::Bool(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(JsonScalar::Unsigned(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(JsonScalar::Signed(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(JsonScalar::Float(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(Flatten {
+                out: &mut *self.out,
+                bad_element: &mut *self.bad_element,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// A tensor as written into a JSON header: its data inline, or only its
+/// binary size when the data follows the header.
+#[derive(Debug, Serialize)]
+pub(crate) struct WireTensorOut<'a> {
+    pub name: &'a str,
+    pub datatype: DataType,
+    pub shape: &'a [u64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataOut<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct BinarySize {
+    pub binary_data_size: usize,
+}
+
+/// Serialises tensor data as a flat JSON array.
+#[derive(Debug)]
+pub(crate) struct DataOut<'a>(pub &'a TensorData);
+
+impl Serialize for DataOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        with_tensor_data!(self.0, v => v.serialize(serializer))
+    }
+}
+
+impl<'a> WireTensorOut<'a> {
+    /// Describes `tensor`; when `binary` is set, appends its bytes to
+    /// `binary_out` instead of writing them inline.
+    pub fn new(tensor: &'a Tensor, binary: bool, binary_out: &mut Vec<u8>) -> Self {
+        let (parameters, data) = if binary {
+            let before = binary_out.len();
+            tensor.data.write_le(binary_out);
+            (
+                Some(BinarySize {
+                    binary_data_size: binary_out.len() - before,
+                }),
+                None,
+            )
+        } else {
+            (None, Some(DataOut(&tensor.data)))
+        };
+        WireTensorOut {
+            name: &tensor.name,
+            datatype: tensor.datatype(),
+            shape: &tensor.shape,
+            parameters,
+            data,
+        }
+    }
+}
+
+/// Writes a JSON header and appends the binary sections. The header length
+/// is returned when binary data follows.
+pub(crate) fn finish_body<H: Serialize>(
+    header: &H,
+    binary: Vec<u8>,
+) -> Result<crate::EncodedBody, serde_json::Error> {
+    let mut bytes = serde_json::to_vec(header)?;
+    if binary.is_empty() {
+        return Ok(crate::EncodedBody {
+            bytes,
+            json_length: None,
+        });
+    }
+    let json_length = bytes.len();
+    bytes.extend_from_slice(&binary);
+    Ok(crate::EncodedBody {
+        bytes,
+        json_length: Some(json_length),
+    })
+}
