@@ -62,7 +62,7 @@ PRODUCER = "switchyard-make_models"
 BYTE_DEFINING_PACKAGES = ("numpy", "scikit-learn", "scipy", "onnx", "skl2onnx", "protobuf")
 
 # One seed per model so that editing one model leaves the others' bytes alone.
-SEED_DIGITS = 0  # the brief's random_state for split and classifier
+SEED_DIGITS = 0  # random_state of the train/test split and of the classifier
 SEED_FASHION = 20_231_001
 SEED_XCEPTION = 20_231_002
 
@@ -160,6 +160,8 @@ def build_digits() -> Built:
         name="digits",
         initial_types=[("input", FloatTensorType([None, 64]))],
         options={id(clf): {"zipmap": False}},  # plain tensors, not a list of maps
+        # An upper bound: skl2onnx imports the lowest ai.onnx.ml opset its ops
+        # need (1 for Scaler/LinearClassifier/Normalizer).
         target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
     )
     # skl2onnx lists the default domain twice in opset_import; collapse the
@@ -188,6 +190,7 @@ def build_digits() -> Built:
 
     heldout = {"inputs": x_test.astype(float).tolist(), "labels": [int(v) for v in y_test]}
     heldout_bytes = (json.dumps(heldout, separators=(",", ":")) + "\n").encode()
+    # skl2onnx stores these as node attributes, not initializers, so count them here.
     params = clf.coef_.size + clf.intercept_.size + scaler.mean_.size + scaler.scale_.size
     return Built(
         files={"digits/1/model.onnx": data, "digits/testdata/heldout.json": heldout_bytes},
@@ -235,14 +238,14 @@ class GraphBuilder:
         self.shapes[name] = shape
         return name
 
-    def _he_normal(self, x: str, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    def _fan_in_normal(self, x: str, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
         """Normal weights that keep the second moment of the activations constant.
 
-        He's gain of 2 compensates for a ReLU having zeroed half of the input;
-        applied to inputs that did not come out of a ReLU (the image, the
-        depthwise half of a separable conv, residual sums) it doubles the
-        energy at every layer, and through Xception's ~40 such layers the
-        logits reach ~1e6.  Those layers get gain 1 (LeCun normal) instead.
+        Inputs that come out of a ReLU get He-normal (gain 2, compensating
+        for the half the ReLU zeroed).  Applied to inputs that did not (the
+        image, the 1x1 half of a separable conv fed by the depthwise half,
+        residual sums) that gain doubles the energy at every layer, and
+        through Xception the logits reach ~1e6; those get gain 1 (LeCun).
         """
         gain = 2.0 if x in self.nonnegative else 1.0
         return self.rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(gain / fan_in))
@@ -274,7 +277,7 @@ class GraphBuilder:
              padding: str = "same", groups: int = 1, bias: bool = False) -> str:
         in_ch = self.shapes[x][0]
         fan_in = (in_ch // groups) * kernel * kernel
-        w = self._init(f"{name}_W", self._he_normal(x, (out_ch, in_ch // groups, kernel, kernel), fan_in))
+        w = self._init(f"{name}_W", self._fan_in_normal(x, (out_ch, in_ch // groups, kernel, kernel), fan_in))
         inputs = [x, w] + ([self._init(f"{name}_B", self._small_bias(out_ch))] if bias else [])
         oh, ow, pads = self._spatial(x, kernel, stride, padding)
         return self._node("Conv", inputs, name, (out_ch, oh, ow), kernel_shape=[kernel, kernel],
@@ -286,13 +289,13 @@ class GraphBuilder:
         dw = self.conv(x, f"{name}_dw", in_ch, 3, groups=in_ch)
         return self.conv(dw, f"{name}_pw", out_ch, 1)
 
-    def batch_norm(self, x: str, name: str) -> str:
+    def batch_norm(self, x: str, name: str, gamma: float = 1.0) -> str:
         c = self.shapes[x][0]
-        # Identity statistics: the gain-corrected init (see _he_normal) already
-        # keeps activations O(1).  All four vectors are stored, as Keras counts
-        # them all as parameters.
+        # Identity statistics (mean 0, var 1, beta 0): the gain-corrected init
+        # (see _fan_in_normal) already keeps activations O(1).  All four vectors
+        # are stored, as Keras counts them all as parameters.
         params = [self._init(f"{name}_{p}", np.full(c, v)) for p, v in
-                  (("gamma", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0))]
+                  (("gamma", gamma), ("beta", 0.0), ("mean", 0.0), ("var", 1.0))]
         return self._node("BatchNormalization", [x, *params], name, self.shapes[x], epsilon=1e-3)
 
     def relu(self, x: str, name: str) -> str:
@@ -322,7 +325,7 @@ class GraphBuilder:
     def dense(self, x: str, name: str, units: int, *, init: str = "he") -> str:
         (fan_in,) = self.shapes[x]
         if init == "he":
-            w, b = self._he_normal(x, (units, fan_in), fan_in), self._small_bias(units)
+            w, b = self._fan_in_normal(x, (units, fan_in), fan_in), self._small_bias(units)
         else:  # Keras Dense defaults: glorot_uniform kernel, zero bias
             limit = math.sqrt(6.0 / (fan_in + units))
             w, b = self.rng.uniform(-limit, limit, (units, fan_in)), np.zeros(units)
@@ -413,24 +416,31 @@ def build_fashion_cnn() -> Built:
 
 def build_xception() -> Built:
     g = GraphBuilder(SEED_XCEPTION, "input", (3, 299, 299))
+    # Each residual Add sums two ~unit-variance tensors; over Xception's 12
+    # Adds that alone would grow activations ~2^6 and saturate the softmax.
+    # Scaling the BN that closes each branch (and a projection shortcut) by
+    # 1/sqrt(2) keeps a downsampling block's sum at unit variance and a middle
+    # block's growth to x1.5: logits stay ~5 rms, probabilities non-trivial.
+    RESIDUAL_GAMMA = math.sqrt(0.5)  # noqa: N806 - a constant, local to Xception
     sides = []  # spatial size after each downsampling stage, checked against Keras
 
+    def conv_bn(x: str, name: str, ch: int, kernel: int, stride: int, padding: str,
+                gamma: float = 1.0) -> str:
+        conv = g.conv(x, name, ch, kernel, stride=stride, padding=padding)
+        return g.batch_norm(conv, f"{name}_bn", gamma)
 
-    def conv_bn(x: str, name: str, ch: int, kernel: int, stride: int, padding: str) -> str:
-        return g.batch_norm(g.conv(x, name, ch, kernel, stride=stride, padding=padding), f"{name}_bn")
-
-    def sep_bn(x: str, name: str, ch: int, relu_first: bool) -> str:
+    def sep_bn(x: str, name: str, ch: int, relu_first: bool, gamma: float = 1.0) -> str:
         if relu_first:
             x = g.relu(x, f"{name}_act")
-        return g.batch_norm(g.separable_conv(x, name, ch), f"{name}_bn")
+        return g.batch_norm(g.separable_conv(x, name, ch), f"{name}_bn", gamma)
 
     def downsample_block(x: str, block: int, ch1: int, ch2: int, relu_first: bool) -> str:
         """[relu] sep(ch1) bn relu sep(ch2) bn maxpool, plus a strided 1x1 shortcut."""
         # Keras declares this 1x1 stride-2 conv 'same'; with a 1x1 kernel that
         # never pads, so it is identical to 'valid'.
-        residual = conv_bn(x, f"block{block}_shortcut", ch2, 1, 2, "same")
+        residual = conv_bn(x, f"block{block}_shortcut", ch2, 1, 2, "same", RESIDUAL_GAMMA)
         x = sep_bn(x, f"block{block}_sepconv1", ch1, relu_first)
-        x = sep_bn(x, f"block{block}_sepconv2", ch2, relu_first=True)
+        x = sep_bn(x, f"block{block}_sepconv2", ch2, relu_first=True, gamma=RESIDUAL_GAMMA)
         x = g.max_pool(x, f"block{block}_pool", 3, 2, "same")
         return g.add(x, residual, f"block{block}_add")
 
@@ -446,14 +456,14 @@ def build_xception() -> Built:
     for block in range(5, 13):
         residual = x
         for i in (1, 2, 3):
-            x = sep_bn(x, f"block{block}_sepconv{i}", 728, relu_first=True)
+            x = sep_bn(x, f"block{block}_sepconv{i}", 728, relu_first=True,
+                       gamma=RESIDUAL_GAMMA if i == 3 else 1.0)
         x = g.add(x, residual, f"block{block}_add")
     # Exit flow
     x = downsample_block(x, 13, 728, 1024, relu_first=True)
     sides.append(g.shapes[x][1])
     for i, ch in ((1, 1536), (2, 2048)):
-        x = g.relu(g.batch_norm(g.separable_conv(x, f"block14_sepconv{i}", ch),
-                                f"block14_sepconv{i}_bn"), f"block14_sepconv{i}_act")
+        x = g.relu(sep_bn(x, f"block14_sepconv{i}", ch, relu_first=False), f"block14_sepconv{i}_act")
     x = g.global_avg_pool(x, "avg_pool")
     x = g.softmax(g.dense(x, "predictions", 1000, init="glorot"), "predictions_softmax")
     model = g.build("xception", x, "probabilities")
@@ -588,19 +598,24 @@ def run(args: argparse.Namespace) -> int:
         built = BUILDERS[name]()
         if sorted(built.files) != sorted(rels):
             raise AssertionError(f"{name}: OUTPUTS table out of date")
+        changed = []
         for rel, data in built.files.items():
             write_atomic(out / rel, data)
             actual = sha256_file(out / rel)
             new_sums[rel] = actual
-            if args.update_checksums:
-                continue
             want = expected.get(rel)
-            if want != actual:
+            if want == actual:
+                continue
+            if args.update_checksums:
+                changed.append(f"{'':<12} new checksum {actual}  {rel}")
+            else:
                 mismatches.append(f"  {rel}: expected {want or '(no entry)'}\n  {' ' * len(rel)}  got      {actual}")
         elapsed = time.monotonic() - start
         size = sum(len(d) for d in built.files.values())
         print(f"{name:<12} generated in {elapsed:.2f}s, {built.params:,} params, "
               f"{human_size(size)}" + "".join(f", {n}" for n in built.notes))
+        for line in changed:
+            print(line)
 
     if args.update_checksums:
         write_checksums(args.checksums, new_sums)
@@ -611,9 +626,10 @@ def run(args: argparse.Namespace) -> int:
         if drift:
             msg.append("installed packages differ from the lock (pip install -r models/requirements.txt): "
                        + "; ".join(drift))
-        msg.append("If the generator or the locked packages were changed on purpose, re-run with "
-                   "--update-checksums and commit the new checksum file; otherwise this machine "
-                   "produces different bytes and the cause must be found.")
+        msg.append("The files were written anyway so they can be inspected.  If the generator or "
+                   "the locked packages were changed on purpose, run\n  python models/gen/make_models.py "
+                   f"--out {out} --update-checksums\nand commit models/checksums.sha256; otherwise this "
+                   "machine makes different bytes and the cause must be found before using them.")
         print("\n".join(msg), file=sys.stderr)
         return 1
     return 0

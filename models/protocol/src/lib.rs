@@ -23,7 +23,7 @@ pub use request::{
     BINARY_HEADER_LENGTH, InferRequest, RequestedOutput, decode_request, encode_request,
 };
 pub use response::{EncodedBody, InferResponse, decode_response, encode_response};
-pub use tensor::{Tensor, TensorData};
+pub use tensor::{Element, JsonScalar, Tensor, TensorData};
 pub use validate::validate_inputs;
 
 /// Content type of a body that is JSON followed by binary tensor data.

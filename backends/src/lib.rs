@@ -1,0 +1,12 @@
+//! Where inference runs. [`Backend`] is the whole contract between the
+//! gateway and a backend: the scheduler knows nothing else about one. Each
+//! kind of backend is a module here; adding a kind means adding a module and
+//! a config section, not editing the gateway.
+
+mod backend;
+pub mod local;
+
+pub use backend::{
+    Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
+    InferenceResult, ModelInfo, Timing,
+};

@@ -1,0 +1,396 @@
+//! The gateway's configuration: one TOML file, or the embedded default.
+//!
+//! Parsing has two phases. Serde reads the text into `*File` structs that
+//! reject unknown keys, naming the key path of any error; [`Config::from_file`]
+//! then checks what types cannot (ranges, references between sections) and
+//! builds the runtime [`Config`], which cannot be invalid. Every key is
+//! documented in `config/example.toml`, which a test parses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_backends::local::{LocalConfig, LocalModelConfig};
+use switchyard_models::ModelRepository;
+use switchyard_models::toml_config::from_toml;
+
+/// The configuration `switchyard serve` uses without `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// A configuration error: the key path, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config {source_name}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file, or `(embedded default)`.
+    pub source_name: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
+    models: ModelsFile,
+    #[serde(default)]
+    placement: PlacementFile,
+    #[serde(default)]
+    backends: BackendsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerFile {
+    listen: String,
+    max_request_bytes: u64,
+    max_concurrent_requests: usize,
+    request_timeout_ms: u64,
+    max_request_timeout_ms: u64,
+    drain_timeout_ms: u64,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            max_request_bytes: 32 * 1024 * 1024,
+            max_concurrent_requests: 1024,
+            request_timeout_ms: 30_000,
+            max_request_timeout_ms: 300_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ModelsFile {
+    repository: PathBuf,
+}
+
+impl Default for ModelsFile {
+    fn default() -> Self {
+        Self {
+            repository: PathBuf::from("models/repository"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PlacementFile {
+    policy: String,
+    order: Option<Vec<String>>,
+    rate_window_ms: u64,
+}
+
+impl Default for PlacementFile {
+    fn default() -> Self {
+        Self {
+            policy: "ordered".into(),
+            order: None,
+            rate_window_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendsFile {
+    local: Option<LocalFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalFile {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    models: ModelSelection,
+    #[serde(default = "one")]
+    workers: usize,
+    #[serde(default = "one")]
+    intra_op_threads: usize,
+    #[serde(default = "default_queue_capacity")]
+    queue_capacity: usize,
+    #[serde(default)]
+    overrides: BTreeMap<String, LocalOverrideFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalOverrideFile {
+    workers: Option<usize>,
+    intra_op_threads: Option<usize>,
+    queue_capacity: Option<usize>,
+}
+
+/// `"all"` or a list of model names.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ModelSelection {
+    Keyword(String),
+    List(Vec<String>),
+}
+
+impl Default for ModelSelection {
+    fn default() -> Self {
+        ModelSelection::Keyword("all".into())
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_queue_capacity() -> usize {
+    256
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted (413 above).
+    pub max_request_bytes: u64,
+    /// Requests handled at once before new ones get 503.
+    pub max_concurrent_requests: usize,
+    /// Deadline of a request that does not set one.
+    pub request_timeout: Duration,
+    /// Upper bound of a deadline a client sets.
+    pub max_request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// Placement settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementConfig {
+    /// Backend names in order of preference.
+    pub order: Vec<String>,
+    /// Window over which the per-model request rate is counted.
+    pub rate_window: Duration,
+}
+
+/// A complete, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub repository: ModelRepository,
+    pub placement: PlacementConfig,
+    pub local: Option<LocalConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are relative
+    /// to the current directory, like the paths on the command line.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: source_name.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &source_name, Path::new("."))
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::parse(DEFAULT_CONFIG, "(embedded default)", Path::new("."))
+    }
+
+    /// Parses and validates TOML text; `source_name` names it in errors and
+    /// relative paths in it are taken relative to `base_dir`.
+    pub fn parse(text: &str, source_name: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let error = |key: &str, message: String| ConfigError {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let file: ConfigFile = from_toml(text).map_err(|e| error(&e.key, e.message))?;
+        let server = validate_server(file.server, &error)?;
+        let repository = ModelRepository::load(&base_dir.join(&file.models.repository))
+            .map_err(|e| error("models.repository", e.to_string()))?;
+        let local = match file.backends.local {
+            Some(local) if local.enabled => Some(validate_local(local, &repository, &error)?),
+            _ => None,
+        };
+        let configured: Vec<String> = local.iter().map(|l| l.name.clone()).collect();
+        if configured.is_empty() {
+            return Err(error(
+                "backends",
+                "no backend is enabled; add a [backends.local] section".into(),
+            ));
+        }
+        let placement = validate_placement(file.placement, &configured, &error)?;
+        Ok(Config {
+            server,
+            repository,
+            placement,
+            local,
+        })
+    }
+}
+
+type ErrorFn<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn validate_server(file: ServerFile, error: &ErrorFn<'_>) -> Result<ServerConfig, ConfigError> {
+    let listen = file.listen.parse().map_err(|_| {
+        error(
+            "server.listen",
+            format!(
+                "{:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:8000\"",
+                file.listen
+            ),
+        )
+    })?;
+    let positive = |key: &str, value: u64| {
+        if value == 0 {
+            Err(error(key, "must be greater than 0".into()))
+        } else {
+            Ok(value)
+        }
+    };
+    positive("server.max_request_bytes", file.max_request_bytes)?;
+    positive(
+        "server.max_concurrent_requests",
+        file.max_concurrent_requests as u64,
+    )?;
+    positive("server.request_timeout_ms", file.request_timeout_ms)?;
+    if file.max_request_timeout_ms < file.request_timeout_ms {
+        return Err(error(
+            "server.max_request_timeout_ms",
+            format!(
+                "is {} but request_timeout_ms is {}; the cap must not be below the default",
+                file.max_request_timeout_ms, file.request_timeout_ms
+            ),
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        max_request_bytes: file.max_request_bytes,
+        max_concurrent_requests: file.max_concurrent_requests,
+        request_timeout: Duration::from_millis(file.request_timeout_ms),
+        max_request_timeout: Duration::from_millis(file.max_request_timeout_ms),
+        drain_timeout: Duration::from_millis(file.drain_timeout_ms),
+    })
+}
+
+fn validate_local(
+    file: LocalFile,
+    repository: &ModelRepository,
+    error: &ErrorFn<'_>,
+) -> Result<LocalConfig, ConfigError> {
+    let known: Vec<&String> = repository.models.keys().collect();
+    let names: Vec<String> = match file.models {
+        ModelSelection::Keyword(word) if word == "all" => {
+            repository.models.keys().cloned().collect()
+        }
+        ModelSelection::Keyword(word) => {
+            return Err(error(
+                "backends.local.models",
+                format!("{word:?} is not valid; write \"all\" or a list of model names"),
+            ));
+        }
+        ModelSelection::List(list) => list,
+    };
+    for name in names.iter().chain(file.overrides.keys()) {
+        if !repository.models.contains_key(name) {
+            return Err(error(
+                "backends.local.models",
+                format!("unknown model {name:?}; the repository has {known:?}"),
+            ));
+        }
+    }
+    let in_range = |key: &str, value: usize, max: usize| {
+        if value == 0 || value > max {
+            Err(error(
+                key,
+                format!("is {value}; it must be between 1 and {max}"),
+            ))
+        } else {
+            Ok(value)
+        }
+    };
+    let models = names
+        .iter()
+        .map(|name| {
+            let o = file.overrides.get(name);
+            let key = |field: &str| match o {
+                Some(_) => format!("backends.local.overrides.{name}.{field}"),
+                None => format!("backends.local.{field}"),
+            };
+            Ok(LocalModelConfig {
+                model: name.clone(),
+                workers: in_range(
+                    &key("workers"),
+                    o.and_then(|o| o.workers).unwrap_or(file.workers),
+                    64,
+                )?,
+                intra_op_threads: in_range(
+                    &key("intra_op_threads"),
+                    o.and_then(|o| o.intra_op_threads)
+                        .unwrap_or(file.intra_op_threads),
+                    64,
+                )?,
+                queue_capacity: in_range(
+                    &key("queue_capacity"),
+                    o.and_then(|o| o.queue_capacity)
+                        .unwrap_or(file.queue_capacity),
+                    1 << 20,
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(LocalConfig {
+        name: "local".into(),
+        models,
+    })
+}
+
+fn validate_placement(
+    file: PlacementFile,
+    configured: &[String],
+    error: &ErrorFn<'_>,
+) -> Result<PlacementConfig, ConfigError> {
+    if file.policy != "ordered" {
+        return Err(error(
+            "placement.policy",
+            format!(
+                "{:?} is not a policy; the available policy is \"ordered\"",
+                file.policy
+            ),
+        ));
+    }
+    let order = file.order.unwrap_or_else(|| configured.to_vec());
+    if let Some(unknown) = order.iter().find(|name| !configured.contains(name)) {
+        return Err(error(
+            "placement.order",
+            format!("{unknown:?} is not an enabled backend; enabled: {configured:?}"),
+        ));
+    }
+    if order.is_empty() {
+        return Err(error(
+            "placement.order",
+            "must name at least one backend".into(),
+        ));
+    }
+    if file.rate_window_ms == 0 {
+        return Err(error(
+            "placement.rate_window_ms",
+            "must be greater than 0".into(),
+        ));
+    }
+    Ok(PlacementConfig {
+        order,
+        rate_window: Duration::from_millis(file.rate_window_ms),
+    })
+}

@@ -1,0 +1,87 @@
+//! Every way a request can fail, and the one place each maps to an HTTP
+//! status. Clients get the message as `{"error": "..."}`.
+
+use http::StatusCode;
+use switchyard_backends::BackendError;
+use switchyard_protocol::ProtocolError;
+
+use crate::stats::Outcome;
+
+/// Why the gateway did not answer a request with a result.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(#[from] ProtocolError),
+    #[error("{0}")]
+    BadHeader(String),
+    #[error("unknown model {name:?}; GET /v2/repository/index lists the models")]
+    UnknownModel { name: String },
+    #[error("model {name:?} has no version {version:?}; it has {available:?}")]
+    UnknownVersion {
+        name: String,
+        version: String,
+        available: Vec<u64>,
+    },
+    #[error("request body is larger than the limit of {limit} bytes (server.max_request_bytes)")]
+    PayloadTooLarge { limit: u64 },
+    #[error("cannot read the request body: {0}")]
+    Body(String),
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("{method} is not allowed on {path}; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("no backend serving model {model:?} is ready")]
+    NoBackend { model: String },
+    #[error("the gateway is at its limit of concurrent requests; retry later")]
+    GatewayOverloaded,
+    #[error("deadline of {deadline_ms} ms exceeded waiting for {backend}")]
+    Deadline { backend: String, deadline_ms: u128 },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("cannot encode the response: {0}")]
+    Encode(String),
+}
+
+impl GatewayError {
+    /// The HTTP status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest(_) | GatewayError::BadHeader(_) | GatewayError::Body(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::UnknownModel { .. }
+            | GatewayError::UnknownVersion { .. }
+            | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::NoBackend { .. } | GatewayError::GatewayOverloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Backend(error) => match error {
+                BackendError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+                BackendError::Unavailable { .. } | BackendError::NotServed { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                BackendError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+                BackendError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// The outcome label recorded for this error.
+    pub fn outcome(&self) -> Outcome {
+        match self.status() {
+            StatusCode::TOO_MANY_REQUESTS => Outcome::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
+            StatusCode::GATEWAY_TIMEOUT => Outcome::Timeout,
+            status if status.is_client_error() => Outcome::ClientError,
+            _ => Outcome::Error,
+        }
+    }
+}

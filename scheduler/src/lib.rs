@@ -1,0 +1,20 @@
+//! The Switchyard gateway: the Open Inference Protocol over HTTP in front of
+//! several kinds of backend, with per-request placement.
+//!
+//! The data path is [`http`] (routes, errors to statuses) over [`gateway`]
+//! (validate, [`measure`], [`policy`], dispatch, [`stats`]), served by
+//! [`server::run`], configured by [`config`].
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod measure;
+pub mod policy;
+pub mod server;
+pub mod stats;
+pub mod telemetry;
+
+pub use config::Config;
+pub use gateway::Gateway;
+pub use server::run;

@@ -1,0 +1,157 @@
+//! The `switchyard` command: `serve` runs the gateway, `check-config`
+//! validates a configuration file without starting anything.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use switchyard_scheduler::{Config, Gateway, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Resource-aware inference placement gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Open Inference Protocol (v2) on HTTP.
+    Serve {
+        /// Configuration file (TOML); the embedded default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Check a configuration file (and the model repository it names) and exit.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => {
+            telemetry::init_logging(matches!(log_format, LogFormat::Json));
+            serve(config, listen)
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                report(&format!(
+                    "{}: ok ({} models in {}, backends: {})",
+                    file.display(),
+                    config.repository.models.len(),
+                    config.repository.root.display(),
+                    config.placement.order.join(", ")
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error.to_string(), 2),
+        },
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let config = match &config_path {
+        Some(path) => Config::load(path),
+        None => Config::embedded_default(),
+    };
+    let mut config = match config {
+        Ok(config) => config,
+        Err(error) => return fail(&error.to_string(), 2),
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
+    };
+    runtime.block_on(async move {
+        let gateway = match Gateway::start(&config) {
+            Ok(gateway) => Arc::new(gateway),
+            Err(error) => return fail(&error.to_string(), 1),
+        };
+        let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                return fail(
+                    &format!("cannot listen on {}: {error}", config.server.listen),
+                    1,
+                );
+            }
+        };
+        let address = listener.local_addr().unwrap_or(config.server.listen);
+        tracing::info!(%address, models = ?gateway.catalog().keys().collect::<Vec<_>>(), "serving");
+        report(&banner(&address.to_string()));
+        switchyard_scheduler::run(listener, gateway, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn banner(address: &str) -> String {
+    format!(
+        "\nSwitchyard is serving on http://{address}\n\n\
+         Try it:\n  curl -s http://{address}/v2/models/digits\n  \
+         curl -s -X POST http://{address}/v2/models/digits/infer -H 'content-type: application/json' \\\n    \
+         -d '{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,64],\"datatype\":\"FP32\",\"data\":[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]}}]}}'\n  \
+         curl -s http://{address}/v2/switchyard/stats\n  curl -s http://{address}/metrics\n\n\
+         Stop with Ctrl-C (in-flight requests finish first).\n"
+    )
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[allow(clippy::print_stdout)]
+fn report(message: &str) {
+    println!("{message}");
+}
+
+#[allow(clippy::print_stderr)]
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("switchyard: error: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,85 @@
+//! The HTTP server: accepts connections (HTTP/1.1 keep-alive and HTTP/2)
+//! and serves them until `shutdown` resolves, then drains.
+//!
+//! Requests pass through a tower stack before the v2 routes: a concurrency
+//! limit with load shedding, so that beyond `server.max_concurrent_requests`
+//! a request is answered 503 at once instead of piling up in memory.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::http::{Body, error_response, handle};
+
+/// Turns the load-shedding layer's refusal into the gateway's 503.
+fn shed_to_response(
+    result: Result<http::Response<Body>, tower::BoxError>,
+) -> Result<http::Response<Body>, tower::BoxError> {
+    Ok(result.unwrap_or_else(|error| {
+        if error.is::<tower::load_shed::error::Overloaded>() {
+            error_response(&GatewayError::GatewayOverloaded)
+        } else {
+            error_response(&GatewayError::Body(error.to_string()))
+        }
+    }))
+}
+
+/// Serves `gateway` on `listener` until `shutdown` completes; then stops
+/// accepting, lets in-flight requests finish (up to the configured drain
+/// timeout) and returns.
+pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    let drain_timeout = gateway.server.drain_timeout;
+    let service = ServiceBuilder::new()
+        .map_result(shed_to_response)
+        .load_shed()
+        .concurrency_limit(gateway.server.max_concurrent_requests)
+        .service_fn(move |request| {
+            let gateway = Arc::clone(&gateway);
+            async move { Ok::<_, Infallible>(handle(gateway, request).await) }
+        });
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(error) => {
+                        // Usually out of file descriptors: back off briefly
+                        // instead of spinning, and keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(timeout = ?drain_timeout, "shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+}
