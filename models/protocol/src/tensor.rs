@@ -250,7 +250,7 @@ impl TensorData {
     /// Appends the elements as little-endian bytes (the binary extension).
     pub fn write_le(&self, out: &mut Vec<u8>) {
         fn write<T: Element>(values: &[T], out: &mut Vec<u8>) {
-            out.reserve(values.len() * std::mem::size_of::<T>());
+            out.reserve(std::mem::size_of_val(values));
             for value in values {
                 value.write_le(out);
             }

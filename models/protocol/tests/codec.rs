@@ -2,6 +2,9 @@
 //! round trip through JSON and through the binary extension, and malformed
 //! sizes are rejected with the right error instead of being misread.
 
+// Test helpers panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::prelude::*;
 use switchyard_protocol::{
     InferRequest, InferResponse, ProtocolError, RequestedOutput, Tensor, TensorData,

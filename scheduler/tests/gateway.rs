@@ -1,0 +1,954 @@
+//! End-to-end tests of the gateway: the real server (`run()` on port 0) with
+//! the real models and ONNX Runtime, driven over HTTP; and the real binary
+//! for start-up errors. `make setup` must have generated the models.
+
+// Test helpers panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_backends::{
+    Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
+    InferenceResult, ModelInfo,
+};
+use switchyard_models::TensorSpecs;
+use switchyard_protocol::{
+    BINARY_HEADER_LENGTH, DataType, InferRequest, RequestedOutput, Tensor, TensorData, TensorSpec,
+    decode_response, encode_request,
+};
+use switchyard_scheduler::{Config, Gateway};
+use tokio::sync::oneshot;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A gateway running in this process on an ephemeral port.
+struct TestGateway {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestGateway {
+    async fn start(config_text: &str) -> Self {
+        let config = Config::parse(config_text, "(test)", &workspace()).expect("valid config");
+        let gateway = tokio::task::spawn_blocking(move || Gateway::start(&config))
+            .await
+            .expect("join")
+            .expect("gateway starts");
+        Self::serve(Arc::new(gateway)).await
+    }
+
+    async fn serve(gateway: Arc<Gateway>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(switchyard_scheduler::run(listener, gateway, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base(), path)
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("run does not panic");
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_owned()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(url: &str) -> Reply {
+    send("GET", url, &[], Vec::new()).await
+}
+
+async fn infer(base: &str, model: &str, request: &InferRequest, binary: bool) -> Reply {
+    infer_with(base, model, request, binary, &[]).await
+}
+
+async fn infer_with(
+    base: &str,
+    model: &str,
+    request: &InferRequest,
+    binary: bool,
+    extra: &[(&str, String)],
+) -> Reply {
+    let body = encode_request(request, binary).expect("encodes");
+    let mut headers: Vec<(&str, String)> = extra.to_vec();
+    if let Some(length) = body.json_length {
+        headers.push((BINARY_HEADER_LENGTH, length.to_string()));
+    }
+    send(
+        "POST",
+        &format!("{base}/v2/models/{model}/infer"),
+        &headers,
+        body.bytes,
+    )
+    .await
+}
+
+fn decode(reply: &Reply) -> switchyard_protocol::InferResponse {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    decode_response(&reply.body, reply.header(BINARY_HEADER_LENGTH)).expect("a v2 response")
+}
+
+fn fp32_request(shape: Vec<u64>, fill: impl Fn(usize) -> f32) -> InferRequest {
+    let len = shape.iter().product::<u64>() as usize;
+    InferRequest {
+        inputs: vec![Tensor {
+            name: "input".into(),
+            shape,
+            data: TensorData::Fp32((0..len).map(fill).collect()),
+        }],
+        ..InferRequest::default()
+    }
+}
+
+const DIGITS_AND_FASHION: &str = r#"
+[backends.local]
+models = ["digits", "fashion_cnn"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_health_and_repository_index() {
+    let gateway = TestGateway::start(DIGITS_AND_FASHION).await;
+    let server = get(&gateway.url("/v2")).await;
+    assert_eq!(server.status, 200);
+    assert_eq!(server.json()["name"], "switchyard");
+    assert!(
+        server.json()["extensions"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e == "binary_tensor_data")
+    );
+    assert_eq!(get(&gateway.url("/v2/health/live")).await.status, 200);
+    assert_eq!(get(&gateway.url("/v2/health/ready")).await.status, 200);
+
+    let digits = get(&gateway.url("/v2/models/digits")).await.json();
+    assert_eq!(digits["platform"], "onnxruntime_onnx");
+    assert_eq!(digits["versions"], serde_json::json!(["1"]));
+    assert_eq!(
+        digits["inputs"],
+        serde_json::json!([{"name": "input", "datatype": "FP32", "shape": [-1, 64]}])
+    );
+    let outputs: BTreeMap<String, serde_json::Value> = digits["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| (o["name"].as_str().expect("name").to_owned(), o.clone()))
+        .collect();
+    assert_eq!(outputs["label"]["datatype"], "INT64");
+    assert_eq!(
+        outputs["probabilities"]["shape"],
+        serde_json::json!([-1, 10])
+    );
+
+    let fashion = get(&gateway.url("/v2/models/fashion_cnn/versions/1"))
+        .await
+        .json();
+    assert_eq!(
+        fashion["inputs"][0]["shape"],
+        serde_json::json!([-1, 1, 28, 28])
+    );
+    assert_eq!(
+        get(&gateway.url("/v2/models/fashion_cnn/ready"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&gateway.url("/v2/models/digits/versions/1/ready"))
+            .await
+            .status,
+        200
+    );
+
+    let index = send(
+        "POST",
+        &gateway.url("/v2/repository/index"),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .json();
+    let names: Vec<&str> = index
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, ["digits", "fashion_cnn"]);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digits_held_out_accuracy_through_the_gateway() {
+    #[derive(serde::Deserialize)]
+    struct HeldOut {
+        inputs: Vec<Vec<f32>>,
+        labels: Vec<i64>,
+    }
+    let path = workspace().join("models/repository/digits/testdata/heldout.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make setup`", path.display()));
+    let held_out: HeldOut = serde_json::from_str(&text).expect("held-out samples");
+    assert!(
+        held_out.inputs.len() >= 400,
+        "the held-out quarter of 1,797 digits"
+    );
+
+    let gateway = TestGateway::start(DIGITS_AND_FASHION).await;
+    let mut correct = 0usize;
+    let mut answered = 0usize;
+    // Half the samples one per request in JSON, the rest in binary batches
+    // of 16, so both encodings and the batch dimension are exercised.
+    let (single, batched) = held_out.inputs.split_at(held_out.inputs.len() / 2);
+    for (sample, &label) in single.iter().zip(&held_out.labels) {
+        let request = fp32_request(vec![1, 64], |i| sample[i]);
+        let response = decode(&infer(&gateway.base(), "digits", &request, false).await);
+        let predicted = response
+            .outputs
+            .iter()
+            .find(|t| t.name == "label")
+            .expect("label");
+        correct += usize::from(predicted.data == TensorData::Int64(vec![label]));
+        answered += 1;
+    }
+    let batched_labels = &held_out.labels[single.len()..];
+    for (samples, labels) in batched.chunks(16).zip(batched_labels.chunks(16)) {
+        let flat: Vec<f32> = samples.iter().flatten().copied().collect();
+        let request = fp32_request(vec![samples.len() as u64, 64], |i| flat[i]);
+        let response = decode(&infer(&gateway.base(), "digits", &request, true).await);
+        let predicted = response
+            .outputs
+            .iter()
+            .find(|t| t.name == "label")
+            .expect("label");
+        let TensorData::Int64(predicted) = &predicted.data else {
+            panic!("label is INT64")
+        };
+        correct += predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+        answered += labels.len();
+    }
+    assert_eq!(answered, held_out.labels.len());
+    let accuracy = correct as f64 / answered as f64;
+    assert!(
+        accuracy >= 0.9,
+        "held-out accuracy through the gateway is {accuracy:.4}"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_answers_json_and_binary_requests() {
+    let gateway = TestGateway::start(
+        r#"
+[backends.local]
+models = "all"
+[backends.local.overrides.xception]
+intra_op_threads = 2
+"#,
+    )
+    .await;
+    for (model, shape, classes) in [
+        ("digits", vec![2, 64], 10u64),
+        ("fashion_cnn", vec![2, 1, 28, 28], 10),
+        ("xception", vec![1, 3, 299, 299], 1000),
+    ] {
+        let request = fp32_request(shape.clone(), |i| ((i % 17) as f32) / 17.0);
+        let json = infer(&gateway.base(), model, &request, false).await;
+        assert_eq!(json.header("content-type"), Some("application/json"));
+        assert_eq!(json.header("switchyard-backend"), Some("local"));
+        for header in [
+            "switchyard-queue-time-us",
+            "switchyard-inference-time-us",
+            "switchyard-placement",
+        ] {
+            assert!(json.header(header).is_some(), "{model}: {header} missing");
+        }
+        let from_json = decode(&json);
+        // Binary in, binary out: the same numbers without a JSON round trip.
+        let mut binary_request = request.clone();
+        binary_request.binary_data_output = true;
+        let binary = infer(&gateway.base(), model, &binary_request, true).await;
+        assert_eq!(
+            binary.header("content-type"),
+            Some("application/octet-stream")
+        );
+        let from_binary = decode(&binary);
+        assert_eq!(
+            from_json.outputs, from_binary.outputs,
+            "{model}: JSON and binary disagree"
+        );
+        let main_output = from_binary
+            .outputs
+            .iter()
+            .find(|t| t.datatype() == DataType::Fp32)
+            .expect("an FP32 output");
+        assert_eq!(main_output.shape, vec![shape[0], classes], "{model}");
+    }
+    // Asking for one output, in binary, returns only that one.
+    let mut request = fp32_request(vec![1, 64], |i| (i % 16) as f32);
+    request.outputs = vec![RequestedOutput {
+        name: "probabilities".into(),
+        binary_data: Some(true),
+    }];
+    let reply = infer(&gateway.base(), "digits", &request, false).await;
+    assert!(reply.header(BINARY_HEADER_LENGTH).is_some());
+    let response = decode(&reply);
+    assert_eq!(response.outputs.len(), 1);
+    let TensorData::Fp32(p) = &response.outputs[0].data else {
+        panic!("FP32")
+    };
+    assert!(
+        (p.iter().sum::<f32>() - 1.0).abs() < 1e-4,
+        "probabilities sum to 1"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_get_4xx_with_a_json_message() {
+    let gateway = TestGateway::start(
+        r#"
+[server]
+max_request_bytes = 4096
+[backends.local]
+models = ["digits"]
+"#,
+    )
+    .await;
+    let infer_url = gateway.url("/v2/models/digits/infer");
+    let post = |body: &'static str| send("POST", &infer_url, &[], body.as_bytes().to_vec());
+
+    let cases: Vec<(Reply, u16, &str)> = vec![
+        (post("{not json").await, 400, "not valid JSON"),
+        (
+            post(r#"{"inputs":[{"name":"input","shape":[1,63],"datatype":"FP32","data":[1]}]}"#)
+                .await,
+            400,
+            "63 elements",
+        ),
+        (
+            post(r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#)
+                .await,
+            400,
+            "expects [-1, 64]",
+        ),
+        (
+            post(r#"{"inputs":[{"name":"input","shape":[1],"datatype":"INT32","data":[1]}]}"#)
+                .await,
+            400,
+            "expects FP32",
+        ),
+        (
+            post(r#"{"inputs":[{"name":"pixels","shape":[1],"datatype":"FP32","data":[1]}]}"#)
+                .await,
+            400,
+            "unknown input",
+        ),
+        (post(r#"{"inputs":[]}"#).await, 400, "no inputs"),
+        (
+            send(
+                "POST",
+                &gateway.url("/v2/models/nope/infer"),
+                &[],
+                b"{}".to_vec(),
+            )
+            .await,
+            404,
+            "unknown model",
+        ),
+        (
+            send(
+                "POST",
+                &gateway.url("/v2/models/digits/versions/7/infer"),
+                &[],
+                b"{}".to_vec(),
+            )
+            .await,
+            404,
+            "no version",
+        ),
+        (
+            get(&gateway.url("/v2/models/nope")).await,
+            404,
+            "unknown model",
+        ),
+        (get(&gateway.url("/v2/nowhere")).await, 404, "no route"),
+        (get(&infer_url).await, 405, "not allowed"),
+        (
+            send("POST", &infer_url, &[], vec![b' '; 5000]).await,
+            413,
+            "max_request_bytes",
+        ),
+        (
+            send(
+                "POST",
+                &infer_url,
+                &[(BINARY_HEADER_LENGTH, "99".into())],
+                b"{}".to_vec(),
+            )
+            .await,
+            400,
+            "Inference-Header-Content-Length",
+        ),
+        (
+            send(
+                "POST",
+                &infer_url,
+                &[("switchyard-timeout-ms", "soon".into())],
+                b"{}".to_vec(),
+            )
+            .await,
+            400,
+            "switchyard-timeout-ms",
+        ),
+    ];
+    for (reply, status, message) in cases {
+        assert_eq!(
+            reply.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert!(
+            reply.error().contains(message),
+            "{:?} should mention {message:?}",
+            reply.error()
+        );
+    }
+    let metadata = get(&gateway.url("/v2/models/digits")).await;
+    assert_eq!(
+        metadata.status, 200,
+        "the gateway still serves after bad input"
+    );
+    gateway.shutdown().await;
+}
+
+/// Xception with one single-threaded worker: a batch of 4 takes hundreds of
+/// milliseconds, long enough to fill the queue or miss a deadline.
+const SLOW_XCEPTION: &str = r#"
+[server]
+max_concurrent_requests = 64
+[backends.local]
+models = ["xception"]
+workers = 1
+intra_op_threads = 1
+queue_capacity = 1
+"#;
+
+fn xception_batch(rows: u64) -> InferRequest {
+    fp32_request(vec![rows, 3, 299, 299], |i| (i % 255) as f32 / 255.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_is_refused_at_once_with_429_and_deadlines_give_504() {
+    let gateway = TestGateway::start(SLOW_XCEPTION).await;
+    let request = Arc::new(xception_batch(4));
+    let started = Instant::now();
+    let replies = futures_join(
+        (0..6)
+            .map(|_| {
+                let base = gateway.base();
+                let request = Arc::clone(&request);
+                tokio::spawn(async move { infer(&base, "xception", &request, true).await })
+            })
+            .collect(),
+    )
+    .await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !refused.is_empty(),
+        "one worker and a queue of one cannot take six: {statuses:?}"
+    );
+    assert!(
+        refused[0].error().contains("queue"),
+        "{}",
+        refused[0].error()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    let late = infer_with(
+        &gateway.base(),
+        "xception",
+        &request,
+        true,
+        &[("switchyard-timeout-ms", "1".into())],
+    )
+    .await;
+    assert_eq!(late.status, 504, "{}", String::from_utf8_lossy(&late.body));
+    assert!(late.error().contains("deadline"), "{}", late.error());
+
+    let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
+    let series = &stats["series"].as_array().expect("series")[0];
+    assert_eq!(series["model"], "xception");
+    assert!(series["outcomes"]["overloaded"].as_u64().expect("counted") >= 1);
+    assert!(series["outcomes"]["timeout"].as_u64().expect("counted") >= 1);
+    assert!(series["failure_rate"].as_f64().expect("rate") > 0.0);
+    let metrics = String::from_utf8_lossy(&get(&gateway.url("/metrics")).await.body).to_string();
+    assert!(metrics.contains(r#"outcome="overloaded""#), "{metrics}");
+    gateway.shutdown().await;
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<Reply>>) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(handles.len());
+    for handle in handles {
+        replies.push(handle.await.expect("task"));
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_concurrent_requests_the_gateway_sheds_with_503() {
+    let gateway = TestGateway::start(&SLOW_XCEPTION.replace(
+        "max_concurrent_requests = 64",
+        "max_concurrent_requests = 1",
+    ))
+    .await;
+    let slow = {
+        let base = gateway.base();
+        tokio::spawn(async move { infer(&base, "xception", &xception_batch(2), true).await })
+    };
+    wait_for_in_flight(&gateway, 1).await;
+    let shed = get(&gateway.url("/v2/health/live")).await;
+    assert_eq!(shed.status, 503, "{}", String::from_utf8_lossy(&shed.body));
+    assert!(
+        shed.error().contains("concurrent requests"),
+        "{}",
+        shed.error()
+    );
+    assert_eq!(slow.await.expect("task").status, 200);
+    assert_eq!(
+        get(&gateway.url("/v2/health/live")).await.status,
+        200,
+        "capacity is back"
+    );
+    gateway.shutdown().await;
+}
+
+/// Waits (bounded) until the backend has `n` requests in flight, as the
+/// stats endpoint reports. Under a concurrency limit of one, the stats
+/// request itself being shed (503) shows the same thing.
+async fn wait_for_in_flight(gateway: &TestGateway, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = get(&gateway.url("/v2/switchyard/stats")).await;
+        if stats.status == 503 {
+            return; // the limit is taken: the slow request is in flight
+        }
+        let in_flight = stats.json()["backend_state"][0]["in_flight"]
+            .as_u64()
+            .unwrap_or(0);
+        if in_flight >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "request never went in flight");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
+    let mut gateway = TestGateway::start(SLOW_XCEPTION).await;
+    let in_flight = {
+        let base = gateway.base();
+        tokio::spawn(async move { infer(&base, "xception", &xception_batch(2), true).await })
+    };
+    wait_for_in_flight(&gateway, 1).await;
+    let address = gateway.address;
+    let stop = gateway.stop.take().expect("not stopped yet");
+    let _ = stop.send(());
+    let reply = in_flight.await.expect("task");
+    assert_eq!(
+        reply.status, 200,
+        "the in-flight request completes during the drain"
+    );
+    tokio::time::timeout(Duration::from_secs(30), &mut gateway.task)
+        .await
+        .expect("run returns once drained")
+        .expect("no panic");
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// A backend that serves a model but is not ready, to see the gateway's
+/// not-ready paths without depending on timing.
+#[derive(Debug)]
+struct NotReady(Arc<ModelInfo>);
+
+impl Backend for NotReady {
+    fn name(&self) -> &str {
+        "standby"
+    }
+    fn kind(&self) -> BackendKind {
+        BackendKind::Container
+    }
+    fn models(&self) -> Vec<Arc<ModelInfo>> {
+        vec![Arc::clone(&self.0)]
+    }
+    fn ready(&self) -> bool {
+        false
+    }
+    fn snapshot(&self) -> BackendSnapshot {
+        BackendSnapshot {
+            name: "standby".into(),
+            kind: BackendKind::Container,
+            ready: false,
+            in_flight: 0,
+            queued: 0,
+            concurrency: 0,
+            capacity: 0,
+        }
+    }
+    fn infer(
+        &self,
+        _job: InferenceJob,
+    ) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
+        Box::pin(async {
+            Err(BackendError::Unavailable {
+                backend: "standby".into(),
+                reason: "not started".into(),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_a_ready_backend_is_503_not_ready() {
+    let config = Config::parse(DIGITS_AND_FASHION, "(test)", &workspace()).expect("config");
+    let spec = TensorSpec {
+        name: "x".into(),
+        datatype: DataType::Fp32,
+        shape: vec![-1, 2],
+    };
+    let info = ModelInfo {
+        name: "standby_model".into(),
+        platform: "onnxruntime_onnx".into(),
+        max_batch_size: Some(4),
+        versions: BTreeMap::from([(
+            1,
+            Arc::new(TensorSpecs {
+                inputs: vec![spec.clone()],
+                outputs: vec![spec],
+            }),
+        )]),
+    };
+    let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
+    let backend: Arc<dyn Backend> = Arc::new(NotReady(Arc::new(info)));
+    let gateway = TestGateway::serve(Arc::new(Gateway::with_backends(
+        &config,
+        vec![backend],
+        prometheus,
+    )))
+    .await;
+    assert_eq!(get(&gateway.url("/v2/health/ready")).await.status, 503);
+    assert_eq!(
+        get(&gateway.url("/v2/models/standby_model/ready"))
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        get(&gateway.url("/v2/models/standby_model")).await.status,
+        200,
+        "metadata is known"
+    );
+    let reply = infer(
+        &gateway.base(),
+        "standby_model",
+        &InferRequest {
+            inputs: vec![Tensor {
+                name: "x".into(),
+                shape: vec![1, 2],
+                data: TensorData::Fp32(vec![1.0, 2.0]),
+            }],
+            ..InferRequest::default()
+        },
+        false,
+    )
+    .await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.error().contains("no backend"), "{}", reply.error());
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_stats_describe_served_requests() {
+    let gateway = TestGateway::start(DIGITS_AND_FASHION).await;
+    for _ in 0..20 {
+        decode(
+            &infer(
+                &gateway.base(),
+                "fashion_cnn",
+                &fp32_request(vec![1, 1, 28, 28], |i| (i % 7) as f32),
+                true,
+            )
+            .await,
+        );
+    }
+    let metrics = get(&gateway.url("/metrics")).await;
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    let text = String::from_utf8_lossy(&metrics.body);
+    for needle in [
+        r#"switchyard_requests_total{model="fashion_cnn",backend="local",outcome="success"}"#,
+        r#"switchyard_request_duration_seconds_bucket{model="fashion_cnn",backend="local",le="0.001"}"#,
+        "switchyard_batch_size_bucket",
+        r#"switchyard_backend_in_flight_requests{backend="local"}"#,
+        r#"switchyard_backend_queued_requests{backend="local"}"#,
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
+    let series = stats["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .find(|s| s["model"] == "fashion_cnn")
+        .expect("fashion_cnn series")
+        .clone();
+    assert_eq!(series["backend"], "local");
+    assert_eq!(series["policy"], "ordered");
+    assert!(series["requests"].as_u64().expect("count") >= 20);
+    let latency = &series["latency"];
+    let (p50, p99) = (
+        latency["p50_ms"].as_f64().expect("p50"),
+        latency["p99_ms"].as_f64().expect("p99"),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{latency}");
+    gateway.shutdown().await;
+}
+
+fn switchyard() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.current_dir(workspace());
+    command
+}
+
+#[test]
+fn shipped_configs_parse() {
+    for file in [
+        "config/example.toml",
+        "config/local-only.toml",
+        "config/default.toml",
+    ] {
+        let text = std::fs::read_to_string(workspace().join(file)).expect("readable");
+        let config = Config::parse(&text, file, &workspace()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.placement.order, ["local"], "{file}");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8000", "{file}");
+    }
+    let embedded =
+        std::fs::read_to_string(workspace().join("config/default.toml")).expect("readable");
+    assert_eq!(
+        embedded,
+        switchyard_scheduler::config::DEFAULT_CONFIG,
+        "the binary embeds config/default.toml"
+    );
+}
+
+#[test]
+fn bad_configs_are_rejected_naming_the_key_and_the_fix() {
+    let cases = [
+        (
+            "[server]\nlisten = \"127.0.0.1:8000\"\nlisn = 1\n",
+            "lisn",
+            "unknown field",
+        ),
+        (
+            "[server]\nlisten = \"localhost\"\n",
+            "server.listen",
+            "IP:PORT",
+        ),
+        (
+            "[backends.local]\nworkers = 0\n",
+            "backends.local.workers",
+            "between 1 and 64",
+        ),
+        (
+            "[backends.local]\nworkers = \"two\"\n",
+            "backends.local.workers",
+            "invalid type",
+        ),
+        (
+            "[backends.local]\nmodels = [\"resnet\"]\n",
+            "backends.local.models",
+            "unknown model",
+        ),
+        (
+            "[backends.local.overrides.digits]\nqueue_capacity = 0\n",
+            "backends.local.overrides.digits.queue_capacity",
+            "between",
+        ),
+        (
+            "[placement]\norder = [\"lambda\"]\n[backends.local]\n",
+            "placement.order",
+            "not an enabled backend",
+        ),
+        (
+            "[backends.local]\nenabled = false\n",
+            "backends",
+            "no backend is enabled",
+        ),
+        (
+            "[models]\nrepository = \"/nonexistent\"\n[backends.local]\n",
+            "models.repository",
+            "make setup",
+        ),
+        ("[server\n", "(syntax)", ""),
+    ];
+    for (text, key, fix) in cases {
+        let error = Config::parse(text, "test.toml", &workspace()).expect_err(text);
+        assert!(
+            error.key.contains(key),
+            "{text:?}: key {:?} should name {key:?}",
+            error.key
+        );
+        assert!(
+            error.message.contains(fix),
+            "{text:?}: {:?} should say {fix:?}",
+            error.message
+        );
+    }
+}
+
+#[test]
+fn the_binary_exits_non_zero_on_a_bad_config_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[backends.local]\nworkers = 0\n").expect("write");
+    let output = switchyard()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("backends.local.workers"), "{stderr}");
+    let output = switchyard()
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let output = switchyard()
+        .args(["check-config", "config/example.toml"])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_binary_explains_how_to_fix_a_missing_onnx_runtime() {
+    let output = switchyard()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ORT_DYLIB_PATH") && stderr.contains("unset it"),
+        "{stderr}"
+    );
+}
