@@ -74,6 +74,21 @@ impl GatewayError {
         }
     }
 
+    /// The backend that refused or failed the request, when one was chosen.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            GatewayError::Deadline { backend, .. } => Some(backend),
+            GatewayError::Backend(
+                BackendError::Overloaded { backend, .. }
+                | BackendError::Unavailable { backend, .. }
+                | BackendError::DeadlineExceeded { backend, .. }
+                | BackendError::NotServed { backend, .. }
+                | BackendError::Failed { backend, .. },
+            ) => Some(backend),
+            _ => None,
+        }
+    }
+
     /// The outcome label recorded for this error.
     pub fn outcome(&self) -> Outcome {
         match self.status() {

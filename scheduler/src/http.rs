@@ -56,6 +56,9 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
             .headers_mut()
             .insert(http::header::ALLOW, HeaderValue::from_static(allowed));
     }
+    if let Some(value) = error.backend().and_then(|b| HeaderValue::from_str(b).ok()) {
+        response.headers_mut().insert(BACKEND_HEADER, value);
+    }
     response
 }
 

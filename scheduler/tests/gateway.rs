@@ -570,6 +570,7 @@ async fn full_queue_is_refused_at_once_with_429_and_deadlines_give_504() {
     .await;
     assert_eq!(late.status, 504, "{}", String::from_utf8_lossy(&late.body));
     assert!(late.error().contains("deadline"), "{}", late.error());
+    assert_eq!(late.header("switchyard-backend"), Some("local"));
 
     let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
     let series = &stats["series"].as_array().expect("series")[0];
