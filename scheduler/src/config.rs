@@ -155,6 +155,14 @@ fn default_queue_capacity() -> usize {
     256
 }
 
+/// Serving settings of `switchyard worker`, for every model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    pub workers: usize,
+    pub intra_op_threads: usize,
+    pub queue_capacity: usize,
+}
+
 /// HTTP server settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -216,6 +224,46 @@ impl Config {
             message,
         };
         let file: ConfigFile = from_toml(text).map_err(|e| error(&e.key, e.message))?;
+        Self::validate(file, source_name, base_dir)
+    }
+
+    /// The configuration of `switchyard worker`: the v2 API on `listen`
+    /// over every model of `repository`, served locally. This is what runs
+    /// inside a worker container.
+    pub fn worker(
+        repository: &Path,
+        listen: SocketAddr,
+        settings: WorkerSettings,
+    ) -> Result<Self, ConfigError> {
+        let file = ConfigFile {
+            server: ServerFile {
+                listen: listen.to_string(),
+                ..ServerFile::default()
+            },
+            models: ModelsFile {
+                repository: repository.to_owned(),
+            },
+            placement: PlacementFile::default(),
+            backends: BackendsFile {
+                local: Some(LocalFile {
+                    enabled: true,
+                    models: ModelSelection::default(),
+                    workers: settings.workers,
+                    intra_op_threads: settings.intra_op_threads,
+                    queue_capacity: settings.queue_capacity,
+                    overrides: BTreeMap::new(),
+                }),
+            },
+        };
+        Self::validate(file, "(worker options)", Path::new("."))
+    }
+
+    fn validate(file: ConfigFile, source_name: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let error = |key: &str, message: String| ConfigError {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
         let server = validate_server(file.server, &error)?;
         let repository = ModelRepository::load(&base_dir.join(&file.models.repository))
             .map_err(|e| error("models.repository", e.to_string()))?;

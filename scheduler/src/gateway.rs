@@ -53,16 +53,23 @@ pub enum StartError {
     Model(#[from] switchyard_models::ModelError),
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
+    #[error("a backend failed while starting: {0}")]
+    Join(String),
 }
 
 impl Gateway {
-    /// Starts every configured backend (loading models; this blocks) and
-    /// builds the model catalog from what they serve.
-    pub fn start(config: &Config) -> Result<Self, StartError> {
+    /// Starts every configured backend and builds the model catalog from
+    /// what they serve. Model loading runs on a blocking thread.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
         let prometheus = crate::telemetry::prometheus().map_err(StartError::Metrics)?;
         let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-        if let Some(local) = &config.local {
-            backends.push(Arc::new(LocalBackend::start(local, &config.repository)?));
+        if let Some(local) = config.local.clone() {
+            let repository = config.repository.clone();
+            let local =
+                tokio::task::spawn_blocking(move || LocalBackend::start(&local, &repository))
+                    .await
+                    .map_err(|e| StartError::Join(e.to_string()))??;
+            backends.push(Arc::new(local));
         }
         Ok(Self::with_backends(config, backends, prometheus))
     }

@@ -1,11 +1,13 @@
-//! The `switchyard` command: `serve` runs the gateway, `check-config`
-//! validates a configuration file without starting anything.
+//! The `switchyard` command: `serve` runs the gateway, `worker` serves a
+//! model repository locally (the program inside a worker container), and
+//! `check-config` validates a configuration file without starting anything.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use switchyard_scheduler::config::WorkerSettings;
 use switchyard_scheduler::{Config, Gateway, telemetry};
 
 #[derive(Debug, Parser)]
@@ -33,6 +35,28 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
+    /// Serve every model of a repository on the v2 API with the local
+    /// backend only: the program inside a worker container.
+    Worker {
+        /// The model repository.
+        #[arg(long, default_value = "models/repository")]
+        repository: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+        /// Worker threads (sessions) per model.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// ONNX Runtime intra-op threads per session.
+        #[arg(long, default_value_t = 1)]
+        intra_op_threads: usize,
+        /// Requests that may wait per model before new ones get 429.
+        #[arg(long, default_value_t = 256)]
+        queue_capacity: usize,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Check a configuration file (and the model repository it names) and exit.
     CheckConfig {
         /// Configuration file (TOML).
@@ -56,6 +80,25 @@ fn main() -> ExitCode {
         } => {
             telemetry::init_logging(matches!(log_format, LogFormat::Json));
             serve(config, listen)
+        }
+        Command::Worker {
+            repository,
+            listen,
+            workers,
+            intra_op_threads,
+            queue_capacity,
+            log_format,
+        } => {
+            telemetry::init_logging(matches!(log_format, LogFormat::Json));
+            let settings = WorkerSettings {
+                workers,
+                intra_op_threads,
+                queue_capacity,
+            };
+            match Config::worker(&repository, listen, settings) {
+                Ok(config) => serve_config(config),
+                Err(error) => fail(&error.to_string(), 2),
+            }
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
@@ -85,6 +128,11 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
+    serve_config(config)
+}
+
+/// Starts the gateway for `config` and serves until a shutdown signal.
+fn serve_config(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +141,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
         Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
     };
     runtime.block_on(async move {
-        let gateway = match Gateway::start(&config) {
+        let gateway = match Gateway::start(&config).await {
             Ok(gateway) => Arc::new(gateway),
             Err(error) => return fail(&error.to_string(), 1),
         };

@@ -44,10 +44,7 @@ struct TestGateway {
 impl TestGateway {
     async fn start(config_text: &str) -> Self {
         let config = Config::parse(config_text, "(test)", &workspace()).expect("valid config");
-        let gateway = tokio::task::spawn_blocking(move || Gateway::start(&config))
-            .await
-            .expect("join")
-            .expect("gateway starts");
+        let gateway = Gateway::start(&config).await.expect("gateway starts");
         Self::serve(Arc::new(gateway)).await
     }
 
@@ -952,4 +949,35 @@ fn the_binary_explains_how_to_fix_a_missing_onnx_runtime() {
         stderr.contains("ORT_DYLIB_PATH") && stderr.contains("unset it"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_worker_command_serves_the_repository_and_exits_0_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let mut child = switchyard()
+        .args(["worker", "--repository", "models/repository", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut address = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("Switchyard is serving on http://") {
+            address = Some(rest.trim().to_owned());
+            break;
+        }
+    }
+    let address = address.expect("the worker announces its address");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let ready = runtime.block_on(get(&format!("http://{address}/v2/models/xception/ready")));
+    assert_eq!(ready.status, 200);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert_eq!(exit.code(), Some(0), "SIGTERM drains and exits 0");
 }
