@@ -128,6 +128,14 @@ pub struct BackendSnapshot {
     pub concurrency: u64,
     /// Requests it accepts in total before refusing (running + queued).
     pub capacity: u64,
+    /// Further requests it could take by scaling out (starting containers,
+    /// Lambda instances below the concurrency limit); 0 for a fixed pool.
+    pub headroom: u64,
+    /// Largest request payload in bytes it accepts (Lambda's 6 MB limit),
+    /// `None` when unlimited. Placement never sends a larger one.
+    pub max_payload_bytes: Option<u64>,
+    /// Why it is not ready, for `/v2/health/ready` and the logs.
+    pub unready_reason: Option<String>,
 }
 
 impl BackendSnapshot {
@@ -151,4 +159,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn snapshot(&self) -> BackendSnapshot;
     /// Runs one request. Must not block the async runtime.
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>>;
+    /// Releases what the backend started (containers, emulators); called
+    /// once after the gateway has drained. Default: nothing to release.
+    fn shutdown(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }

@@ -442,6 +442,9 @@ impl Backend for LocalBackend {
             queued: self.queued(),
             concurrency: self.concurrency,
             capacity: self.capacity,
+            headroom: 0,
+            max_payload_bytes: None,
+            unready_reason: None,
         }
     }
 

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_backend_container::{ContainerConfig, ContainerFile};
+use switchyard_backend_lambda::{LambdaConfig, LambdaFile};
 use switchyard_backends::local::{LocalConfig, LocalModelConfig};
 use switchyard_models::ModelRepository;
 use switchyard_models::toml_config::from_toml;
@@ -102,6 +104,8 @@ impl Default for PlacementFile {
 #[serde(deny_unknown_fields)]
 struct BackendsFile {
     local: Option<LocalFile>,
+    container: Option<ContainerFile>,
+    lambda: Option<LambdaFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +199,8 @@ pub struct Config {
     pub repository: ModelRepository,
     pub placement: PlacementConfig,
     pub local: Option<LocalConfig>,
+    pub container: Option<ContainerConfig>,
+    pub lambda: Option<LambdaConfig>,
 }
 
 impl Config {
@@ -253,6 +259,8 @@ impl Config {
                     queue_capacity: settings.queue_capacity,
                     overrides: BTreeMap::new(),
                 }),
+                container: None,
+                lambda: None,
             },
         };
         Self::validate(file, "(worker options)", Path::new("."))
@@ -271,11 +279,33 @@ impl Config {
             Some(local) if local.enabled => Some(validate_local(local, &repository, &error)?),
             _ => None,
         };
-        let configured: Vec<String> = local.iter().map(|l| l.name.clone()).collect();
+        let section = |name: &'static str| {
+            move |e: switchyard_models::toml_config::TomlError| {
+                error(&format!("backends.{name}.{}", e.key), e.message)
+            }
+        };
+        let container = file
+            .backends
+            .container
+            .map(|c| c.validate(&repository).map_err(section("container")))
+            .transpose()?;
+        let lambda = file
+            .backends
+            .lambda
+            .map(|l| l.validate(&repository).map_err(section("lambda")))
+            .transpose()?;
+        let configured: Vec<String> = local
+            .iter()
+            .map(|l| l.name.clone())
+            .chain(container.iter().map(|c| c.name.clone()))
+            .chain(lambda.iter().map(|l| l.name.clone()))
+            .collect();
         if configured.is_empty() {
             return Err(error(
                 "backends",
-                "no backend is enabled; add a [backends.local] section".into(),
+                "no backend is enabled; add a [backends.local], [backends.container] or \
+                 [backends.lambda] section"
+                    .into(),
             ));
         }
         let placement = validate_placement(file.placement, &configured, &error)?;
@@ -284,6 +314,8 @@ impl Config {
             repository,
             placement,
             local,
+            container,
+            lambda,
         })
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use switchyard_backend_container::ContainerBackend;
+use switchyard_backend_lambda::LambdaBackend;
 use switchyard_backends::local::LocalBackend;
 use switchyard_backends::{Backend, BackendSnapshot, InferenceJob, ModelInfo, Timing};
 use switchyard_models::TensorSpecs;
@@ -55,6 +57,8 @@ pub enum StartError {
     Metrics(String),
     #[error("a backend failed while starting: {0}")]
     Join(String),
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl Gateway {
@@ -70,6 +74,18 @@ impl Gateway {
                     .await
                     .map_err(|e| StartError::Join(e.to_string()))??;
             backends.push(Arc::new(local));
+        }
+        if let Some(container) = config.container.clone() {
+            let container = ContainerBackend::start(container, &config.repository)
+                .await
+                .map_err(|e| StartError::Backend(e.to_string()))?;
+            backends.push(Arc::new(container));
+        }
+        if let Some(lambda) = config.lambda.clone() {
+            let lambda = LambdaBackend::start(lambda, &config.repository)
+                .await
+                .map_err(|e| StartError::Backend(e.to_string()))?;
+            backends.push(Arc::new(lambda));
         }
         Ok(Self::with_backends(config, backends, prometheus))
     }
@@ -148,6 +164,14 @@ impl Gateway {
     /// Whether the gateway can serve: every backend ready and some model.
     pub fn ready(&self) -> bool {
         !self.catalog.is_empty() && self.backends.iter().all(|b| b.ready())
+    }
+
+    /// Releases what the backends started (containers, ...). Called once the
+    /// server has drained.
+    pub async fn shutdown(&self) {
+        for backend in &self.backends {
+            backend.shutdown().await;
+        }
     }
 
     /// Snapshots of every backend (for stats and metrics).

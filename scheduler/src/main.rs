@@ -157,7 +157,8 @@ fn serve_config(config: Config) -> ExitCode {
         let address = listener.local_addr().unwrap_or(config.server.listen);
         tracing::info!(%address, models = ?gateway.catalog().keys().collect::<Vec<_>>(), "serving");
         report(&banner(&address.to_string()));
-        switchyard_scheduler::run(listener, gateway, shutdown_signal()).await;
+        switchyard_scheduler::run(listener, Arc::clone(&gateway), shutdown_signal()).await;
+        gateway.shutdown().await;
         ExitCode::SUCCESS
     })
 }

@@ -99,6 +99,9 @@ mod tests {
             queued: 0,
             concurrency: 1,
             capacity,
+            headroom: 0,
+            max_payload_bytes: None,
+            unready_reason: None,
         }
     }
 

@@ -690,6 +690,9 @@ impl Backend for NotReady {
             queued: 0,
             concurrency: 0,
             capacity: 0,
+            headroom: 0,
+            max_payload_bytes: None,
+            unready_reason: Some("not started".into()),
         }
     }
     fn infer(
@@ -955,7 +958,13 @@ fn the_binary_explains_how_to_fix_a_missing_onnx_runtime() {
 fn the_worker_command_serves_the_repository_and_exits_0_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let mut child = switchyard()
-        .args(["worker", "--repository", "models/repository", "--listen", "127.0.0.1:0"])
+        .args([
+            "worker",
+            "--repository",
+            "models/repository",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
