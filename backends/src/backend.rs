@@ -159,6 +159,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn snapshot(&self) -> BackendSnapshot;
     /// Runs one request. Must not block the async runtime.
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>>;
+    /// Backend-specific state for `/v2/switchyard/stats` (pool sizes, cold
+    /// starts, costs). Default: nothing beyond the snapshot.
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// Releases what the backend started (containers, emulators); called
     /// once after the gateway has drained. Default: nothing to release.
     fn shutdown(&self) -> BackendFuture<'_, ()> {

@@ -16,6 +16,9 @@ use switchyard_backend_container::{ContainerConfig, ContainerFile};
 use switchyard_backend_lambda::{LambdaConfig, LambdaFile};
 use switchyard_backends::local::{LocalConfig, LocalModelConfig};
 use switchyard_models::ModelRepository;
+
+use crate::placement::PolicySource;
+use crate::policy::spec::{PolicyFile, PolicySpec};
 use switchyard_models::toml_config::from_toml;
 
 /// The configuration `switchyard serve` uses without `--config`.
@@ -85,17 +88,34 @@ impl Default for ModelsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct PlacementFile {
-    policy: String,
-    order: Option<Vec<String>>,
     rate_window_ms: u64,
+    policy_file: Option<PathBuf>,
+    reload_interval_ms: u64,
+    retry_budget_ratio: f64,
+    retry_floor_per_second: f64,
+    decision_log: Option<PathBuf>,
+    decision_log_sample: f64,
+    /// Shorthand for `[placement.default] policy = "ordered"` with this order.
+    order: Option<Vec<String>>,
+    /// The policy of models without their own (`[placement.default]`).
+    default: Option<PolicySpec>,
+    /// Per-model policies (`[placement.models.NAME]`).
+    models: BTreeMap<String, PolicySpec>,
 }
 
 impl Default for PlacementFile {
     fn default() -> Self {
         Self {
-            policy: "ordered".into(),
-            order: None,
             rate_window_ms: 10_000,
+            policy_file: None,
+            reload_interval_ms: 2_000,
+            retry_budget_ratio: 0.2,
+            retry_floor_per_second: 10.0,
+            decision_log: None,
+            decision_log_sample: 0.01,
+            order: None,
+            default: None,
+            models: BTreeMap::new(),
         }
     }
 }
@@ -184,12 +204,26 @@ pub struct ServerConfig {
 }
 
 /// Placement settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlacementConfig {
-    /// Backend names in order of preference.
-    pub order: Vec<String>,
     /// Window over which the per-model request rate is counted.
     pub rate_window: Duration,
+    /// The policy file, watched and hot-reloaded; `None` for inline policies.
+    pub policy_file: Option<PathBuf>,
+    /// The policies written in `[placement]` itself.
+    pub inline: PolicyFile,
+    /// How often the policy file is checked for changes.
+    pub reload_interval: Duration,
+    /// Retries allowed per original request (failover budget).
+    pub retry_budget_ratio: f64,
+    /// Retries allowed per second whatever the traffic.
+    pub retry_floor_per_second: f64,
+    /// Where sampled decisions are logged as JSON lines.
+    pub decision_log: Option<PathBuf>,
+    /// Share of decisions logged, 0 to 1.
+    pub decision_log_sample: f64,
+    /// Enabled backend names, in configuration order.
+    pub backends: Vec<String>,
 }
 
 /// A complete, valid configuration.
@@ -308,7 +342,8 @@ impl Config {
                     .into(),
             ));
         }
-        let placement = validate_placement(file.placement, &configured, &error)?;
+        let placement =
+            validate_placement(file.placement, &configured, &repository, base_dir, &error)?;
         Ok(Config {
             server,
             repository,
@@ -439,38 +474,93 @@ fn validate_local(
 fn validate_placement(
     file: PlacementFile,
     configured: &[String],
+    repository: &ModelRepository,
+    base_dir: &Path,
     error: &ErrorFn<'_>,
 ) -> Result<PlacementConfig, ConfigError> {
-    if file.policy != "ordered" {
-        return Err(error(
-            "placement.policy",
-            format!(
-                "{:?} is not a policy; the available policy is \"ordered\"",
-                file.policy
-            ),
-        ));
-    }
-    let order = file.order.unwrap_or_else(|| configured.to_vec());
-    if let Some(unknown) = order.iter().find(|name| !configured.contains(name)) {
-        return Err(error(
-            "placement.order",
-            format!("{unknown:?} is not an enabled backend; enabled: {configured:?}"),
-        ));
-    }
-    if order.is_empty() {
-        return Err(error(
-            "placement.order",
-            "must name at least one backend".into(),
-        ));
-    }
     if file.rate_window_ms == 0 {
         return Err(error(
             "placement.rate_window_ms",
             "must be greater than 0".into(),
         ));
     }
-    Ok(PlacementConfig {
-        order,
+    if file.reload_interval_ms == 0 {
+        return Err(error(
+            "placement.reload_interval_ms",
+            "must be greater than 0".into(),
+        ));
+    }
+    if !(0.0..=10.0).contains(&file.retry_budget_ratio) {
+        return Err(error(
+            "placement.retry_budget_ratio",
+            "must be between 0 and 10 (0.2 = 20% extra load)".into(),
+        ));
+    }
+    if !(0.0..=1e6).contains(&file.retry_floor_per_second) {
+        return Err(error(
+            "placement.retry_floor_per_second",
+            "must be between 0 and 1000000".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&file.decision_log_sample) {
+        return Err(error(
+            "placement.decision_log_sample",
+            "must be between 0 and 1".into(),
+        ));
+    }
+    let policy_file = file.policy_file.map(|p| base_dir.join(p));
+    let default = match (file.order, file.default) {
+        (Some(_), Some(_)) => {
+            return Err(error(
+                "placement.order",
+                "is shorthand for [placement.default] policy = \"ordered\"; give one of them"
+                    .into(),
+            ));
+        }
+        (Some(order), None) => Some(PolicySpec::Ordered { order: Some(order) }),
+        (None, default) => default,
+    };
+    let inline = PolicyFile {
+        default,
+        models: file.models,
+    };
+    let has_inline = inline != PolicyFile::default();
+    if policy_file.is_some() && has_inline {
+        return Err(error(
+            "placement.policy_file",
+            "policies are given both inline and in a file; keep one of them".into(),
+        ));
+    }
+    let placement = PlacementConfig {
         rate_window: Duration::from_millis(file.rate_window_ms),
-    })
+        policy_file,
+        inline,
+        reload_interval: Duration::from_millis(file.reload_interval_ms),
+        retry_budget_ratio: file.retry_budget_ratio,
+        retry_floor_per_second: file.retry_floor_per_second,
+        decision_log: file.decision_log.map(|p| base_dir.join(p)),
+        decision_log_sample: file.decision_log_sample,
+        backends: configured.to_vec(),
+    };
+    // Build the policies once now, so that a bad one stops the start.
+    placement
+        .policy_source(repository)
+        .build()
+        .map_err(|e| match &placement.policy_file {
+            Some(_) => error("placement.policy_file", e.to_string()),
+            None => error(&format!("placement.{}", e.key), e.message),
+        })?;
+    Ok(placement)
+}
+
+impl PlacementConfig {
+    /// The policy source this configuration describes.
+    pub fn policy_source(&self, repository: &ModelRepository) -> PolicySource {
+        PolicySource::new(
+            self.policy_file.clone(),
+            self.inline.clone(),
+            self.backends.clone(),
+            repository.models.keys().cloned().collect(),
+        )
+    }
 }

@@ -34,8 +34,10 @@ pub enum GatewayError {
         path: String,
         allowed: &'static str,
     },
-    #[error("no backend serving model {model:?} is ready")]
-    NoBackend { model: String },
+    #[error("no backend can take this request for model {model:?} ({detail})")]
+    NoBackend { model: String, detail: String },
+    #[error("policies not reloaded, the previous ones stay in force: {0}")]
+    Reload(String),
     #[error("the gateway is at its limit of concurrent requests; retry later")]
     GatewayOverloaded,
     #[error("deadline of {deadline_ms} ms exceeded waiting for {backend}")]
@@ -57,6 +59,7 @@ impl GatewayError {
             | GatewayError::UnknownVersion { .. }
             | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoBackend { .. } | GatewayError::GatewayOverloaded => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -9,14 +9,20 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_backend_container::ContainerBackend;
 use switchyard_backend_lambda::LambdaBackend;
 use switchyard_backends::local::LocalBackend;
-use switchyard_backends::{Backend, BackendSnapshot, InferenceJob, ModelInfo, Timing};
+use switchyard_backends::{
+    Backend, BackendError, BackendSnapshot, InferenceJob, ModelInfo, Timing,
+};
 use switchyard_models::TensorSpecs;
 use switchyard_protocol::{InferRequest, InferResponse, validate_inputs};
 
 use crate::config::{Config, ServerConfig};
 use crate::error::GatewayError;
 use crate::measure::RateMeter;
-use crate::policy::{Ordered, Policy, RequestFeatures};
+use crate::placement::{
+    DecisionLog, DecisionRecord, Observations, Policies, PolicySource, Random, ReloadError,
+    RetryBudget,
+};
+use crate::policy::{BackendView, RequestFeatures};
 use crate::stats::{Outcome, SeriesKey, Stats};
 
 /// A model the gateway serves and the backends that serve it.
@@ -36,13 +42,27 @@ pub struct Served {
     pub timing: Timing,
 }
 
+/// How one attempt ended, for stats and the decision log.
+struct Attempted {
+    backend: String,
+    policy: &'static str,
+    reason: String,
+    attempts: u32,
+}
+
 /// Everything a running gateway holds.
 #[derive(Debug)]
 pub struct Gateway {
     pub server: ServerConfig,
     backends: Vec<Arc<dyn Backend>>,
     catalog: BTreeMap<String, CatalogModel>,
-    policy: Box<dyn Policy>,
+    policies: Policies,
+    observations: Observations,
+    retry_budget: RetryBudget,
+    decision_log: Option<DecisionLog>,
+    random: Random,
+    reload_interval: Duration,
+    shut_down: std::sync::atomic::AtomicBool,
     rates: RateMeter,
     stats: Stats,
     prometheus: PrometheusHandle,
@@ -59,6 +79,10 @@ pub enum StartError {
     Join(String),
     #[error("{0}")]
     Backend(String),
+    #[error("placement policies: {0}")]
+    Policies(#[from] ReloadError),
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(std::io::Error),
 }
 
 impl Gateway {
@@ -87,7 +111,7 @@ impl Gateway {
                 .map_err(|e| StartError::Backend(e.to_string()))?;
             backends.push(Arc::new(lambda));
         }
-        Ok(Self::with_backends(config, backends, prometheus))
+        Self::with_backends(config, backends, prometheus)
     }
 
     /// Builds a gateway over backends that are already running.
@@ -95,7 +119,7 @@ impl Gateway {
         config: &Config,
         backends: Vec<Arc<dyn Backend>>,
         prometheus: PrometheusHandle,
-    ) -> Self {
+    ) -> Result<Self, StartError> {
         let mut catalog: BTreeMap<String, CatalogModel> = BTreeMap::new();
         for (index, backend) in backends.iter().enumerate() {
             for info in backend.models() {
@@ -109,16 +133,54 @@ impl Gateway {
                     .push(index);
             }
         }
-        Self {
+        let placement = &config.placement;
+        let names: Vec<String> = backends.iter().map(|b| b.name().to_owned()).collect();
+        let policies = Policies::new(PolicySource::new(
+            placement.policy_file.clone(),
+            placement.inline.clone(),
+            names,
+            config.repository.models.keys().cloned().collect(),
+        ))?;
+        let decision_log = placement
+            .decision_log
+            .as_deref()
+            .map(|path| DecisionLog::open(path, placement.decision_log_sample))
+            .transpose()
+            .map_err(StartError::DecisionLog)?;
+        Ok(Self {
             server: config.server.clone(),
             backends,
             catalog,
-            policy: Box::new(Ordered {
-                order: config.placement.order.clone(),
-            }),
-            rates: RateMeter::new(config.placement.rate_window),
+            policies,
+            observations: Observations::default(),
+            retry_budget: RetryBudget::new(
+                placement.retry_budget_ratio,
+                placement.retry_floor_per_second,
+            ),
+            decision_log,
+            random: Random::default(),
+            reload_interval: placement.reload_interval,
+            shut_down: std::sync::atomic::AtomicBool::new(false),
+            rates: RateMeter::new(placement.rate_window),
             stats: Stats::default(),
             prometheus,
+        })
+    }
+
+    /// The policies in force and their reload control.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Watches the policy file and reloads it when it changes, until
+    /// `stop` resolves.
+    pub async fn watch_policies(&self, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.reload_interval) => self.policies.reload_if_changed(),
+                () = &mut stop => return,
+            }
         }
     }
 
@@ -166,9 +228,15 @@ impl Gateway {
         !self.catalog.is_empty() && self.backends.iter().all(|b| b.ready())
     }
 
-    /// Releases what the backends started (containers, ...). Called once the
-    /// server has drained.
+    /// Releases what the backends started (containers, ...), once; `run`
+    /// calls it after draining, and later calls do nothing.
     pub async fn shutdown(&self) {
+        if self
+            .shut_down
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         for backend in &self.backends {
             backend.shutdown().await;
         }
@@ -196,36 +264,55 @@ impl Gateway {
         timeout: Duration,
     ) -> Result<Served, GatewayError> {
         let payload_bytes = request.payload_bytes() as u64;
-        let model_label = name.to_owned();
-        let result = self
-            .place_and_run(name, version, request, received, timeout)
+        let random = self.random.next();
+        let (result, attempted, rate) = self
+            .place_and_run(name, version, request, received, timeout, random)
             .await;
-        let (backend, outcome) = match &result {
-            Ok(served) => (served.backend.clone(), Outcome::Success),
-            Err((backend, error)) => (backend.clone(), error.outcome()),
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(error) => error.outcome(),
         };
         let elapsed = received.elapsed();
+        let model = name.to_owned();
         self.stats.record(
             &SeriesKey {
-                backend: backend.clone(),
-                model: model_label.clone(),
-                policy: self.policy.name().to_owned(),
+                backend: attempted.backend.clone(),
+                model: model.clone(),
+                policy: attempted.policy.to_owned(),
             },
             outcome,
             elapsed,
         );
-        metrics::counter!("switchyard_requests_total", "model" => model_label.clone(), "backend" => backend.clone(), "outcome" => outcome.as_str())
+        metrics::counter!("switchyard_requests_total", "model" => model.clone(), "backend" => attempted.backend.clone(), "outcome" => outcome.as_str())
             .increment(1);
         if outcome == Outcome::Success {
-            metrics::histogram!("switchyard_request_duration_seconds", "model" => model_label.clone(), "backend" => backend)
+            metrics::histogram!("switchyard_request_duration_seconds", "model" => model.clone(), "backend" => attempted.backend.clone())
                 .record(elapsed.as_secs_f64());
-            metrics::histogram!("switchyard_request_payload_bytes", "model" => model_label)
+            metrics::histogram!("switchyard_request_payload_bytes", "model" => model.clone())
                 .record(payload_bytes as f64);
         }
-        result.map_err(|(_, error)| error)
+        if let Some(log) = self.decision_log.as_ref().filter(|log| log.sampled(random)) {
+            log.write(DecisionRecord {
+                unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis()),
+                model,
+                payload_bytes,
+                rate_per_second: rate,
+                policy: attempted.policy,
+                backend: attempted.backend,
+                reason: attempted.reason,
+                attempts: attempted.attempts,
+                outcome: outcome.as_str(),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+            });
+        }
+        result
     }
 
-    /// The data path; errors carry the backend label they are recorded under.
+    /// Validates, places, and runs the request, failing over to the policy's
+    /// next choice when a backend refuses (overloaded, unavailable), within
+    /// the deadline and the retry budget.
     async fn place_and_run(
         &self,
         name: &str,
@@ -233,76 +320,156 @@ impl Gateway {
         request: InferRequest,
         received: Instant,
         timeout: Duration,
-    ) -> Result<Served, (String, GatewayError)> {
-        let none = |e: GatewayError| ("none".to_owned(), e);
-        let (model, version, specs) = self.resolve(name, version).map_err(none)?;
-        validate_inputs(
+        random: u64,
+    ) -> (Result<Served, GatewayError>, Attempted, f64) {
+        let policies = self.policies.current();
+        let policy = policies.for_model(name);
+        let mut attempted = Attempted {
+            backend: "none".into(),
+            policy: policy.name(),
+            reason: String::new(),
+            attempts: 0,
+        };
+        let (model, version, specs) = match self.resolve(name, version) {
+            Ok(resolved) => resolved,
+            Err(error) => return (Err(error), attempted, 0.0),
+        };
+        if let Err(error) = validate_inputs(
             &specs.inputs,
             &specs.outputs,
             model.info.max_batch_size,
             &request,
-        )
-        .map_err(|e| none(e.into()))?;
+        ) {
+            return (Err(error.into()), attempted, 0.0);
+        }
+        let rate = self.rates.record(name, received);
         let features = RequestFeatures {
             model: name,
             payload_bytes: request.payload_bytes() as u64,
-            rate: self.rates.record(name, received),
+            rate,
+            random,
         };
-        let snapshots: Vec<BackendSnapshot> = model
-            .backends
-            .iter()
-            .map(|&i| self.backends[i].snapshot())
-            .collect();
-        let decision = self.policy.place(&features, &snapshots).ok_or_else(|| {
-            none(GatewayError::NoBackend {
-                model: name.to_owned(),
-            })
-        })?;
-        let backend = &self.backends[model.backends[decision.backend]];
-        let label = backend.name().to_owned();
+        self.retry_budget.deposit();
         let deadline = received + timeout;
-        let wanted: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
-        let id = request.id.clone();
-        let job = InferenceJob {
-            model: name.to_owned(),
-            version,
-            request,
-            deadline,
-        };
-        let result = tokio::time::timeout_at(deadline.into(), backend.infer(job)).await;
-        let result = match result {
-            Ok(Ok(result)) => result,
-            Ok(Err(error)) => return Err((label, error.into())),
-            Err(_) => {
-                return Err((
-                    label.clone(),
-                    GatewayError::Deadline {
-                        backend: label,
-                        deadline_ms: timeout.as_millis(),
-                    },
-                ));
+        let mut refused: Vec<usize> = Vec::new();
+        let mut failover_note = String::new();
+        let mut last_error = None;
+        let mut request = Some(request);
+        loop {
+            let candidates: Vec<usize> = model
+                .backends
+                .iter()
+                .copied()
+                .filter(|i| !refused.contains(i))
+                .collect();
+            let views: Vec<BackendView> = candidates
+                .iter()
+                .map(|&i| BackendView {
+                    snapshot: self.backends[i].snapshot(),
+                    observed: self.observations.get(i, name),
+                })
+                .collect();
+            let Some(decision) = policy.place(&features, &views) else {
+                let error = last_error.unwrap_or_else(|| GatewayError::NoBackend {
+                    model: name.to_owned(),
+                    detail: unfit_detail(&views, &features),
+                });
+                return (Err(error), attempted, rate.window_per_second);
+            };
+            let index = candidates[decision.backend];
+            let backend = &self.backends[index];
+            attempted.backend = backend.name().to_owned();
+            attempted.reason = format!("{}{failover_note}", decision.reason);
+            attempted.attempts += 1;
+            // Keep a copy for a possible failover only when one could happen.
+            let Some(current) = request.take() else {
+                return (
+                    Err(GatewayError::NoBackend {
+                        model: name.to_owned(),
+                        detail: String::new(),
+                    }),
+                    attempted,
+                    rate.window_per_second,
+                );
+            };
+            if candidates.len() > 1 {
+                request = Some(current.clone());
             }
-        };
-        let outputs = if wanted.is_empty() {
-            result.outputs
-        } else {
-            result
-                .outputs
-                .into_iter()
-                .filter(|t| wanted.contains(&t.name))
-                .collect()
-        };
-        Ok(Served {
-            response: InferResponse {
-                model_name: name.to_owned(),
-                model_version: Some(version.to_string()),
-                id,
-                outputs,
-            },
-            backend: label,
-            placement: decision.reason,
-            timing: result.timing,
-        })
+            let wanted: Vec<String> = current.outputs.iter().map(|o| o.name.clone()).collect();
+            let id = current.id.clone();
+            let job = InferenceJob {
+                model: name.to_owned(),
+                version,
+                request: current,
+                deadline,
+            };
+            let started = Instant::now();
+            let outcome = tokio::time::timeout_at(deadline.into(), backend.infer(job)).await;
+            let error = match outcome {
+                Ok(Ok(result)) => {
+                    self.observations.record(
+                        index,
+                        name,
+                        Some(started.elapsed()),
+                        false,
+                        Instant::now(),
+                    );
+                    let outputs = if wanted.is_empty() {
+                        result.outputs
+                    } else {
+                        result
+                            .outputs
+                            .into_iter()
+                            .filter(|t| wanted.contains(&t.name))
+                            .collect()
+                    };
+                    let served = Served {
+                        response: InferResponse {
+                            model_name: name.to_owned(),
+                            model_version: Some(version.to_string()),
+                            id,
+                            outputs,
+                        },
+                        backend: attempted.backend.clone(),
+                        placement: attempted.reason.clone(),
+                        timing: result.timing,
+                    };
+                    return (Ok(served), attempted, rate.window_per_second);
+                }
+                Ok(Err(error)) => GatewayError::from(error),
+                Err(_) => GatewayError::Deadline {
+                    backend: attempted.backend.clone(),
+                    deadline_ms: timeout.as_millis(),
+                },
+            };
+            self.observations
+                .record(index, name, None, true, Instant::now());
+            let refusal = matches!(
+                &error,
+                GatewayError::Backend(
+                    BackendError::Overloaded { .. }
+                        | BackendError::Unavailable { .. }
+                        | BackendError::NotServed { .. }
+                )
+            );
+            let can_retry = refusal
+                && request.is_some()
+                && Instant::now() < deadline
+                && self.retry_budget.try_withdraw(Instant::now());
+            if !can_retry {
+                return (Err(error), attempted, rate.window_per_second);
+            }
+            tracing::debug!(model = name, backend = %attempted.backend, %error, "failing over");
+            failover_note.push_str(&format!(
+                "; failover from {} ({})",
+                attempted.backend,
+                error.status().as_u16()
+            ));
+            metrics::counter!("switchyard_failovers_total", "model" => name.to_owned(), "backend" => attempted.backend.clone())
+                .increment(1);
+            refused.push(index);
+            last_error = Some(error);
+        }
     }
 
     /// The stats report as served at `/v2/switchyard/stats`.
@@ -310,10 +477,17 @@ impl Gateway {
         let report = self.stats.report();
         serde_json::json!({
             "uptime_seconds": report.uptime_seconds,
-            "policy": self.policy.name(),
+            "policies": self.policies.describe(),
+            "policy_reloads": self.policies.reload_count(),
             "backends": report.backends,
             "series": report.series,
             "backend_state": self.snapshots(),
+            "backend_details": self
+                .backends
+                .iter()
+                .map(|b| (b.name().to_owned(), b.details()))
+                .filter(|(_, d)| !d.is_null())
+                .collect::<serde_json::Map<_, _>>(),
         })
     }
 
@@ -330,4 +504,32 @@ impl Gateway {
         }
         self.prometheus.render()
     }
+}
+
+/// Why no candidate could take the request, for the client's error.
+fn unfit_detail(views: &[BackendView], request: &RequestFeatures<'_>) -> String {
+    views
+        .iter()
+        .map(|v| {
+            let why = if !v.snapshot.ready {
+                v.snapshot
+                    .unready_reason
+                    .clone()
+                    .unwrap_or_else(|| "not ready".into())
+            } else if let Some(max) = v
+                .snapshot
+                .max_payload_bytes
+                .filter(|&m| request.payload_bytes > m)
+            {
+                format!(
+                    "payload of {} bytes exceeds its limit of {max} bytes",
+                    request.payload_bytes
+                )
+            } else {
+                "refused by the policy".into()
+            };
+            format!("{}: {why}", v.snapshot.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -110,6 +110,21 @@ async fn route(
             expect_method(&method, &path, "GET, POST")?;
             Ok(json(StatusCode::OK, &repository_index(gateway)))
         }
+        ["switchyard", "reload"] => {
+            expect_method(&method, &path, "POST")?;
+            let set = gateway
+                .policies()
+                .reload()
+                .map_err(|e| GatewayError::Reload(e.to_string()))?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "reloaded": true,
+                    "source": set.source,
+                    "policies": gateway.policies().describe(),
+                }),
+            ))
+        }
         ["switchyard", "stats"] => {
             expect_method(&method, &path, "GET")?;
             Ok(json(StatusCode::OK, &gateway.stats_report()))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use switchyard_scheduler::config::WorkerSettings;
+use switchyard_scheduler::policy_check;
 use switchyard_scheduler::{Config, Gateway, telemetry};
 
 #[derive(Debug, Parser)]
@@ -57,10 +58,30 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
+    /// Placement policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Check a configuration file (and the model repository it names) and exit.
     CheckConfig {
         /// Configuration file (TOML).
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file and print what it would decide in typical
+    /// situations.
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+        /// The gateway config whose backends and models the policies must
+        /// fit; without it: backends local, container and lambda, and the
+        /// models of models/repository.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -100,6 +121,15 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error.to_string(), 2),
             }
         }
+        Command::Policy {
+            command: PolicyCommand::Check { file, config },
+        } => match policy_check::run(&file, config.as_deref()) {
+            Ok(report_text) => {
+                report(&report_text);
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error, 2),
+        },
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 report(&format!(
@@ -107,7 +137,7 @@ fn main() -> ExitCode {
                     file.display(),
                     config.repository.models.len(),
                     config.repository.root.display(),
-                    config.placement.order.join(", ")
+                    config.placement.backends.join(", ")
                 ));
                 ExitCode::SUCCESS
             }
@@ -157,8 +187,7 @@ fn serve_config(config: Config) -> ExitCode {
         let address = listener.local_addr().unwrap_or(config.server.listen);
         tracing::info!(%address, models = ?gateway.catalog().keys().collect::<Vec<_>>(), "serving");
         report(&banner(&address.to_string()));
-        switchyard_scheduler::run(listener, Arc::clone(&gateway), shutdown_signal()).await;
-        gateway.shutdown().await;
+        switchyard_scheduler::run(listener, gateway, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

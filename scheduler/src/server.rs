@@ -35,17 +35,30 @@ fn shed_to_response(
 
 /// Serves `gateway` on `listener` until `shutdown` completes; then stops
 /// accepting, lets in-flight requests finish (up to the configured drain
-/// timeout) and returns.
+/// timeout), releases what the backends started, and returns.
 pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     let drain_timeout = gateway.server.drain_timeout;
+    let serving = Arc::clone(&gateway);
     let service = ServiceBuilder::new()
         .map_result(shed_to_response)
         .load_shed()
         .concurrency_limit(gateway.server.max_concurrent_requests)
         .service_fn(move |request| {
-            let gateway = Arc::clone(&gateway);
+            let gateway = Arc::clone(&serving);
             async move { Ok::<_, Infallible>(handle(gateway, request).await) }
         });
+    // The policy watcher runs until the server stops.
+    let (stop_watcher, watcher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            gateway
+                .watch_policies(async move {
+                    let _ = watcher_stopped.await;
+                })
+                .await;
+        })
+    };
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -77,9 +90,12 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
         }
     }
     drop(listener);
+    let _ = stop_watcher.send(());
+    let _ = watcher.await;
     tracing::info!(timeout = ?drain_timeout, "shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained"),
         () = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
     }
+    gateway.shutdown().await;
 }

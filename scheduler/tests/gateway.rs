@@ -730,11 +730,9 @@ async fn a_model_without_a_ready_backend_is_503_not_ready() {
     };
     let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
     let backend: Arc<dyn Backend> = Arc::new(NotReady(Arc::new(info)));
-    let gateway = TestGateway::serve(Arc::new(Gateway::with_backends(
-        &config,
-        vec![backend],
-        prometheus,
-    )))
+    let gateway = TestGateway::serve(Arc::new(
+        Gateway::with_backends(&config, vec![backend], prometheus).expect("gateway"),
+    ))
     .await;
     assert_eq!(get(&gateway.url("/v2/health/ready")).await.status, 503);
     assert_eq!(
@@ -825,15 +823,36 @@ fn switchyard() -> std::process::Command {
 
 #[test]
 fn shipped_configs_parse() {
-    for file in [
-        "config/example.toml",
-        "config/local-only.toml",
-        "config/default.toml",
+    let all = ["local", "container", "lambda"];
+    for (file, backends) in [
+        ("config/example.toml", &all[..]),
+        ("config/default.toml", &all[..]),
+        ("config/local-only.toml", &["local"][..]),
+        ("config/container-only.toml", &["container"][..]),
+        ("config/lambda-only.toml", &["lambda"][..]),
     ] {
         let text = std::fs::read_to_string(workspace().join(file)).expect("readable");
         let config = Config::parse(&text, file, &workspace()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.placement.order, ["local"], "{file}");
+        assert_eq!(config.placement.backends, backends, "{file}");
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8000", "{file}");
+    }
+    // The policy files build against the three tiers and the shipped models.
+    let models: Vec<String> = ["digits", "fashion_cnn", "xception"]
+        .map(str::to_owned)
+        .to_vec();
+    let tiers: Vec<String> = all.map(str::to_owned).to_vec();
+    for (file, xception_policy) in [
+        ("config/straightline.toml", "straightline"),
+        ("config/cost-aware.toml", "adaptive"),
+        ("config/latency-first.toml", "adaptive"),
+    ] {
+        let text = std::fs::read_to_string(workspace().join(file)).expect("readable");
+        let policies = switchyard_scheduler::policy::spec::PolicyFile::parse(&text)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let set =
+            switchyard_scheduler::policy::spec::PolicySet::build(&policies, &tiers, &models, file)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(set.for_model("xception").name(), xception_policy, "{file}");
     }
     let embedded =
         std::fs::read_to_string(workspace().join("config/default.toml")).expect("readable");
@@ -878,8 +897,18 @@ fn bad_configs_are_rejected_naming_the_key_and_the_fix() {
             "between",
         ),
         (
+            "[placement.default]\npolicy = \"static\"\nbackend = \"lambda\"\n[backends.local]\n",
+            "placement.default.backend",
+            "not an enabled backend",
+        ),
+        (
+            "[placement]\npolicy = \"ordered\"\n[backends.local]\n",
+            "placement",
+            "unknown field",
+        ),
+        (
             "[placement]\norder = [\"lambda\"]\n[backends.local]\n",
-            "placement.order",
+            "placement.default.order",
             "not an enabled backend",
         ),
         (

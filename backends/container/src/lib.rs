@@ -1,36 +1,39 @@
-//! The container backend (being written). The gateway uses exactly this
-//! surface: [`ContainerFile`] (the `[backends.container]` config section),
-//! [`ContainerFile::validate`], [`ContainerBackend::start`] and the `Backend` trait.
+//! The container backend: the gateway builds, starts, scales and stops its
+//! own worker containers through the Docker Engine API (bollard).
+//!
+//! Each container runs `switchyard worker` over the configured models from a
+//! locally built `FROM scratch` image ([`image`]); the gateway talks to it
+//! over HTTP/1.1 keep-alive with binary tensors ([`client`]); the pool
+//! ([`pool`]) balances, scales, replaces dead containers and fails requests
+//! over. The gateway uses [`ContainerFile`] (the `[backends.container]`
+//! section), [`ContainerFile::validate`], [`ContainerBackend::start`] and the
+//! `Backend` trait.
+//!
+//! Start-up never waits for Docker: the backend reports itself not ready
+//! (with the reason) until the engine answers, the image exists and the
+//! minimum number of containers is up, and keeps retrying meanwhile.
 
-use serde::Deserialize;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod image;
+pub mod pool;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
 use switchyard_backends::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
     InferenceResult, ModelInfo,
 };
-use switchyard_models::ModelRepository;
-use switchyard_models::toml_config::TomlError;
+use switchyard_models::{ModelRepository, ModelSession, SessionOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-/// The `[backends.container]` section as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerFile {}
-
-/// The validated configuration.
-#[derive(Debug, Clone)]
-pub struct ContainerConfig {
-    pub name: String,
-}
-
-impl ContainerFile {
-    /// Checks the section against the repository. Error keys are relative
-    /// to the section (the gateway prefixes `backends.container.`).
-    pub fn validate(self, _repository: &ModelRepository) -> Result<ContainerConfig, TomlError> {
-        Err(TomlError {
-            key: "(section)".into(),
-            message: "the container backend is not available yet".into(),
-        })
-    }
-}
+/// The Docker client, for tools and tests that inspect what the backend made.
+pub use bollard;
+pub use config::{ContainerConfig, ContainerFile, Endpoint};
+pub use pool::{PoolStats, PoolStatus};
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,54 +44,163 @@ pub struct StartError(pub String);
 #[derive(Debug)]
 pub struct ContainerBackend {
     name: String,
+    models: HashMap<String, Arc<ModelInfo>>,
+    pool: Arc<pool::Pool>,
+    stop: watch::Sender<bool>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ContainerBackend {
-    /// Starts the backend.
+    /// Reads the models' tensor specs, then starts the pool's supervisor in
+    /// the background (engine, orphans, image, containers) and returns.
     pub async fn start(
         config: ContainerConfig,
-        _repository: &ModelRepository,
+        repository: &ModelRepository,
     ) -> Result<Self, StartError> {
-        Err(StartError(format!("{} is not available yet", config.name)))
+        let models = {
+            let config = config.clone();
+            let repository = repository.clone();
+            tokio::task::spawn_blocking(move || model_infos(&config, &repository))
+                .await
+                .map_err(|e| StartError(e.to_string()))??
+        };
+        let name = config.name.clone();
+        let pool = Arc::new(pool::Pool::new(config, repository.clone()));
+        let (stop, stopped) = watch::channel(false);
+        let supervisor = tokio::spawn(Arc::clone(&pool).supervise(stopped));
+        tracing::info!(backend = %name, instance = %pool.identity.instance,
+            endpoint = %pool.config.endpoint, "container backend started");
+        Ok(Self {
+            name,
+            models,
+            pool,
+            stop,
+            supervisor: Mutex::new(Some(supervisor)),
+        })
+    }
+
+    /// Cold starts, failures and failovers so far.
+    pub fn stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Ready and starting containers, and why the backend is not ready.
+    pub fn status(&self) -> PoolStatus {
+        self.pool.status()
+    }
+
+    /// The containers in rotation.
+    pub fn workers(&self) -> Vec<Arc<pool::Worker>> {
+        self.pool.workers()
+    }
+
+    /// This gateway instance's id, as in the `io.switchyard.instance` label.
+    pub fn instance(&self) -> &str {
+        &self.pool.identity.instance
     }
 }
 
+/// The served models with their specs, read from the ONNX files by the
+/// same model core the workers run (so the gateway validates requests
+/// exactly as the worker would).
+fn model_infos(
+    config: &ContainerConfig,
+    repository: &ModelRepository,
+) -> Result<HashMap<String, Arc<ModelInfo>>, StartError> {
+    let mut models = HashMap::new();
+    for name in &config.models {
+        let model = repository
+            .models
+            .get(name)
+            .ok_or_else(|| StartError(format!("the repository has no model {name:?}")))?;
+        let mut versions = BTreeMap::new();
+        for version in &model.versions {
+            let session = ModelSession::load(name, &version.path, SessionOptions::default())
+                .map_err(|e| StartError(e.to_string()))?;
+            versions.insert(version.version, Arc::clone(session.specs()));
+        }
+        models.insert(
+            name.clone(),
+            Arc::new(ModelInfo {
+                name: name.clone(),
+                platform: model.config.platform.clone(),
+                max_batch_size: model.config.batch_limit(),
+                versions,
+            }),
+        );
+    }
+    Ok(models)
+}
+
 impl Backend for ContainerBackend {
+    fn details(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).unwrap_or(serde_json::Value::Null)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Container
     }
-    fn models(&self) -> Vec<std::sync::Arc<ModelInfo>> {
-        Vec::new()
+
+    fn models(&self) -> Vec<Arc<ModelInfo>> {
+        self.models.values().cloned().collect()
     }
+
     fn ready(&self) -> bool {
-        false
+        self.pool.status().unready_reason.is_none()
     }
+
     fn snapshot(&self) -> BackendSnapshot {
+        let status = self.pool.status();
+        let config = &self.pool.config;
+        let ready = status.ready as u64;
         BackendSnapshot {
             name: self.name.clone(),
             kind: BackendKind::Container,
-            ready: false,
-            in_flight: 0,
-            queued: 0,
-            concurrency: 0,
-            capacity: 0,
-            headroom: 0,
+            ready: status.unready_reason.is_none(),
+            in_flight: self.pool.in_flight(),
+            queued: self.pool.waiting(),
+            concurrency: ready * config.workers as u64,
+            capacity: ready * config.max_in_flight,
+            headroom: status.can_start as u64 * config.max_in_flight,
             max_payload_bytes: None,
-            unready_reason: Some("not available yet".into()),
+            unready_reason: status.unready_reason,
         }
     }
-    fn infer(
-        &self,
-        _job: InferenceJob,
-    ) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
+
+    fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
         Box::pin(async move {
-            Err(BackendError::Unavailable {
-                backend: self.name.clone(),
-                reason: "not available yet".into(),
-            })
+            let served = self
+                .models
+                .get(&job.model)
+                .is_some_and(|m| m.versions.contains_key(&job.version));
+            if !served {
+                return Err(BackendError::NotServed {
+                    backend: self.name.clone(),
+                    model: job.model,
+                    version: job.version,
+                });
+            }
+            self.pool.infer(job).await
+        })
+    }
+
+    fn shutdown(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            let supervisor = self
+                .supervisor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            self.pool.shutdown().await;
+            if let Some(supervisor) = supervisor {
+                // The supervisor returns at its next await on the stop signal.
+                let _ = tokio::time::timeout(self.pool.config.api_timeout, supervisor).await;
+            }
         })
     }
 }

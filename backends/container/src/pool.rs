@@ -1,0 +1,1101 @@
+//! The pool of worker containers and the supervisor that keeps it right.
+//!
+//! Requests pick a container by least outstanding requests among two drawn
+//! at random (power of two choices) and wait for one only while the pool is
+//! growing; a full pool that cannot grow refuses at once (429). A request
+//! whose container breaks mid-request is sent to another (inference is
+//! idempotent), so a dying container costs latency, not errors.
+//!
+//! One supervisor task owns every change to the set of containers:
+//! reaching the engine (with retries, so a gateway starts without one),
+//! removing orphans, ensuring the image, starting containers up to the
+//! demand (`ceil(in-flight / target_in_flight)` within the min/max), retiring
+//! one after the pool has been over-provisioned for `idle_timeout`, and
+//! replacing dead ones, found by Docker `die` events or failed health checks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, LogsOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+use switchyard_backends::{BackendError, InferenceJob, InferenceResult};
+use switchyard_models::ModelRepository;
+use tokio::sync::{Notify, watch};
+
+use crate::client::{CallError, EncodedRequest, WorkerClient};
+use crate::config::ContainerConfig;
+use crate::engine::{self, Identity};
+use crate::image::{ImagePlan, WORKER_PORT};
+
+const READY: u8 = 0;
+/// A request to it broke; out of rotation until a health check decides.
+const SUSPECT: u8 = 1;
+/// Being retired: no new requests, removed once idle.
+const DRAINING: u8 = 2;
+const DEAD: u8 = 3;
+
+/// One running worker container.
+#[derive(Debug)]
+pub struct Worker {
+    pub id: String,
+    pub name: String,
+    pub address: SocketAddr,
+    outstanding: AtomicU64,
+    state: AtomicU8,
+    health_failures: AtomicU32,
+}
+
+impl Worker {
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.outstanding.load(Ordering::Acquire)
+    }
+}
+
+/// Counts and timings of the pool's life, served in stats.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolStats {
+    pub ready: u64,
+    pub starting: u64,
+    /// Containers started and ready (create → ready measured for each).
+    pub cold_starts: u64,
+    pub cold_start_p50_seconds: f64,
+    pub cold_start_p99_seconds: f64,
+    pub cold_start_max_seconds: f64,
+    pub cold_start_last_seconds: f64,
+    pub start_failures: u64,
+    /// Containers found dead (died or failed health) and replaced.
+    pub deaths: u64,
+    /// Containers removed because the pool was idle.
+    pub retired: u64,
+    /// Request attempts moved to another container after one failed.
+    pub failovers: u64,
+    /// The image this gateway runs, once known.
+    pub image: Option<String>,
+}
+
+/// Cold starts kept for the percentiles in stats.
+const RECENT_COLD_STARTS: usize = 1024;
+
+#[derive(Debug)]
+struct Counters {
+    cold_starts: u64,
+    /// The latest cold starts in seconds, oldest first.
+    recent_cold_starts: VecDeque<f64>,
+    start_failures: u64,
+    deaths: u64,
+    retired: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    docker: Option<Docker>,
+    image: Option<String>,
+    workers: Vec<Arc<Worker>>,
+    starting: usize,
+    /// Every container this instance created and has not removed.
+    created: HashSet<String>,
+    /// Why the pool cannot serve (engine, image, start failures), if so.
+    problem: Option<String>,
+    next_connect: Instant,
+    next_start: Instant,
+    /// Last time the demand needed every live container.
+    last_fully_used: Instant,
+    last_health_check: Instant,
+}
+
+/// The container pool; shared by the backend, its supervisor and the tasks
+/// that start and stop containers.
+#[derive(Debug)]
+pub struct Pool {
+    pub config: ContainerConfig,
+    pub identity: Identity,
+    repository: ModelRepository,
+    client: WorkerClient,
+    state: Mutex<State>,
+    counters: Mutex<Counters>,
+    plan: Mutex<Option<ImagePlan>>,
+    /// Bumped whenever the set of usable containers may have changed.
+    generation: watch::Sender<u64>,
+    wake: Notify,
+    stopping: AtomicBool,
+    in_flight: AtomicU64,
+    waiting: AtomicU64,
+    /// Highest in-flight count since the supervisor last looked.
+    peak_in_flight: AtomicU64,
+    failovers: AtomicU64,
+    sequence: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Decrements a counter when dropped (also when the request is cancelled).
+struct CountGuard<'a>(&'a AtomicU64);
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A container lent to one request attempt.
+struct Lease {
+    worker: Arc<Worker>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.worker.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum Pick {
+    Worker(Lease),
+    /// Ready containers exist, all at `max_in_flight`.
+    Full,
+    /// No ready container.
+    Empty,
+}
+
+impl Pool {
+    pub fn new(config: ContainerConfig, repository: ModelRepository) -> Self {
+        let now = Instant::now();
+        let identity = Identity::new(&config);
+        Self {
+            identity,
+            repository,
+            client: WorkerClient::new(),
+            state: Mutex::new(State {
+                docker: None,
+                image: None,
+                workers: Vec::new(),
+                starting: 0,
+                created: HashSet::new(),
+                problem: None,
+                next_connect: now,
+                next_start: now,
+                last_fully_used: now,
+                last_health_check: now,
+            }),
+            counters: Mutex::new(Counters {
+                cold_starts: 0,
+                recent_cold_starts: VecDeque::new(),
+                start_failures: 0,
+                deaths: 0,
+                retired: 0,
+            }),
+            plan: Mutex::new(None),
+            generation: watch::Sender::new(0),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+            sequence: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    // ----- the data path -----
+
+    /// Runs one request on some container, failing over on broken ones.
+    pub async fn infer(&self, job: InferenceJob) -> Result<InferenceResult, BackendError> {
+        let name = &self.config.name;
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let _in_flight = CountGuard(&self.in_flight);
+        self.peak_in_flight.fetch_max(in_flight, Ordering::AcqRel);
+        let started = Instant::now();
+        let deadline = job.deadline;
+        let request =
+            EncodedRequest::new(&job.model, job.version, job.request).map_err(|message| {
+                BackendError::Failed {
+                    backend: name.clone(),
+                    message: format!("cannot encode the request: {message}"),
+                }
+            })?;
+        let mut attempt = 0;
+        loop {
+            let lease = self.acquire(deadline, started).await?;
+            attempt += 1;
+            let result = self
+                .client
+                .infer(lease.worker.address, &request, deadline)
+                .await;
+            let error = match result {
+                Ok(result) => return Ok(result),
+                Err(error) => error,
+            };
+            if let CallError::Transport { .. } = error {
+                self.suspect(&lease.worker);
+            }
+            drop(lease);
+            if error.retryable() && attempt < self.config.max_attempts && Instant::now() < deadline
+            {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchyard_container_failovers_total", "backend" => name.clone())
+                    .increment(1);
+                tracing::debug!(backend = %name, attempt, %error, "retrying on another container");
+                continue;
+            }
+            return Err(self.backend_error(error, started));
+        }
+    }
+
+    fn backend_error(&self, error: CallError, started: Instant) -> BackendError {
+        let backend = self.config.name.clone();
+        match error {
+            CallError::Refused {
+                status, message, ..
+            } if status.as_u16() == 429 => BackendError::Overloaded {
+                backend,
+                reason: message,
+            },
+            CallError::Transport { .. } | CallError::Refused { .. } => BackendError::Unavailable {
+                backend,
+                reason: error.to_string(),
+            },
+            CallError::Timeout { .. } => BackendError::DeadlineExceeded {
+                backend,
+                waited: started.elapsed(),
+            },
+            CallError::Failed { message, .. } => BackendError::Failed { backend, message },
+        }
+    }
+
+    /// A container for one attempt: at once if one has room, else after
+    /// waiting for the pool to grow (never past `deadline`).
+    async fn acquire(&self, deadline: Instant, started: Instant) -> Result<Lease, BackendError> {
+        let backend = &self.config.name;
+        let mut changes = self.generation.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let pick = self.pick();
+            let can_grow = {
+                let state = lock(&self.state);
+                if self.stopping() {
+                    return Err(BackendError::Unavailable {
+                        backend: backend.clone(),
+                        reason: "shutting down".into(),
+                    });
+                }
+                if state.docker.is_none()
+                    && let Some(problem) = &state.problem
+                {
+                    return Err(BackendError::Unavailable {
+                        backend: backend.clone(),
+                        reason: problem.clone(),
+                    });
+                }
+                let live = state
+                    .workers
+                    .iter()
+                    .filter(|w| w.state() <= SUSPECT)
+                    .count();
+                live + state.starting < self.config.max_containers || state.starting > 0
+            };
+            match pick {
+                Pick::Worker(lease) => return Ok(lease),
+                Pick::Full if !can_grow => {
+                    return Err(BackendError::Overloaded {
+                        backend: backend.clone(),
+                        reason: format!(
+                            "all {} containers have {} requests in flight",
+                            self.config.max_containers, self.config.max_in_flight
+                        ),
+                    });
+                }
+                Pick::Full | Pick::Empty => {}
+            }
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            let _waiting = CountGuard(&self.waiting);
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline.into(), changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(BackendError::DeadlineExceeded {
+                    backend: backend.clone(),
+                    waited: started.elapsed(),
+                });
+            }
+        }
+    }
+
+    /// Least outstanding requests of two ready containers drawn at random.
+    fn pick(&self) -> Pick {
+        let state = lock(&self.state);
+        let ready: Vec<&Arc<Worker>> = state
+            .workers
+            .iter()
+            .filter(|w| w.state() == READY)
+            .collect();
+        if ready.is_empty() {
+            return Pick::Empty;
+        }
+        let max = self.config.max_in_flight;
+        let chosen = match ready.len() {
+            1 => ready[0],
+            n => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                if ready[b].outstanding() < ready[a].outstanding() {
+                    ready[b]
+                } else {
+                    ready[a]
+                }
+            }
+        };
+        // The drawn pair may both be full while another is not.
+        let chosen = if chosen.outstanding() < max {
+            chosen
+        } else {
+            match ready.iter().min_by_key(|w| w.outstanding()) {
+                Some(w) if w.outstanding() < max => w,
+                _ => return Pick::Full,
+            }
+        };
+        chosen.outstanding.fetch_add(1, Ordering::AcqRel);
+        let lease = Lease {
+            worker: Arc::clone(chosen),
+        };
+        let live = state
+            .workers
+            .iter()
+            .filter(|w| w.state() <= SUSPECT)
+            .count() as u64;
+        drop(ready);
+        drop(state);
+        // Over the target: scale up now rather than at the next tick.
+        if self.in_flight.load(Ordering::Acquire) > live * self.config.target_in_flight {
+            self.wake.notify_one();
+        }
+        Pick::Worker(lease)
+    }
+
+    /// A request to `worker` broke: take it out of rotation until the
+    /// supervisor has checked it.
+    fn suspect(&self, worker: &Worker) {
+        if worker
+            .state
+            .compare_exchange(READY, SUSPECT, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::info!(backend = %self.config.name, container = %worker.name, "a request to the container broke; checking it");
+            self.changed();
+            self.wake.notify_one();
+        }
+    }
+
+    /// Marks the container `id` dead (it exited).
+    fn mark_dead(&self, id: &str, why: &str) {
+        let state = lock(&self.state);
+        if let Some(worker) = state.workers.iter().find(|w| w.id == id)
+            && worker.state.swap(DEAD, Ordering::AcqRel) != DEAD
+        {
+            tracing::warn!(backend = %self.config.name, container = %worker.name, "container {why}; replacing it");
+            drop(state);
+            self.changed();
+            self.wake.notify_one();
+        }
+    }
+
+    // ----- what the backend reports -----
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// (ready containers, starting containers, whether more can start, why not ready).
+    pub fn status(&self) -> PoolStatus {
+        let state = lock(&self.state);
+        let ready = state.workers.iter().filter(|w| w.state() == READY).count();
+        let live = state
+            .workers
+            .iter()
+            .filter(|w| w.state() <= SUSPECT)
+            .count();
+        let operational = state.docker.is_some() && state.image.is_some() && !self.stopping();
+        let can_start = if operational {
+            self.config
+                .max_containers
+                .saturating_sub(live + state.starting)
+        } else {
+            0
+        };
+        let unready_reason = if self.stopping() {
+            Some("shutting down".to_owned())
+        } else if ready > 0 || (operational && self.config.min_containers == 0) {
+            None
+        } else if let Some(problem) = &state.problem {
+            Some(problem.clone())
+        } else if state.docker.is_none() {
+            Some(format!(
+                "connecting to the Docker engine at {}",
+                self.config.endpoint
+            ))
+        } else if state.image.is_none() {
+            Some("preparing the worker image".to_owned())
+        } else {
+            Some(format!(
+                "starting containers ({} starting, {ready} ready)",
+                state.starting
+            ))
+        };
+        PoolStatus {
+            ready,
+            starting: state.starting,
+            can_start,
+            unready_reason,
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let status = self.status();
+        let image = lock(&self.state).image.clone();
+        let counters = lock(&self.counters);
+        let mut sorted: Vec<f64> = counters.recent_cold_starts.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        PoolStats {
+            ready: status.ready as u64,
+            starting: status.starting as u64,
+            cold_starts: counters.cold_starts,
+            cold_start_p50_seconds: quantile(&sorted, 0.5),
+            cold_start_p99_seconds: quantile(&sorted, 0.99),
+            cold_start_max_seconds: sorted.last().copied().unwrap_or_default(),
+            cold_start_last_seconds: counters
+                .recent_cold_starts
+                .back()
+                .copied()
+                .unwrap_or_default(),
+            start_failures: counters.start_failures,
+            deaths: counters.deaths,
+            retired: counters.retired,
+            failovers: self.failovers.load(Ordering::Relaxed),
+            image,
+        }
+    }
+
+    /// The containers in rotation (for tests and tools).
+    pub fn workers(&self) -> Vec<Arc<Worker>> {
+        lock(&self.state)
+            .workers
+            .iter()
+            .filter(|w| w.state() == READY)
+            .cloned()
+            .collect()
+    }
+
+    // ----- the supervisor -----
+
+    /// Runs until shutdown: connects, then keeps the pool reconciled.
+    pub async fn supervise(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if self.stopping() {
+                return;
+            }
+            self.tick().await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.scale_interval) => {}
+                () = self.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn tick(self: &Arc<Self>) {
+        let (docker, next_connect) = {
+            let state = lock(&self.state);
+            (state.docker.clone(), state.next_connect)
+        };
+        let Some(docker) = docker else {
+            if Instant::now() >= next_connect {
+                self.connect().await;
+            }
+            return;
+        };
+        self.reap(&docker);
+        self.check_health(&docker).await;
+        self.scale(&docker);
+    }
+
+    /// Reaches the engine, removes orphans and ensures the image.
+    async fn connect(self: &Arc<Self>) {
+        match self.prepare().await {
+            Ok((docker, image, built, orphans)) => {
+                tracing::info!(backend = %self.config.name, endpoint = %self.config.endpoint,
+                    %image, built, orphans_removed = orphans, "Docker engine ready");
+                {
+                    let mut state = lock(&self.state);
+                    state.docker = Some(docker.clone());
+                    state.image = Some(image);
+                    state.problem = None;
+                }
+                tokio::spawn(Arc::clone(self).watch_events(docker));
+                self.changed();
+                self.wake.notify_one();
+            }
+            Err(problem) => {
+                let mut state = lock(&self.state);
+                if state.problem.as_deref() != Some(&problem) {
+                    tracing::warn!(backend = %self.config.name, "{problem}; retrying every {:?}", self.config.retry_interval);
+                }
+                state.problem = Some(problem);
+                state.next_connect = Instant::now() + self.config.retry_interval;
+                drop(state);
+                // Waiting requests must learn that the engine is unreachable.
+                self.changed();
+            }
+        }
+    }
+
+    async fn prepare(&self) -> Result<(Docker, String, bool, usize), String> {
+        let docker = engine::connect(&self.config)
+            .await
+            .map_err(|e| format!("the Docker engine is unreachable: {e}"))?;
+        let orphans = engine::remove_orphans(&docker, &self.identity)
+            .await
+            .map_err(|e| format!("cannot remove orphaned containers: {e}"))?;
+        let plan = lock(&self.plan).clone();
+        let plan = match plan {
+            Some(plan) => plan,
+            None => {
+                let config = self.config.clone();
+                let repository = self.repository.clone();
+                let plan =
+                    tokio::task::spawn_blocking(move || ImagePlan::new(&config, &repository))
+                        .await
+                        .map_err(|e| format!("cannot plan the worker image: {e}"))?
+                        .map_err(|e| format!("cannot plan the worker image: {e}"))?;
+                *lock(&self.plan) = Some(plan.clone());
+                plan
+            }
+        };
+        let built = plan
+            .ensure(&docker, &self.identity)
+            .await
+            .map_err(|e| format!("cannot prepare the worker image: {e}"))?;
+        Ok((docker, plan.reference, built, orphans))
+    }
+
+    /// Follows `die` events of this instance's containers.
+    async fn watch_events(self: Arc<Self>, docker: Docker) {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![format!(
+                    "{}={}",
+                    engine::LABEL_INSTANCE,
+                    self.identity.instance
+                )],
+            ),
+        ]);
+        let mut stop = self.generation.subscribe();
+        while !self.stopping() {
+            let mut events = docker.events(Some(EventsOptions {
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }));
+            loop {
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(Ok(event)) => {
+                            if let Some(id) = event.actor.and_then(|a| a.id) {
+                                self.mark_dead(&id, "exited");
+                            }
+                        }
+                        Some(Err(error)) => {
+                            tracing::debug!(backend = %self.config.name, %error, "Docker event stream failed");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = stop.changed() => {
+                        if self.stopping() {
+                            return;
+                        }
+                    }
+                }
+            }
+            // Health checks still find dead containers meanwhile.
+            tokio::time::sleep(self.config.retry_interval).await;
+        }
+    }
+
+    /// Removes dead containers from the pool and the engine.
+    fn reap(self: &Arc<Self>, docker: &Docker) {
+        let dead: Vec<Arc<Worker>> = {
+            let mut state = lock(&self.state);
+            let (dead, alive) = state.workers.drain(..).partition(|w| w.state() == DEAD);
+            state.workers = alive;
+            dead
+        };
+        if dead.is_empty() {
+            return;
+        }
+        lock(&self.counters).deaths += dead.len() as u64;
+        metrics::counter!("switchyard_container_deaths_total", "backend" => self.config.name.clone())
+            .increment(dead.len() as u64);
+        for worker in dead {
+            let pool = Arc::clone(self);
+            let docker = docker.clone();
+            tokio::spawn(async move { pool.remove(&docker, &worker.id).await });
+        }
+        self.changed();
+    }
+
+    async fn remove(&self, docker: &Docker, id: &str) {
+        match engine::remove(docker, id).await {
+            Ok(()) => {
+                lock(&self.state).created.remove(id);
+            }
+            Err(error) => {
+                tracing::warn!(backend = %self.config.name, %error, "cannot remove a container");
+            }
+        }
+    }
+
+    /// Checks `/v2/health/ready` of every container in rotation (each
+    /// `health_interval`) and of suspects (at once).
+    async fn check_health(&self, _docker: &Docker) {
+        let workers = {
+            let mut state = lock(&self.state);
+            let due = state.last_health_check.elapsed() >= self.config.health_interval;
+            if due {
+                state.last_health_check = Instant::now();
+            }
+            let workers: Vec<Arc<Worker>> = state
+                .workers
+                .iter()
+                .filter(|w| w.state() == SUSPECT || (due && w.state() == READY))
+                .cloned()
+                .collect();
+            workers
+        };
+        if workers.is_empty() {
+            return;
+        }
+        // A busy container answers health checks late; give it time.
+        let timeout = self
+            .config
+            .health_interval
+            .clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let checks = workers
+            .iter()
+            .map(|w| self.client.ready(w.address, timeout));
+        let results = futures_util::future::join_all(checks).await;
+        let mut changed = false;
+        for (worker, ok) in workers.iter().zip(results) {
+            if ok {
+                worker.health_failures.store(0, Ordering::Release);
+                changed |= worker
+                    .state
+                    .compare_exchange(SUSPECT, READY, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                continue;
+            }
+            let failures = worker.health_failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if worker.state() == SUSPECT || failures >= 3 {
+                self.mark_dead(&worker.id, "failed its health check");
+            }
+        }
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// Starts containers up to the demand, or retires one after the pool
+    /// has been bigger than needed for `idle_timeout`.
+    fn scale(self: &Arc<Self>, docker: &Docker) {
+        let config = &self.config;
+        let peak = self
+            .peak_in_flight
+            .swap(self.in_flight.load(Ordering::Acquire), Ordering::AcqRel)
+            .max(self.in_flight.load(Ordering::Acquire));
+        let demand = usize::try_from(peak.div_ceil(config.target_in_flight)).unwrap_or(usize::MAX);
+        let desired = demand.clamp(config.min_containers, config.max_containers);
+        let mut state = lock(&self.state);
+        // Checked under the lock that `shutdown` takes to count starts.
+        if self.stopping() {
+            return;
+        }
+        let Some(image) = state.image.clone() else {
+            return;
+        };
+        let live = state
+            .workers
+            .iter()
+            .filter(|w| w.state() <= SUSPECT)
+            .count();
+        let now = Instant::now();
+        if desired >= live {
+            state.last_fully_used = now;
+        }
+        if live + state.starting < desired {
+            if now < state.next_start {
+                return;
+            }
+            let count = desired - live - state.starting;
+            state.starting += count;
+            drop(state);
+            tracing::info!(backend = %config.name, count, live, desired, "starting containers");
+            for _ in 0..count {
+                tokio::spawn(Arc::clone(self).start_container(docker.clone(), image.clone()));
+            }
+            self.changed();
+            return;
+        }
+        if live > desired
+            && state.starting == 0
+            && now.duration_since(state.last_fully_used) >= config.idle_timeout
+        {
+            let victim = state
+                .workers
+                .iter()
+                .filter(|w| w.state() == READY)
+                .min_by_key(|w| w.outstanding())
+                .cloned();
+            if let Some(victim) = victim
+                && victim
+                    .state
+                    .compare_exchange(READY, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                // The next one goes only after another idle period.
+                state.last_fully_used = now;
+                drop(state);
+                tracing::info!(backend = %config.name, container = %victim.name, live, desired, "retiring an idle container");
+                tokio::spawn(Arc::clone(self).retire(docker.clone(), victim));
+                self.changed();
+            }
+        }
+    }
+
+    /// Starts one container and adds it to the pool once ready.
+    async fn start_container(self: Arc<Self>, docker: Docker, image: String) {
+        let started = Instant::now();
+        let result = self.create_and_wait(&docker, &image, started).await;
+        let name = self.config.name.clone();
+        let outcome = match result {
+            Ok(worker) if !self.stopping() => {
+                let cold_start = started.elapsed();
+                {
+                    let mut counters = lock(&self.counters);
+                    counters.cold_starts += 1;
+                    if counters.recent_cold_starts.len() == RECENT_COLD_STARTS {
+                        counters.recent_cold_starts.pop_front();
+                    }
+                    counters
+                        .recent_cold_starts
+                        .push_back(cold_start.as_secs_f64());
+                }
+                metrics::histogram!("switchyard_container_cold_start_seconds", "backend" => name.clone())
+                    .record(cold_start.as_secs_f64());
+                tracing::info!(backend = %name, container = %worker.name, address = %worker.address,
+                    cold_start_ms = cold_start.as_secs_f64() * 1e3, "container ready");
+                let mut state = lock(&self.state);
+                state.starting -= 1;
+                state.workers.push(worker);
+                state.problem = None;
+                "ready"
+            }
+            Ok(worker) => {
+                self.remove(&docker, &worker.id).await;
+                lock(&self.state).starting -= 1;
+                "cancelled"
+            }
+            Err(problem) => {
+                tracing::warn!(backend = %name, "{problem}");
+                lock(&self.counters).start_failures += 1;
+                let mut state = lock(&self.state);
+                state.starting -= 1;
+                state.problem = Some(problem);
+                state.next_start = Instant::now() + self.config.retry_interval;
+                "failed"
+            }
+        };
+        metrics::counter!("switchyard_container_starts_total", "backend" => name, "outcome" => outcome)
+            .increment(1);
+        self.changed();
+        self.wake.notify_one();
+    }
+
+    async fn create_and_wait(
+        &self,
+        docker: &Docker,
+        image: &str,
+        started: Instant,
+    ) -> Result<Arc<Worker>, String> {
+        let config = &self.config;
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "switchyard-{}-{}-{sequence}",
+            self.identity.scope,
+            &self.identity.instance[..8.min(self.identity.instance.len())]
+        );
+        let port = format!("{WORKER_PORT}/tcp");
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            cmd: Some(vec![
+                "--workers".into(),
+                config.workers.to_string(),
+                "--intra-op-threads".into(),
+                config.intra_op_threads.to_string(),
+                "--queue-capacity".into(),
+                config.max_in_flight.to_string(),
+            ]),
+            labels: Some(self.identity.container_labels()),
+            exposed_ports: Some(HashMap::from([(port.clone(), HashMap::new())])),
+            stop_timeout: Some(10),
+            host_config: Some(HostConfig {
+                // Loopback only, an ephemeral host port chosen by the engine.
+                port_bindings: Some(HashMap::from([(
+                    port.clone(),
+                    Some(vec![PortBinding {
+                        host_ip: Some(Ipv4Addr::LOCALHOST.to_string()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])),
+                nano_cpus: Some(config.nano_cpus),
+                memory: Some(config.memory_bytes),
+                memory_swap: Some(config.memory_bytes),
+                readonly_rootfs: Some(true),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_owned(),
+                    "rw,nosuid,nodev,noexec,size=64m".to_owned(),
+                )])),
+                pids_limit: Some(1024),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| format!("cannot create container {name}: {e}"))?;
+        let id = created.id;
+        lock(&self.state).created.insert(id.clone());
+        let result = self.run_until_ready(docker, &id, &name, started).await;
+        if result.is_err() {
+            self.remove(docker, &id).await;
+        }
+        result
+    }
+
+    async fn run_until_ready(
+        &self,
+        docker: &Docker,
+        id: &str,
+        name: &str,
+        started: Instant,
+    ) -> Result<Arc<Worker>, String> {
+        let deadline = started + self.config.start_timeout;
+        docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| format!("cannot start container {name}: {e}"))?;
+        let inspect = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| format!("cannot inspect container {name}: {e}"))?;
+        let host_port = inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut ports| ports.remove(&format!("{WORKER_PORT}/tcp")))
+            .flatten()
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("container {name} has no published port"))?;
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
+        let mut interval = Duration::from_millis(2);
+        let mut polls = 0u32;
+        loop {
+            if self.client.ready(address, Duration::from_millis(500)).await {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "container {name} was not ready within {:?}{}",
+                    self.config.start_timeout,
+                    self.exit_detail(docker, id).await.unwrap_or_default()
+                ));
+            }
+            polls += 1;
+            if polls.is_multiple_of(10)
+                && let Some(detail) = self.exit_detail(docker, id).await
+            {
+                return Err(format!(
+                    "container {name} stopped before it was ready{detail}"
+                ));
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_millis(50));
+        }
+        Ok(Arc::new(Worker {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            address,
+            outstanding: AtomicU64::new(0),
+            state: AtomicU8::new(READY),
+            health_failures: AtomicU32::new(0),
+        }))
+    }
+
+    /// If the container has stopped: its exit code and last log lines.
+    async fn exit_detail(&self, docker: &Docker, id: &str) -> Option<String> {
+        let inspect = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()?;
+        let state = inspect.state?;
+        if state.running == Some(true) {
+            return None;
+        }
+        let mut logs = docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: "20".into(),
+                ..Default::default()
+            }),
+        );
+        let mut text = String::new();
+        while let Some(Ok(line)) = logs.next().await {
+            text.push_str(&line.to_string());
+        }
+        Some(format!(
+            " (exit code {}{}); its last output: {}",
+            state.exit_code.unwrap_or_default(),
+            if state.oom_killed == Some(true) {
+                ", out of memory"
+            } else {
+                ""
+            },
+            text.trim()
+        ))
+    }
+
+    /// Waits for a draining container to finish its requests, then stops it.
+    async fn retire(self: Arc<Self>, docker: Docker, worker: Arc<Worker>) {
+        let deadline = Instant::now() + self.config.start_timeout;
+        let mut changes = self.generation.subscribe();
+        while worker.outstanding() > 0 && Instant::now() < deadline {
+            // Requests finishing do not bump the generation; poll briefly.
+            let _ = tokio::time::timeout(Duration::from_millis(20), changes.changed()).await;
+        }
+        lock(&self.state)
+            .workers
+            .retain(|w| !Arc::ptr_eq(w, &worker));
+        let _ = docker
+            .stop_container(
+                &worker.id,
+                Some(StopContainerOptions {
+                    t: Some(5),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        self.remove(&docker, &worker.id).await;
+        lock(&self.counters).retired += 1;
+        metrics::counter!("switchyard_container_retired_total", "backend" => self.config.name.clone())
+            .increment(1);
+        self.changed();
+    }
+
+    /// Stops the supervisor's work and removes every container of this
+    /// instance. Waits (bounded) for containers being started.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.changed();
+        let deadline = Instant::now() + self.config.start_timeout;
+        let mut changes = self.generation.subscribe();
+        while lock(&self.state).starting > 0 && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline.into(), changes.changed()).await;
+        }
+        let (docker, workers) = {
+            let mut state = lock(&self.state);
+            (state.docker.clone(), std::mem::take(&mut state.workers))
+        };
+        let Some(docker) = docker else {
+            return;
+        };
+        let ids: HashSet<String> = workers
+            .iter()
+            .map(|w| w.id.clone())
+            .chain(lock(&self.state).created.iter().cloned())
+            .collect();
+        futures_util::future::join_all(ids.iter().map(|id| self.remove(&docker, id))).await;
+        match engine::remove_instance(&docker, &self.identity).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(backend = %self.config.name, removed = n, "removed remaining containers")
+            }
+            Err(error) => {
+                tracing::warn!(backend = %self.config.name, %error, "cannot list containers to remove")
+            }
+        }
+        tracing::info!(backend = %self.config.name, removed = ids.len(), "container pool stopped");
+        self.changed();
+    }
+}
+
+/// The `q` quantile of sorted values (nearest rank), 0 when empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// What the pool can do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub ready: usize,
+    pub starting: usize,
+    /// Containers that could still be started.
+    pub can_start: usize,
+    pub unready_reason: Option<String>,
+}

@@ -1,0 +1,431 @@
+//! The placement engine around the pure policies: what the gateway has
+//! observed of each backend (peak-EWMA latency and failure rate per backend
+//! and model), the policy set (swapped atomically on reload), the retry
+//! budget that bounds failover, and the sampled decision log.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::policy::Observed;
+use crate::policy::spec::{PolicyFile, PolicySet};
+
+/// Time constant of the latency peak-EWMA decay.
+const LATENCY_DECAY: Duration = Duration::from_secs(5);
+/// Weight of each answer in the failure-rate EWMA.
+const FAILURE_WEIGHT: f64 = 0.05;
+
+#[derive(Debug)]
+struct ObservedState {
+    observed: Observed,
+    last: Instant,
+}
+
+/// Per backend and model: what answers looked like recently.
+#[derive(Debug, Default)]
+pub struct Observations {
+    entries: DashMap<(usize, String), Mutex<ObservedState>>,
+}
+
+impl Observations {
+    /// The current view of `backend` serving `model`.
+    pub fn get(&self, backend: usize, model: &str) -> Observed {
+        self.entries
+            .get(&(backend, model.to_owned()))
+            .and_then(|e| e.lock().ok().map(|s| s.observed))
+            .unwrap_or_default()
+    }
+
+    /// Records one answer: its latency if it succeeded, and whether the
+    /// backend failed it.
+    pub fn record(
+        &self,
+        backend: usize,
+        model: &str,
+        latency: Option<Duration>,
+        failed: bool,
+        now: Instant,
+    ) {
+        let update = |state: &Mutex<ObservedState>| {
+            let Ok(mut s) = state.lock() else { return };
+            let elapsed = now.saturating_duration_since(s.last);
+            s.last = now;
+            let o = &mut s.observed;
+            o.samples += 1;
+            o.failure_rate += FAILURE_WEIGHT * (f64::from(u8::from(failed)) - o.failure_rate);
+            if let Some(latency) = latency {
+                let ms = latency.as_secs_f64() * 1000.0;
+                o.latency_ms = Some(match o.latency_ms {
+                    // Peak-EWMA: a slow answer counts at once, recovery is gradual.
+                    Some(current) if ms < current => {
+                        let weight =
+                            1.0 - (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp();
+                        current + weight * (ms - current)
+                    }
+                    _ => ms,
+                });
+            }
+        };
+        let key = (backend, model.to_owned());
+        match self.entries.get(&key) {
+            Some(state) => update(&state),
+            None => update(&self.entries.entry(key).or_insert_with(|| {
+                Mutex::new(ObservedState {
+                    observed: Observed::default(),
+                    last: now,
+                })
+            })),
+        }
+    }
+}
+
+/// Bounds failover to a share of the traffic, as Envoy and Linkerd do: each
+/// original request deposits `ratio` tokens, each retry withdraws one, and a
+/// small floor per second lets a quiet gateway still fail over.
+#[derive(Debug)]
+pub struct RetryBudget {
+    ratio: f64,
+    floor_per_second: f64,
+    cap: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RetryBudget {
+    /// A budget of `ratio` retries per request plus `floor_per_second`.
+    pub fn new(ratio: f64, floor_per_second: f64) -> Self {
+        let cap = (floor_per_second * 10.0).max(10.0);
+        // Start with one second of the floor, so that a gateway that has
+        // just started can fail over as well as one that has been running.
+        let initial = floor_per_second.min(cap);
+        Self {
+            ratio,
+            floor_per_second,
+            cap,
+            state: Mutex::new((initial, Instant::now())),
+        }
+    }
+
+    /// Credits one original request.
+    pub fn deposit(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = (s.0 + self.ratio).min(self.cap);
+        }
+    }
+
+    /// Takes one retry if the budget allows.
+    pub fn try_withdraw(&self, now: Instant) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        let refill = now.saturating_duration_since(s.1).as_secs_f64() * self.floor_per_second;
+        s.1 = now;
+        s.0 = (s.0 + refill).min(self.cap);
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One line of the decision log.
+#[derive(Debug, Serialize)]
+pub struct DecisionRecord {
+    pub unix_ms: u128,
+    pub model: String,
+    pub payload_bytes: u64,
+    pub rate_per_second: f64,
+    pub policy: &'static str,
+    pub backend: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub outcome: &'static str,
+    pub latency_ms: f64,
+}
+
+/// A sampled JSON-lines log of decisions, written off the request path: a
+/// full buffer drops records rather than slowing requests.
+#[derive(Debug)]
+pub struct DecisionLog {
+    sample: f64,
+    sender: tokio::sync::mpsc::Sender<DecisionRecord>,
+}
+
+impl DecisionLog {
+    /// Appends to `path`, keeping a `sample` share (0..=1) of decisions.
+    pub fn open(path: &Path, sample: f64) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<DecisionRecord>(4096);
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(file);
+                while let Some(record) = receiver.blocking_recv() {
+                    if serde_json::to_writer(&mut out, &record).is_ok() {
+                        let _ = out.write_all(b"\n");
+                    }
+                    if receiver.is_empty() {
+                        let _ = out.flush();
+                    }
+                }
+            })?;
+        Ok(Self { sample, sender })
+    }
+
+    /// Whether a request drawing `random` is sampled.
+    pub fn sampled(&self, random: u64) -> bool {
+        (random as f64 / u64::MAX as f64) < self.sample
+    }
+
+    /// Queues a record; drops it if the writer is behind.
+    pub fn write(&self, record: DecisionRecord) {
+        let _ = self.sender.try_send(record);
+    }
+}
+
+/// Where the policy set comes from and how to rebuild it.
+#[derive(Debug)]
+pub struct PolicySource {
+    /// The policy file, if policies live in one (hot-reloadable).
+    pub path: Option<PathBuf>,
+    /// The inline policies of the gateway config, used without a file.
+    pub inline: PolicyFile,
+    pub backends: Vec<String>,
+    pub models: Vec<String>,
+    modified: Mutex<Option<SystemTime>>,
+}
+
+/// Why a reload did not apply.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {key}: {message}")]
+pub struct ReloadError {
+    pub source_name: String,
+    /// Key path inside the source (`(file)` when it cannot be read).
+    pub key: String,
+    pub message: String,
+}
+
+impl PolicySource {
+    /// A source over `path` (or the inline policies).
+    pub fn new(
+        path: Option<PathBuf>,
+        inline: PolicyFile,
+        backends: Vec<String>,
+        models: Vec<String>,
+    ) -> Self {
+        Self {
+            path,
+            inline,
+            backends,
+            models,
+            modified: Mutex::new(None),
+        }
+    }
+
+    /// Builds the policy set from the file (or the inline policies).
+    pub fn build(&self) -> Result<PolicySet, ReloadError> {
+        let (file, name) = match &self.path {
+            Some(path) => {
+                let name = path.display().to_string();
+                if let (Ok(modified), Ok(mut slot)) = (
+                    std::fs::metadata(path).and_then(|m| m.modified()),
+                    self.modified.lock(),
+                ) {
+                    *slot = Some(modified);
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| ReloadError {
+                    source_name: name.clone(),
+                    key: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                let file = PolicyFile::parse(&text).map_err(|e| ReloadError {
+                    source_name: name.clone(),
+                    key: e.key,
+                    message: e.message,
+                })?;
+                (file, name)
+            }
+            None => (
+                self.inline.clone(),
+                "[placement] of the gateway config".to_owned(),
+            ),
+        };
+        PolicySet::build(&file, &self.backends, &self.models, &name).map_err(|e| ReloadError {
+            source_name: name,
+            key: e.key,
+            message: e.message,
+        })
+    }
+
+    /// Whether the file changed since it was last built.
+    pub fn changed(&self) -> bool {
+        let Some(path) = &self.path else { return false };
+        let current = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        self.modified
+            .lock()
+            .map(|seen| current.is_some() && *seen != current)
+            .unwrap_or(false)
+    }
+}
+
+/// The policy set in force and how to replace it.
+#[derive(Debug)]
+pub struct Policies {
+    current: ArcSwap<PolicySet>,
+    source: PolicySource,
+    reloads: AtomicU64,
+}
+
+impl Policies {
+    /// Builds the initial set; an error here stops the gateway from starting.
+    pub fn new(source: PolicySource) -> Result<Self, ReloadError> {
+        let set = source.build()?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(set),
+            source,
+            reloads: AtomicU64::new(0),
+        })
+    }
+
+    /// The set in force. Requests keep the set they started with, so a
+    /// reload never changes a request midway.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Rebuilds from the source and swaps the new set in whole, or keeps the
+    /// old one and returns why not.
+    pub fn reload(&self) -> Result<Arc<PolicySet>, ReloadError> {
+        match self.source.build() {
+            Ok(set) => {
+                let set = Arc::new(set);
+                self.current.store(Arc::clone(&set));
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(source = %set.source, "placement policies reloaded");
+                Ok(set)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "placement policies not reloaded; keeping the current ones");
+                Err(error)
+            }
+        }
+    }
+
+    /// Reloads if the policy file changed on disk.
+    pub fn reload_if_changed(&self) {
+        if self.source.changed() {
+            let _ = self.reload();
+        }
+    }
+
+    /// Successful reloads so far.
+    pub fn reload_count(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// `(model or "*", policy)` rows of the set in force.
+    pub fn describe(&self) -> HashMap<String, String> {
+        self.current().describe().into_iter().collect()
+    }
+}
+
+/// A fast, non-cryptographic random source (SplitMix64 over a counter).
+#[derive(Debug, Default)]
+pub struct Random(AtomicU64);
+
+impl Random {
+    /// The next random number.
+    pub fn next(&self) -> u64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let observations = Observations::default();
+        let t0 = Instant::now();
+        observations.record(0, "m", Some(Duration::from_millis(10)), false, t0);
+        observations.record(0, "m", Some(Duration::from_millis(100)), false, t0);
+        assert_eq!(
+            observations.get(0, "m").latency_ms,
+            Some(100.0),
+            "a slow answer counts at once"
+        );
+        observations.record(
+            0,
+            "m",
+            Some(Duration::from_millis(10)),
+            false,
+            t0 + Duration::from_secs(5),
+        );
+        let after = observations.get(0, "m").latency_ms.expect("measured");
+        // One time constant later: 100 + (1 - 1/e) * (10 - 100) = 43.1
+        assert!((after - 43.11).abs() < 0.1, "{after}");
+        assert_eq!(observations.get(1, "m"), Observed::default());
+    }
+
+    #[test]
+    fn failure_rate_tracks_failures() {
+        let observations = Observations::default();
+        let now = Instant::now();
+        for _ in 0..100 {
+            observations.record(0, "m", None, true, now);
+        }
+        assert!(observations.get(0, "m").failure_rate > 0.99);
+        for _ in 0..100 {
+            observations.record(0, "m", Some(Duration::from_millis(1)), false, now);
+        }
+        assert!(observations.get(0, "m").failure_rate < 0.01);
+    }
+
+    #[test]
+    fn retry_budget_allows_about_a_fifth_of_traffic() {
+        let budget = RetryBudget::new(0.2, 0.0);
+        let now = Instant::now();
+        let mut retries = 0;
+        for _ in 0..1000 {
+            budget.deposit();
+            if budget.try_withdraw(now) {
+                retries += 1;
+            }
+        }
+        assert!((199..=200).contains(&retries), "{retries}");
+        assert!(!budget.try_withdraw(now), "spent");
+        let floor = RetryBudget::new(0.2, 10.0);
+        let start = Instant::now();
+        let initial = (0..100).filter(|_| floor.try_withdraw(start)).count();
+        assert_eq!(initial, 10, "a new budget holds one second of the floor");
+        assert!(
+            floor.try_withdraw(start + Duration::from_secs(1)),
+            "the floor refills with time"
+        );
+    }
+
+    #[test]
+    fn random_numbers_spread_over_the_range() {
+        let random = Random::default();
+        let high = (0..10_000).filter(|_| random.next() > u64::MAX / 2).count();
+        assert!((4_500..5_500).contains(&high), "{high}");
+    }
+}

@@ -1,0 +1,674 @@
+//! End-to-end tests of the container backend against the real Docker
+//! engine: the gateway runs in this process (`run()` on port 0) with a
+//! `[backends.container]` section and builds, starts, scales and removes
+//! real worker containers. The worker binary is this package's own
+//! `switchyard`. Without a reachable engine the Docker tests skip with a
+//! printed reason, unless `REQUIRE_DOCKER=1`, which makes them fail.
+//!
+//! The tests share one engine and two cores, so they run one at a time
+//! (a shared lock); each uses its own scope label and ends by asserting
+//! that no container of this run is left.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_backend_container::bollard::Docker;
+use switchyard_backend_container::bollard::query_parameters::{
+    ListImagesOptions, RemoveImageOptions,
+};
+use switchyard_backend_container::engine;
+use switchyard_protocol::{
+    BINARY_HEADER_LENGTH, InferRequest, Tensor, TensorData, decode_response, encode_request,
+};
+use switchyard_scheduler::{Config, Gateway};
+use tokio::sync::oneshot;
+
+/// Tests take turns on the engine.
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Image repository of the small test image (digits + fashion_cnn).
+const TEST_IMAGE: &str = "switchyard-worker-test";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A scope label unique to this test in this run.
+fn scope(test: &str) -> String {
+    format!("test-{}-{test}", std::process::id())
+}
+
+/// The engine, or `None` (skip) when it is unreachable and not required.
+async fn docker_or_skip(test: &str) -> Option<Docker> {
+    let result = match Docker::connect_with_unix("/var/run/docker.sock", 120, &engine::API_VERSION)
+    {
+        Ok(docker) => docker.ping().await.map(|_| docker),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(docker) => Some(docker),
+        Err(error) if std::env::var("REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("{test}: REQUIRE_DOCKER=1 but the Docker engine is unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!(
+                "skipping {test}: the Docker engine is unreachable ({error}); set REQUIRE_DOCKER=1 to fail instead"
+            );
+            None
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, at most `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn container_config(scope: &str, image: &str, models: &str, extra: &str) -> String {
+    format!(
+        r#"
+[placement]
+order = ["container"]
+
+[backends.container]
+models = {models}
+image = "{image}"
+worker_binary = "{binary}"
+scope = "{scope}"
+start_timeout_ms = 60000
+{extra}
+"#,
+        binary = env!("CARGO_BIN_EXE_switchyard"),
+    )
+}
+
+/// A gateway running in this process on an ephemeral port.
+struct TestGateway {
+    address: SocketAddr,
+    gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestGateway {
+    async fn start(config_text: &str) -> Self {
+        let config = Config::parse(config_text, "(test)", &workspace()).expect("valid config");
+        let gateway = Arc::new(Gateway::start(&config).await.expect("gateway starts"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(switchyard_scheduler::run(
+            listener,
+            Arc::clone(&gateway),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            address,
+            gateway,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) {
+        let url = format!("{}/v2/health/ready", self.base());
+        eventually("the gateway to be ready", timeout, || async {
+            (get(&url).await.status == 200).then_some(())
+        })
+        .await;
+    }
+
+    async fn stats(&self) -> serde_json::Value {
+        get(&format!("{}/v2/switchyard/stats", self.base()))
+            .await
+            .json()
+    }
+
+    /// Signals shutdown, waits for `run` to drain, then shuts the backends
+    /// down (as `switchyard serve` does).
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("run does not panic");
+        tokio::time::timeout(Duration::from_secs(60), self.gateway.shutdown())
+            .await
+            .expect("the backends shut down");
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(url: &str) -> Reply {
+    send("GET", url, &[], Vec::new()).await
+}
+
+fn fp32_request(shape: Vec<u64>) -> InferRequest {
+    let len = shape.iter().product::<u64>() as usize;
+    InferRequest {
+        inputs: vec![Tensor {
+            name: "input".into(),
+            shape,
+            data: TensorData::Fp32((0..len).map(|i| (i % 17) as f32 / 17.0).collect()),
+        }],
+        binary_data_output: true,
+        ..InferRequest::default()
+    }
+}
+
+async fn infer(base: &str, model: &str, request: &InferRequest) -> Reply {
+    let body = encode_request(request, true).expect("encodes");
+    let headers: Vec<(&str, String)> = body
+        .json_length
+        .map(|l| (BINARY_HEADER_LENGTH, l.to_string()))
+        .into_iter()
+        .collect();
+    send(
+        "POST",
+        &format!("{base}/v2/models/{model}/infer"),
+        &headers,
+        body.bytes,
+    )
+    .await
+}
+
+/// Ids of the containers (any state) labelled with `scope`.
+async fn containers(docker: &Docker, scope: &str) -> Vec<String> {
+    engine::list_labelled(
+        docker,
+        &[
+            (engine::LABEL_MANAGED, "true"),
+            (engine::LABEL_SCOPE, scope),
+        ],
+    )
+    .await
+    .expect("list containers")
+    .into_iter()
+    .filter_map(|c| c.id)
+    .collect()
+}
+
+/// Nothing of this test run may remain once a test is done.
+async fn assert_nothing_left(docker: &Docker) {
+    let prefix = format!("test-{}-", std::process::id());
+    let left: Vec<String> = engine::list_labelled(docker, &[(engine::LABEL_MANAGED, "true")])
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(engine::LABEL_SCOPE))
+                .is_some_and(|s| s.starts_with(&prefix))
+        })
+        .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+        .collect();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+async fn remove_images(docker: &Docker, repository: &str) {
+    let filters = HashMap::from([("reference".to_owned(), vec![repository.to_owned()])]);
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list images");
+    for image in images {
+        for tag in image.repo_tags {
+            docker
+                .remove_image(
+                    &tag,
+                    Some(RemoveImageOptions {
+                        force: true,
+                        noprune: false,
+                    }),
+                    None,
+                )
+                .await
+                .expect("remove image");
+        }
+    }
+}
+
+/// Runs requests from `tasks` concurrent clients until `stop`, at most
+/// `limit` each; returns every status seen.
+fn load(
+    base: String,
+    tasks: usize,
+    limit: usize,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<(u16, String)>>> {
+    (0..tasks)
+        .map(|_| {
+            let base = base.clone();
+            let stop = Arc::clone(&stop);
+            let answered = Arc::clone(&answered);
+            tokio::spawn(async move {
+                let request = fp32_request(vec![1, 1, 28, 28]);
+                let mut replies = Vec::new();
+                for _ in 0..limit {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let reply = infer(&base, "fashion_cnn", &request).await;
+                    replies.push((
+                        reply.status,
+                        if reply.status == 200 {
+                            String::new()
+                        } else {
+                            reply.text()
+                        },
+                    ));
+                    answered.fetch_add(1, Ordering::AcqRel);
+                }
+                replies
+            })
+        })
+        .collect()
+}
+
+async fn join_load(tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>) -> Vec<(u16, String)> {
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("load task"));
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_the_image_from_nothing_and_serves_every_model() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) = docker_or_skip("builds_the_image_from_nothing_and_serves_every_model").await
+    else {
+        return;
+    };
+    let scope = scope("models");
+    let image = "switchyard-worker-test-all";
+    remove_images(&docker, image).await;
+    let gateway = TestGateway::start(&container_config(
+        &scope,
+        image,
+        "\"all\"",
+        "min_containers = 1\nmax_containers = 1\nmemory_mb = 2048",
+    ))
+    .await;
+    gateway.wait_ready(Duration::from_secs(150)).await;
+    for (model, shape, classes) in [
+        ("digits", vec![2, 64], 10u64),
+        ("fashion_cnn", vec![3, 1, 28, 28], 10),
+        ("xception", vec![1, 3, 299, 299], 1000),
+    ] {
+        let reply = infer(&gateway.base(), model, &fp32_request(shape.clone())).await;
+        assert_eq!(reply.status, 200, "{model}: {}", reply.text());
+        assert_eq!(
+            reply
+                .headers
+                .get("switchyard-backend")
+                .and_then(|v| v.to_str().ok()),
+            Some("container")
+        );
+        let response = decode_response(
+            &reply.body,
+            reply
+                .headers
+                .get(BINARY_HEADER_LENGTH)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .expect("a v2 response");
+        let output = response
+            .outputs
+            .iter()
+            .find(|t| t.shape.last() == Some(&classes));
+        let output = output.unwrap_or_else(|| {
+            panic!(
+                "{model}: no output with {classes} classes: {:?}",
+                response.outputs
+            )
+        });
+        assert_eq!(output.shape[0], shape[0], "{model}: one row per input row");
+    }
+    let ids = containers(&docker, &scope).await;
+    assert_eq!(ids.len(), 1);
+    let inspect = docker.inspect_container(&ids[0], None::<switchyard_backend_container::bollard::query_parameters::InspectContainerOptions>).await.expect("inspect");
+    let host = inspect.host_config.expect("host config");
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert!(
+        host.security_opt
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges"))
+    );
+    let ports = inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .expect("ports");
+    let binding = ports.get("8000/tcp").cloned().flatten().expect("published")[0].clone();
+    assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        inspect.config.and_then(|c| c.user).as_deref(),
+        Some("65534:65534")
+    );
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    remove_images(&docker, image).await;
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_up_under_load_and_down_when_idle() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) = docker_or_skip("scales_up_under_load_and_down_when_idle").await else {
+        return;
+    };
+    let scope = scope("scale");
+    let gateway = TestGateway::start(&container_config(
+        &scope,
+        TEST_IMAGE,
+        r#"["digits", "fashion_cnn"]"#,
+        "min_containers = 1\nmax_containers = 3\ntarget_in_flight = 1\nidle_timeout_ms = 400\nscale_interval_ms = 50",
+    ))
+    .await;
+    gateway.wait_ready(Duration::from_secs(120)).await;
+    assert_eq!(containers(&docker, &scope).await.len(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let tasks = load(
+        gateway.base(),
+        12,
+        20_000,
+        Arc::clone(&stop),
+        Arc::clone(&answered),
+    );
+    let docker_ref = &docker;
+    let scope_ref = &scope;
+    eventually(
+        "a scale-up to 2+ containers",
+        Duration::from_secs(60),
+        || async move { (containers(docker_ref, scope_ref).await.len() >= 2).then_some(()) },
+    )
+    .await;
+    // Requests land on the new containers too.
+    eventually(
+        "the scaled-up pool to be used",
+        Duration::from_secs(30),
+        || async {
+            let state = &gateway.stats().await["backend_state"][0];
+            (state["capacity"].as_u64() >= Some(2 * 64)).then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let replies = join_load(tasks).await;
+    assert!(
+        replies.iter().all(|(s, _)| *s == 200),
+        "failed: {:?}",
+        replies.iter().find(|(s, _)| *s != 200)
+    );
+    eventually(
+        "a scale-down to 1 container",
+        Duration::from_secs(30),
+        || async move { (containers(docker_ref, scope_ref).await.len() == 1).then_some(()) },
+    )
+    .await;
+    let metrics = get(&format!("{}/metrics", gateway.base())).await.text();
+    assert!(
+        metrics.contains("switchyard_container_cold_start_seconds"),
+        "{metrics}"
+    );
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_container_is_replaced_and_its_requests_still_answered() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("a_killed_container_is_replaced_and_its_requests_still_answered").await
+    else {
+        return;
+    };
+    let scope = scope("kill");
+    let gateway = TestGateway::start(&container_config(
+        &scope,
+        TEST_IMAGE,
+        r#"["fashion_cnn"]"#,
+        "min_containers = 2\nmax_containers = 2\nscale_interval_ms = 50\nhealth_interval_ms = 200",
+    ))
+    .await;
+    gateway.wait_ready(Duration::from_secs(120)).await;
+    let docker_ref = &docker;
+    let scope_ref = &scope;
+    let before = eventually("two containers", Duration::from_secs(60), || async move {
+        let ids = containers(docker_ref, scope_ref).await;
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let tasks = load(
+        gateway.base(),
+        8,
+        50_000,
+        Arc::clone(&stop),
+        Arc::clone(&answered),
+    );
+    eventually("load to flow", Duration::from_secs(30), || async {
+        (answered.load(Ordering::Acquire) >= 200).then_some(())
+    })
+    .await;
+    docker
+        .kill_container(
+            &before[0],
+            None::<switchyard_backend_container::bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("kill");
+    let killed_at = answered.load(Ordering::Acquire);
+    let killed = &before[0];
+    eventually(
+        "a replacement container",
+        Duration::from_secs(60),
+        || async move {
+            let ids = containers(docker_ref, scope_ref).await;
+            (ids.len() == 2 && !ids.contains(killed)).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "load to keep flowing after the kill",
+        Duration::from_secs(30),
+        || async { (answered.load(Ordering::Acquire) >= killed_at + 200).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let replies = join_load(tasks).await;
+    let failed: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed, e.g. {:?}",
+        failed.len(),
+        replies.len(),
+        failed.first()
+    );
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_of_a_crashed_gateway_are_removed_at_start() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) = docker_or_skip("orphans_of_a_crashed_gateway_are_removed_at_start").await
+    else {
+        return;
+    };
+    let scope = scope("orphans");
+    let config_text = container_config(
+        &scope,
+        TEST_IMAGE,
+        r#"["digits"]"#,
+        "min_containers = 1\nmax_containers = 1",
+    );
+    // The first gateway runs on its own runtime, which is then dropped
+    // without a shutdown: its containers stay, as after a crash.
+    let text = config_text.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let config = Config::parse(&text, "(test)", &workspace()).expect("valid config");
+            let gateway = Gateway::start(&config).await.expect("gateway starts");
+            eventually(
+                "the first gateway to be ready",
+                Duration::from_secs(120),
+                || async { gateway.ready().then_some(()) },
+            )
+            .await;
+            std::mem::forget(gateway);
+        });
+        drop(runtime);
+    })
+    .join()
+    .expect("the first gateway ran");
+    let orphans = containers(&docker, &scope).await;
+    assert_eq!(orphans.len(), 1, "the crashed gateway left its container");
+    let gateway = TestGateway::start(&config_text).await;
+    gateway.wait_ready(Duration::from_secs(120)).await;
+    let now = containers(&docker, &scope).await;
+    assert_eq!(now.len(), 1);
+    assert!(!now.contains(&orphans[0]), "the orphan was removed");
+    let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_leaves_the_gateway_up_and_unready() {
+    let _turn = ENGINE.lock().await;
+    let config = format!(
+        "{}endpoint = \"unix:///nonexistent/switchyard-test/docker.sock\"\nretry_interval_ms = 100\n",
+        container_config(&scope("unreachable"), TEST_IMAGE, r#"["digits"]"#, "")
+    );
+    let gateway = TestGateway::start(&config).await;
+    let reason = eventually("the unready reason", Duration::from_secs(30), || async {
+        let stats = gateway.stats().await;
+        stats["backend_state"][0]["unready_reason"]
+            .as_str()
+            .filter(|r| r.contains("unreachable"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        reason.contains("/nonexistent/switchyard-test/docker.sock"),
+        "{reason}"
+    );
+    assert_eq!(
+        get(&format!("{}/v2/health/ready", gateway.base()))
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        get(&format!("{}/v2/health/live", gateway.base()))
+            .await
+            .status,
+        200
+    );
+    let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    gateway.shutdown().await;
+}

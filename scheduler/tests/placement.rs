@@ -1,0 +1,448 @@
+//! The placement engine end to end: failover when a backend refuses or is
+//! down, the retry budget, policy hot reload (good and bad files, by request
+//! and by file watch, with requests in flight), and Algorithm 1 choosing a
+//! tier. The local backend is real; the backends that refuse are test
+//! doubles of the `Backend` trait, so refusals happen on cue.
+
+// Test helpers panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_backends::local::{LocalBackend, LocalConfig};
+use switchyard_backends::{
+    Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
+    InferenceResult, ModelInfo,
+};
+use switchyard_models::ModelRepository;
+use switchyard_protocol::{InferRequest, Tensor, TensorData, encode_request};
+use switchyard_scheduler::policy::spec::PolicyFile;
+use switchyard_scheduler::{Config, Gateway};
+use tokio::sync::oneshot;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// What a test double does with every request.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    Refuse,
+    Down,
+}
+
+/// A backend that serves `digits` on paper and refuses every request.
+#[derive(Debug)]
+struct Refusing {
+    name: String,
+    kind: BackendKind,
+    behaviour: Behaviour,
+    models: Vec<Arc<ModelInfo>>,
+    calls: AtomicU64,
+}
+
+impl Backend for Refusing {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+    fn models(&self) -> Vec<Arc<ModelInfo>> {
+        self.models.clone()
+    }
+    fn ready(&self) -> bool {
+        true
+    }
+    fn snapshot(&self) -> BackendSnapshot {
+        BackendSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            ready: true,
+            in_flight: 0,
+            queued: 0,
+            concurrency: 4,
+            capacity: 64,
+            headroom: 0,
+            max_payload_bytes: None,
+            unready_reason: None,
+        }
+    }
+    fn infer(
+        &self,
+        _job: InferenceJob,
+    ) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let backend = self.name.clone();
+        let error = match self.behaviour {
+            Behaviour::Refuse => BackendError::Overloaded {
+                backend,
+                reason: "test double is full".into(),
+            },
+            Behaviour::Down => BackendError::Unavailable {
+                backend,
+                reason: "test double is down".into(),
+            },
+        };
+        Box::pin(async move { Err(error) })
+    }
+}
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+}
+
+/// A gateway over the real local backend (digits, and xception when
+/// `slow`) plus the given doubles, with `policies` (policy-file TOML).
+async fn start(
+    doubles: Vec<(&str, BackendKind, Behaviour)>,
+    policies: &str,
+    placement_extra: &str,
+    slow: bool,
+) -> (Running, Vec<Arc<Refusing>>) {
+    let models = if slow {
+        r#"["digits", "xception"]"#
+    } else {
+        r#"["digits"]"#
+    };
+    let text = format!("[placement]\n{placement_extra}\n[backends.local]\nmodels = {models}\n");
+    let mut config = Config::parse(&text, "(test)", &workspace()).expect("config");
+    if config.placement.policy_file.is_none() {
+        config.placement.inline = PolicyFile::parse(policies).expect("policies parse");
+    }
+    let repository =
+        ModelRepository::load(&workspace().join("models/repository")).expect("repository");
+    let local_config = LocalConfig {
+        name: "local".into(),
+        models: config.local.clone().expect("local").models,
+    };
+    let local =
+        tokio::task::spawn_blocking(move || LocalBackend::start(&local_config, &repository))
+            .await
+            .expect("join")
+            .expect("local starts");
+    let digits = local
+        .models()
+        .into_iter()
+        .filter(|m| m.name == "digits")
+        .collect::<Vec<_>>();
+    let refusing: Vec<Arc<Refusing>> = doubles
+        .into_iter()
+        .map(|(name, kind, behaviour)| {
+            Arc::new(Refusing {
+                name: name.into(),
+                kind,
+                behaviour,
+                models: digits.clone(),
+                calls: AtomicU64::new(0),
+            })
+        })
+        .collect();
+    let mut backends: Vec<Arc<dyn Backend>> = refusing
+        .iter()
+        .map(|r| Arc::clone(r) as Arc<dyn Backend>)
+        .collect();
+    backends.push(Arc::new(local));
+    let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
+    let gateway = Arc::new(Gateway::with_backends(&config, backends, prometheus).expect("gateway"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(switchyard_scheduler::run(listener, gateway, async move {
+        let _ = stopped.await;
+    }));
+    (
+        Running {
+            base,
+            stop: Some(stop),
+            task,
+        },
+        refusing,
+    )
+}
+
+struct Reply {
+    status: u16,
+    placement: String,
+    backend: String,
+    body: Bytes,
+}
+
+async fn post(url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method("POST").uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).expect("request"))
+        .await
+        .expect("response");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (status, placement, backend) = (
+        response.status().as_u16(),
+        header("switchyard-placement"),
+        header("switchyard-backend"),
+    );
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        placement,
+        backend,
+        body,
+    }
+}
+
+async fn infer_digits(base: &str) -> Reply {
+    let request = InferRequest {
+        inputs: vec![Tensor {
+            name: "input".into(),
+            shape: vec![1, 64],
+            data: TensorData::Fp32(vec![3.0; 64]),
+        }],
+        ..InferRequest::default()
+    };
+    let body = encode_request(&request, false).expect("encodes");
+    post(&format!("{base}/v2/models/digits/infer"), body.bytes, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_or_a_down_backend_becomes_a_placement_elsewhere() {
+    let policies = "[default]\npolicy = \"ordered\"\norder = [\"full\", \"down\", \"local\"]\n";
+    let (gateway, doubles) = start(
+        vec![
+            ("full", BackendKind::Container, Behaviour::Refuse),
+            ("down", BackendKind::Lambda, Behaviour::Down),
+        ],
+        policies,
+        "",
+        false,
+    )
+    .await;
+    for _ in 0..5 {
+        let reply = infer_digits(&gateway.base).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.backend, "local");
+        assert!(
+            reply.placement.contains("failover from full (429)"),
+            "{}",
+            reply.placement
+        );
+        assert!(
+            reply.placement.contains("failover from down (503)"),
+            "{}",
+            reply.placement
+        );
+    }
+    assert_eq!(doubles[0].calls.load(Ordering::Relaxed), 5);
+    assert_eq!(doubles[1].calls.load(Ordering::Relaxed), 5);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_failover() {
+    // No floor and 0.5 retries per request: a failover costs 1 token and a
+    // request deposits 0.5, so at most every other request fails over.
+    let policies = "[default]\npolicy = \"ordered\"\norder = [\"full\", \"local\"]\n";
+    let (gateway, _doubles) = start(
+        vec![("full", BackendKind::Container, Behaviour::Refuse)],
+        policies,
+        "retry_budget_ratio = 0.5\nretry_floor_per_second = 0.0",
+        false,
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(infer_digits(&gateway.base).await.status);
+    }
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(ok + refused, 20, "{statuses:?}");
+    assert_eq!(ok, 10, "half the requests may fail over: {statuses:?}");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_hot_reload_from_the_file_and_a_bad_file_keeps_the_old_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[default]\npolicy = \"static\"\nbackend = \"local\"\n",
+    )
+    .expect("write");
+    let extra = format!(
+        "policy_file = {:?}\nreload_interval_ms = 20",
+        file.display().to_string()
+    );
+    let (gateway, _doubles) = start(vec![], "", &extra, true).await;
+    assert!(
+        infer_digits(&gateway.base)
+            .await
+            .placement
+            .starts_with("static:")
+    );
+
+    // A slow request in flight across the reloads still completes.
+    let slow = {
+        let base = gateway.base.clone();
+        tokio::spawn(async move {
+            let request = InferRequest {
+                inputs: vec![Tensor {
+                    name: "input".into(),
+                    shape: vec![2, 3, 299, 299],
+                    data: TensorData::Fp32(vec![0.5; 2 * 3 * 299 * 299]),
+                }],
+                ..InferRequest::default()
+            };
+            let body = encode_request(&request, true).expect("encodes");
+            let length = body.json_length.expect("binary").to_string();
+            post(
+                &format!("{base}/v2/models/xception/infer"),
+                body.bytes,
+                &[("inference-header-content-length", length)],
+            )
+            .await
+        })
+    };
+
+    // Reload on request.
+    std::fs::write(&file, "[default]\npolicy = \"round_robin\"\n").expect("write");
+    let reload = post(
+        &format!("{}/v2/switchyard/reload", gateway.base),
+        Vec::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        reload.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reload.body)
+    );
+    assert!(
+        infer_digits(&gateway.base)
+            .await
+            .placement
+            .starts_with("round_robin:")
+    );
+
+    // A bad file: the reload is refused with the reason, the old policy stays.
+    std::fs::write(&file, "[default]\npolicy = \"fastest\"\n").expect("write");
+    let refused = post(
+        &format!("{}/v2/switchyard/reload", gateway.base),
+        Vec::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    let error: serde_json::Value = serde_json::from_slice(&refused.body).expect("JSON");
+    assert!(
+        error["error"]
+            .as_str()
+            .expect("message")
+            .contains("unknown variant"),
+        "{error}"
+    );
+    assert!(
+        infer_digits(&gateway.base)
+            .await
+            .placement
+            .starts_with("round_robin:"),
+        "old policy kept"
+    );
+
+    // The file watch picks up a good file without a request.
+    std::fs::write(&file, "[default]\npolicy = \"least_loaded\"\n").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = infer_digits(&gateway.base).await;
+        assert_eq!(reply.status, 200);
+        if reply.placement.starts_with("least_loaded:") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never reloaded: {}",
+            reply.placement
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let slow = slow.await.expect("task");
+    assert_eq!(slow.status, 200, "no request is dropped during reloads");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn straightline_sends_a_burst_to_the_serverless_tier() {
+    // F = 3/s over a 2 s window: the first requests run locally; once the model's rate over the
+    // window passes F, Algorithm 1 picks serverless (a double that refuses,
+    // so the request fails over back to local and says so).
+    let policies = "[default]\npolicy = \"straightline\"\nfrequency_threshold = 3.0\ndata_size_threshold_bytes = 65536\nserverless = \"lambda\"\n";
+    let (gateway, doubles) = start(
+        vec![("lambda", BackendKind::Lambda, Behaviour::Refuse)],
+        policies,
+        "rate_window_ms = 2000",
+        false,
+    )
+    .await;
+    let first = infer_digits(&gateway.base).await;
+    assert!(
+        first.placement.contains("local has capacity -> local"),
+        "{}",
+        first.placement
+    );
+    let mut last = first;
+    for _ in 0..10 {
+        last = infer_digits(&gateway.base).await;
+    }
+    assert_eq!(last.status, 200);
+    assert!(
+        last.placement.contains("> F=3") && last.placement.contains("failover from lambda (429)"),
+        "{}",
+        last.placement
+    );
+    assert!(doubles[0].calls.load(Ordering::Relaxed) >= 1);
+    gateway.stop().await;
+}
