@@ -1,0 +1,673 @@
+//! `switchyard-bench local`: the gateway against the physical limit of the
+//! same machine, measured side by side in one run.
+//!
+//! For each model: (a) the raw ONNX Runtime loop with the gateway's own
+//! thread settings (batch 1, batch 8 and the model's largest batch); then
+//! (b) the gateway, a child process, driven over loopback HTTP by the load
+//! generator: a closed loop at saturation and an open loop at low load.
+//! From these come the issue's two ratios: gateway throughput over raw
+//! throughput, and the latency the gateway adds at low load.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use switchyard_loadgen::{
+    Arrival, HttpClient, Load, PayloadSpec, Report, RunSettings, Target, http_client, run,
+};
+use switchyard_scheduler::Config;
+
+use crate::error::BenchError;
+use crate::gateway_process::GatewayProcess;
+use crate::machine::{
+    Machine, MachineCpu, ThreadCores, load_average, other_cores, process_cpu_time, thread_cores,
+    thread_cpu_times, utc_now,
+};
+use crate::raw::{RawPlan, RawResult, run_raw};
+
+/// The models compared, light first.
+pub const MODELS: [&str; 2] = ["fashion_cnn", "digits"];
+/// The issue's targets.
+pub const THROUGHPUT_TARGET: f64 = 0.9;
+pub const ADDED_LATENCY_TARGET_US: i64 = 100;
+
+/// How long each step runs. Every loop is also bounded in count.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub quick: bool,
+    pub raw_warmup_s: f64,
+    pub raw_duration_s: f64,
+    pub saturation_concurrency: usize,
+    pub saturation_warmup_s: f64,
+    pub saturation_duration_s: f64,
+    pub low_load_rate_per_s: f64,
+    pub low_load_warmup_s: f64,
+    pub low_load_duration_s: f64,
+    pub request_timeout_s: f64,
+    /// How long the idle gateway's own CPU use is measured.
+    pub idle_s: f64,
+    /// Threads of the load generator's async runtime.
+    pub client_threads: usize,
+    pub max_requests_per_run: u64,
+    pub max_calls_per_raw_thread: u64,
+}
+
+impl Plan {
+    /// The full run (about two minutes) or the quick one (about half a minute).
+    pub fn new(quick: bool) -> Self {
+        let (raw, sat, low) = if quick {
+            (1.0, 3.0, 2.0)
+        } else {
+            (8.0, 12.0, 5.0)
+        };
+        Self {
+            quick,
+            raw_warmup_s: if quick { 0.3 } else { 1.0 },
+            raw_duration_s: raw,
+            saturation_concurrency: 64,
+            saturation_warmup_s: if quick { 0.5 } else { 2.0 },
+            saturation_duration_s: sat,
+            low_load_rate_per_s: 50.0,
+            low_load_warmup_s: if quick { 0.3 } else { 1.0 },
+            low_load_duration_s: low,
+            request_timeout_s: 10.0,
+            idle_s: if quick { 0.5 } else { 2.0 },
+            client_threads: 1,
+            max_requests_per_run: 10_000_000,
+            max_calls_per_raw_thread: 100_000_000,
+        }
+    }
+}
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub quick: bool,
+    /// The gateway binary; by default `switchyard` beside this executable,
+    /// built first with cargo.
+    pub gateway_bin: Option<PathBuf>,
+    pub build_gateway: bool,
+    pub command: String,
+}
+
+/// One gateway measurement with the CPU both sides used during it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayRun {
+    pub report: Report,
+    pub gateway_cpu_s: f64,
+    pub client_cpu_s: f64,
+    pub gateway_cpu_us_per_request: f64,
+    pub client_cpu_us_per_request: f64,
+    /// Cores used by each of the gateway's thread groups during the run.
+    pub gateway_threads: Vec<ThreadCores>,
+    /// The same for the bench process (the load generator).
+    pub client_threads: Vec<ThreadCores>,
+    /// Cores that other processes used during the run.
+    pub other_cores: f64,
+}
+
+/// What the gateway uses with no requests at all.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleGateway {
+    pub seconds: f64,
+    pub cores: f64,
+    pub threads: Vec<ThreadCores>,
+}
+
+/// The numbers the issue asks for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub raw_batch1_items_per_s: f64,
+    pub raw_best_items_per_s: f64,
+    pub raw_best_batch: u64,
+    pub gateway_items_per_s: f64,
+    pub ratio_vs_raw_batch1: f64,
+    pub ratio_vs_raw_best: f64,
+    pub throughput_target: f64,
+    pub throughput_target_met_vs_batch1: bool,
+    pub throughput_target_met_vs_best: bool,
+    pub raw_batch1_p50_us: u64,
+    pub gateway_low_load_p50_us: u64,
+    /// Client p50 (from intended send time) minus the raw batch-1 p50.
+    pub added_p50_us: i64,
+    /// The same from the actual send time (without the client's pacing lag).
+    pub added_p50_from_send_us: i64,
+    /// p50 of one batch-1 call made at the low-load rate with the machine
+    /// idle in between (cold caches and cores, as the gateway's calls are).
+    pub raw_paced_p50_us: u64,
+    /// Client p50 minus that paced raw p50.
+    pub added_p50_vs_paced_raw_us: i64,
+    /// p50 of `GET /v2/health/live` at the same rate.
+    pub http_floor_p50_us: u64,
+    /// Client p50 minus the HTTP floor: what the inference route costs
+    /// beyond a bare round trip (decode, the hop to an ONNX Runtime worker
+    /// thread and back, the call itself, encode).
+    pub inference_path_p50_us: i64,
+    pub added_latency_target_us: i64,
+    pub added_latency_target_met: bool,
+}
+
+/// Everything measured for one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelResult {
+    pub model: String,
+    pub workers: usize,
+    pub intra_op_threads: usize,
+    pub max_batch_size: Option<u64>,
+    pub raw: Vec<RawResult>,
+    /// Batch 1 on one thread at the low-load rate.
+    pub raw_paced: RawResult,
+    pub gateway_saturation: GatewayRun,
+    pub gateway_low_load: GatewayRun,
+    pub comparison: Comparison,
+}
+
+/// The whole run, as written to `local.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalResults {
+    pub date: String,
+    pub command: String,
+    pub machine: Machine,
+    pub load_average_at_end: String,
+    pub gateway_binary: String,
+    pub gateway_config: &'static str,
+    pub plan: Plan,
+    pub gateway_idle: IdleGateway,
+    /// `GET /v2/health/live` at the low-load rate: the HTTP round trip
+    /// through client and gateway without any inference.
+    pub http_floor: GatewayRun,
+    pub models: Vec<ModelResult>,
+}
+
+/// Raw-loop settings of one model, from the gateway's config.
+struct ModelSetup {
+    model: String,
+    path: PathBuf,
+    workers: usize,
+    intra_op_threads: usize,
+    max_batch_size: Option<u64>,
+}
+
+fn model_setups(config: &Config) -> Result<Vec<ModelSetup>, BenchError> {
+    let local = config
+        .local
+        .as_ref()
+        .ok_or_else(|| BenchError::Config("the default config has no local backend".into()))?;
+    MODELS
+        .iter()
+        .map(|&name| {
+            let serving = local
+                .models
+                .iter()
+                .find(|m| m.model == name)
+                .ok_or_else(|| {
+                    BenchError::Config(format!("the local backend does not serve {name}"))
+                })?;
+            let model = config
+                .repository
+                .models
+                .get(name)
+                .ok_or_else(|| BenchError::Config(format!("the repository has no {name}")))?;
+            let version = model.latest().ok_or_else(|| {
+                BenchError::Config(format!("{name} has no version; run `make setup`"))
+            })?;
+            Ok(ModelSetup {
+                model: name.to_owned(),
+                path: version.path.clone(),
+                workers: serving.workers,
+                intra_op_threads: serving.intra_op_threads,
+                max_batch_size: model.config.batch_limit(),
+            })
+        })
+        .collect()
+}
+
+/// Runs the whole benchmark.
+pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
+    let plan = Plan::new(options.quick);
+    let date = utc_now();
+    let machine = Machine::describe();
+    // The same config the gateway child process serves with.
+    let config = Config::load(std::path::Path::new(
+        crate::gateway_process::LOCAL_ONLY_CONFIG,
+    ))
+    .map_err(|e| BenchError::Config(e.to_string()))?;
+    let setups = model_setups(&config)?;
+    let binary = gateway_binary(options)?;
+
+    let mut raw_results = Vec::new();
+    for setup in &setups {
+        raw_results.push((raw_variants(setup, &plan)?, raw_paced(setup, &plan)?));
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.client_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Other(format!("cannot start the async runtime: {e}")))?;
+    let (gateway_idle, http_floor, gateway_runs) = runtime.block_on(async {
+        tokio::select! {
+            result = gateway_phases(&binary, &setups, &plan) => result,
+            () = interrupted() => Err(BenchError::Other("interrupted; the gateway was stopped".into())),
+        }
+    })?;
+
+    let models = setups
+        .into_iter()
+        .zip(raw_results)
+        .zip(gateway_runs)
+        .map(|((setup, (raw, raw_paced)), (saturation, low_load))| {
+            let comparison = compare(&raw, &raw_paced, &http_floor, &saturation, &low_load);
+            ModelResult {
+                model: setup.model,
+                workers: setup.workers,
+                intra_op_threads: setup.intra_op_threads,
+                max_batch_size: setup.max_batch_size,
+                raw,
+                raw_paced,
+                gateway_saturation: saturation,
+                gateway_low_load: low_load,
+                comparison,
+            }
+        })
+        .collect();
+    Ok(LocalResults {
+        date,
+        command: options.command.clone(),
+        machine,
+        load_average_at_end: load_average(),
+        gateway_binary: binary.display().to_string(),
+        gateway_config: "config/local-only.toml, child process on 127.0.0.1:0",
+        plan,
+        gateway_idle,
+        http_floor,
+        models,
+    })
+}
+
+/// Batch 1, batch 8 and the model's largest batch (where larger than 8).
+fn raw_batches(max_batch_size: Option<u64>) -> Vec<u64> {
+    let max = max_batch_size.unwrap_or(1);
+    let mut batches: Vec<u64> = [1, 8, max].into_iter().filter(|&b| b <= max).collect();
+    batches.dedup();
+    batches
+}
+
+fn raw_variants(setup: &ModelSetup, plan: &Plan) -> Result<Vec<RawResult>, BenchError> {
+    raw_batches(setup.max_batch_size)
+        .into_iter()
+        .map(|batch| {
+            progress(&format!(
+                "raw ONNX Runtime loop: {} batch {batch}, {} thread(s) x {} intra-op, {:.1} s",
+                setup.model, setup.workers, setup.intra_op_threads, plan.raw_duration_s
+            ));
+            let result = run_raw(&RawPlan {
+                model: setup.model.clone(),
+                path: setup.path.clone(),
+                threads: setup.workers,
+                intra_op_threads: setup.intra_op_threads,
+                batch,
+                warmup: Duration::from_secs_f64(plan.raw_warmup_s),
+                duration: Duration::from_secs_f64(plan.raw_duration_s),
+                max_calls: plan.max_calls_per_raw_thread,
+                paced_rate: None,
+            })?;
+            progress(&format!(
+                "  {:.0} items/s, p50 {} µs, p99 {} µs per call",
+                result.items_per_s, result.latency_us.p50, result.latency_us.p99
+            ));
+            Ok(result)
+        })
+        .collect()
+}
+
+/// One thread calling batch 1 at the low-load rate.
+fn raw_paced(setup: &ModelSetup, plan: &Plan) -> Result<RawResult, BenchError> {
+    progress(&format!(
+        "raw ONNX Runtime paced: {} batch 1, 1 thread x {} intra-op, {} calls/s, {:.1} s",
+        setup.model, setup.intra_op_threads, plan.low_load_rate_per_s, plan.low_load_duration_s
+    ));
+    let result = run_raw(&RawPlan {
+        model: setup.model.clone(),
+        path: setup.path.clone(),
+        threads: 1,
+        intra_op_threads: setup.intra_op_threads,
+        batch: 1,
+        warmup: Duration::from_secs_f64(plan.raw_warmup_s),
+        duration: Duration::from_secs_f64(plan.low_load_duration_s),
+        max_calls: plan.max_calls_per_raw_thread,
+        paced_rate: Some(plan.low_load_rate_per_s),
+    })?;
+    progress(&format!(
+        "  p50 {} µs, p99 {} µs per call",
+        result.latency_us.p50, result.latency_us.p99
+    ));
+    Ok(result)
+}
+
+/// Starts the gateway and measures every model against it. The gateway
+/// process is killed when this returns, whatever happened.
+async fn gateway_phases(
+    binary: &Path,
+    setups: &[ModelSetup],
+    plan: &Plan,
+) -> Result<(IdleGateway, GatewayRun, Vec<(GatewayRun, GatewayRun)>), BenchError> {
+    progress(&format!("starting the gateway: {}", binary.display()));
+    let mut gateway = GatewayProcess::start(binary)?;
+    let client = http_client(plan.saturation_concurrency);
+    gateway.wait_ready(&client).await?;
+    let idle = idle_gateway(&gateway, plan.idle_s).await;
+    progress(&format!(
+        "idle gateway uses {:.3} cores ({:.1} s measured)",
+        idle.cores, idle.seconds
+    ));
+    let floor = http_floor(&gateway, &client, plan).await?;
+    let payload = PayloadSpec {
+        batch_size: 1,
+        binary: true,
+        binary_output: true,
+        variants: 8,
+        seed: 1,
+    };
+    let timeout = Duration::from_secs_f64(plan.request_timeout_s);
+    let mut runs = Vec::new();
+    for setup in setups {
+        let target =
+            Arc::new(Target::prepare(&client, gateway.endpoint()?, &setup.model, &payload).await?);
+        let closed = |seconds: f64| RunSettings {
+            load: Load::Closed {
+                concurrency: plan.saturation_concurrency,
+            },
+            duration: Duration::from_secs_f64(seconds),
+            max_requests: Some(plan.max_requests_per_run),
+            timeout,
+            keep_samples: false,
+        };
+        progress(&format!(
+            "gateway at saturation: {} closed loop, {} connections, {:.1} s",
+            setup.model, plan.saturation_concurrency, plan.saturation_duration_s
+        ));
+        run(&client, &target, &closed(plan.saturation_warmup_s)).await?;
+        let saturation = measured(
+            &gateway,
+            &client,
+            &target,
+            &closed(plan.saturation_duration_s),
+        )
+        .await?;
+        progress(&format!(
+            "  {:.0} req/s, p50 {} µs, p99 {} µs, errors {}",
+            saturation.report.throughput_per_s,
+            saturation.report.latency_us.p50,
+            saturation.report.latency_us.p99,
+            saturation.report.counts.errors()
+        ));
+        let open = |seconds: f64| low_load(plan, seconds);
+        progress(&format!(
+            "gateway at low load: {} open loop, {} req/s, {:.1} s",
+            setup.model, plan.low_load_rate_per_s, plan.low_load_duration_s
+        ));
+        run(&client, &target, &open(plan.low_load_warmup_s)).await?;
+        let low_load =
+            measured(&gateway, &client, &target, &open(plan.low_load_duration_s)).await?;
+        progress(&format!(
+            "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
+            low_load.report.latency_us.p50,
+            low_load.report.latency_us.p99,
+            low_load.report.counts.errors()
+        ));
+        runs.push((saturation, low_load));
+    }
+    Ok((idle, floor, runs))
+}
+
+/// The open-loop settings of the low-load runs.
+fn low_load(plan: &Plan, seconds: f64) -> RunSettings {
+    RunSettings {
+        load: Load::Open {
+            arrival: Arrival::Constant {
+                rate: plan.low_load_rate_per_s,
+            },
+            max_in_flight: plan.saturation_concurrency,
+        },
+        duration: Duration::from_secs_f64(seconds),
+        max_requests: Some(plan.max_requests_per_run),
+        timeout: Duration::from_secs_f64(plan.request_timeout_s),
+        keep_samples: false,
+    }
+}
+
+/// `GET /v2/health/live` at the low-load rate.
+async fn http_floor(
+    gateway: &GatewayProcess,
+    client: &HttpClient,
+    plan: &Plan,
+) -> Result<GatewayRun, BenchError> {
+    progress(&format!(
+        "HTTP floor: GET /v2/health/live, open loop, {} req/s, {:.1} s",
+        plan.low_load_rate_per_s, plan.low_load_duration_s
+    ));
+    let probe = Arc::new(Target::probe(gateway.endpoint()?, "/v2/health/live")?);
+    run(client, &probe, &low_load(plan, plan.low_load_warmup_s)).await?;
+    let floor = measured(
+        gateway,
+        client,
+        &probe,
+        &low_load(plan, plan.low_load_duration_s),
+    )
+    .await?;
+    progress(&format!(
+        "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
+        floor.report.latency_us.p50,
+        floor.report.latency_us.p99,
+        floor.report.counts.errors()
+    ));
+    Ok(floor)
+}
+
+/// The gateway's CPU use with no load, so that background work is not
+/// mistaken for per-request cost.
+async fn idle_gateway(gateway: &GatewayProcess, seconds: f64) -> IdleGateway {
+    let before = (gateway.cpu_time(), thread_cpu_times(gateway.pid()));
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let elapsed = started.elapsed();
+    let after = (gateway.cpu_time(), thread_cpu_times(gateway.pid()));
+    let cpu = match (before.0, after.0) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    IdleGateway {
+        seconds: elapsed.as_secs_f64(),
+        cores: cpu / elapsed.as_secs_f64().max(1e-9),
+        threads: thread_cores(&before.1, &after.1, elapsed),
+    }
+}
+
+/// One load-generator run with the CPU time of the gateway and of this
+/// process (the client) during it.
+#[allow(clippy::cast_precision_loss)]
+async fn measured(
+    gateway: &GatewayProcess,
+    client: &HttpClient,
+    target: &Arc<Target>,
+    settings: &RunSettings,
+) -> Result<GatewayRun, BenchError> {
+    let me = std::process::id();
+    let threads_before = (thread_cpu_times(gateway.pid()), thread_cpu_times(me));
+    let before = (gateway.cpu_time(), process_cpu_time(me));
+    let machine_before = MachineCpu::read();
+    let started = Instant::now();
+    let recording = run(client, target, settings).await?;
+    let after = (gateway.cpu_time(), process_cpu_time(me));
+    let machine_after = MachineCpu::read();
+    let elapsed = started.elapsed();
+    let threads_after = (thread_cpu_times(gateway.pid()), thread_cpu_times(me));
+    let seconds = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let gateway_cpu_s = seconds(before.0, after.0);
+    let client_cpu_s = seconds(before.1, after.1);
+    let requests = recording.report.sent.max(1) as f64;
+    Ok(GatewayRun {
+        gateway_cpu_us_per_request: gateway_cpu_s * 1e6 / requests,
+        client_cpu_us_per_request: client_cpu_s * 1e6 / requests,
+        gateway_cpu_s,
+        client_cpu_s,
+        other_cores: other_cores(
+            (machine_before, machine_after),
+            gateway_cpu_s + client_cpu_s,
+            elapsed,
+        ),
+        gateway_threads: thread_cores(&threads_before.0, &threads_after.0, elapsed),
+        client_threads: thread_cores(&threads_before.1, &threads_after.1, elapsed),
+        report: recording.report,
+    })
+}
+
+#[allow(clippy::cast_possible_wrap)]
+fn compare(
+    raw: &[RawResult],
+    raw_paced: &RawResult,
+    http_floor: &GatewayRun,
+    saturation: &GatewayRun,
+    low_load: &GatewayRun,
+) -> Comparison {
+    let batch1 = raw.iter().find(|r| r.batch == 1);
+    let best = raw
+        .iter()
+        .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s));
+    let raw_batch1_items_per_s = batch1.map_or(0.0, |r| r.items_per_s);
+    let raw_best_items_per_s = best.map_or(0.0, |r| r.items_per_s);
+    let gateway_items_per_s = saturation.report.items_per_s;
+    let ratio = |raw: f64| {
+        if raw > 0.0 {
+            gateway_items_per_s / raw
+        } else {
+            0.0
+        }
+    };
+    let raw_batch1_p50_us = batch1.map_or(0, |r| r.latency_us.p50);
+    let low = &low_load.report;
+    let added_p50_us = low.latency_us.p50 as i64 - raw_batch1_p50_us as i64;
+    let added_p50_from_send_us = low.service_time_us.p50 as i64 - raw_batch1_p50_us as i64;
+    Comparison {
+        raw_batch1_items_per_s,
+        raw_best_items_per_s,
+        raw_best_batch: best.map_or(1, |r| r.batch),
+        gateway_items_per_s,
+        ratio_vs_raw_batch1: ratio(raw_batch1_items_per_s),
+        ratio_vs_raw_best: ratio(raw_best_items_per_s),
+        throughput_target: THROUGHPUT_TARGET,
+        throughput_target_met_vs_batch1: ratio(raw_batch1_items_per_s) >= THROUGHPUT_TARGET,
+        throughput_target_met_vs_best: ratio(raw_best_items_per_s) >= THROUGHPUT_TARGET,
+        raw_batch1_p50_us,
+        gateway_low_load_p50_us: low.latency_us.p50,
+        added_p50_us,
+        added_p50_from_send_us,
+        raw_paced_p50_us: raw_paced.latency_us.p50,
+        added_p50_vs_paced_raw_us: low.latency_us.p50 as i64 - raw_paced.latency_us.p50 as i64,
+        http_floor_p50_us: http_floor.report.latency_us.p50,
+        inference_path_p50_us: low.latency_us.p50 as i64 - http_floor.report.latency_us.p50 as i64,
+        added_latency_target_us: ADDED_LATENCY_TARGET_US,
+        added_latency_target_met: low.counts.success > 0 && added_p50_us <= ADDED_LATENCY_TARGET_US,
+    }
+}
+
+/// The gateway binary, built first unless told otherwise: a stale binary
+/// would silently measure old code.
+fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchError> {
+    if let Some(path) = &options.gateway_bin {
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe().map_err(|source| BenchError::Io {
+        context: "cannot locate this executable",
+        path: PathBuf::from("(current exe)"),
+        source,
+    })?;
+    let binary = exe.with_file_name("switchyard");
+    if options.build_gateway {
+        // Under `cargo run` CARGO names the cargo that built us.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        progress("building the gateway: cargo build --release --locked -p switchyard");
+        let status = Command::new(&cargo)
+            .args(["build", "--release", "--locked", "-p", "switchyard"])
+            .status()
+            .map_err(|source| BenchError::Io {
+                context: "cannot run cargo",
+                path: PathBuf::from(&cargo),
+                source,
+            })?;
+        if !status.success() {
+            return Err(BenchError::Other(format!(
+                "building the gateway failed ({status}); fix the build or pass --gateway-bin"
+            )));
+        }
+    }
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(BenchError::Other(format!(
+            "no gateway binary at {}; run `cargo build --release -p switchyard` or pass --gateway-bin",
+            binary.display()
+        )))
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so the gateway child is killed on the way
+/// out instead of being left running.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// A progress line on stderr (stdout carries only the final table).
+#[allow(clippy::print_stderr)]
+pub fn progress(message: &str) {
+    eprintln!("{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_batches_cover_one_eight_and_the_largest() {
+        assert_eq!(raw_batches(Some(64)), vec![1, 8, 64]);
+        assert_eq!(raw_batches(Some(8)), vec![1, 8]);
+        assert_eq!(raw_batches(Some(4)), vec![1, 4]);
+        assert_eq!(raw_batches(None), vec![1]);
+    }
+
+    #[test]
+    fn both_plans_fit_their_time_budgets() {
+        // Per model: raw variants (up to three), saturation, low load, plus
+        // warm-ups; two models. Start-up and model loading come on top.
+        for (quick, budget) in [(true, 30.0), (false, 160.0)] {
+            let p = Plan::new(quick);
+            let per_model = 3.0 * (p.raw_warmup_s + p.raw_duration_s)
+                + p.saturation_warmup_s
+                + p.saturation_duration_s
+                + p.low_load_warmup_s
+                + 2.0 * p.low_load_duration_s;
+            let shared = p.idle_s + p.low_load_warmup_s + p.low_load_duration_s;
+            assert!(
+                2.0 * per_model + shared < budget,
+                "quick={quick}: {per_model} s per model"
+            );
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Facts about the machine and the clock that a benchmark table must carry
+//! (CPU count and model, load average, date), and per-process CPU time from
+//! `/proc`, which shows where the cycles of a run went.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The machine a run was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPUs this process may use (what `nproc` prints).
+    pub nproc: usize,
+    /// The first `model name` of `/proc/cpuinfo`.
+    pub cpu_model: String,
+    pub kernel: String,
+    /// `/proc/loadavg` when the run started: other work on the machine.
+    pub load_average_at_start: String,
+}
+
+impl Machine {
+    /// Reads the machine's facts; unknown ones are `"unknown"`.
+    pub fn describe() -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, value)| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            nproc: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+            load_average_at_start: load_average(),
+        }
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+/// The whole machine's CPU counters (`/proc/stat`), in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// user + nice + system + irq + softirq, over every CPU.
+    busy_ticks: u64,
+}
+
+impl MachineCpu {
+    /// Reads the counters, `None` if `/proc/stat` cannot be read.
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        parse_machine_busy(&stat).map(|busy_ticks| Self { busy_ticks })
+    }
+
+    /// Cores the machine was busy on average between `self` and `later`.
+    pub fn busy_cores_until(&self, later: &MachineCpu, elapsed: Duration) -> f64 {
+        let ticks = later.busy_ticks.saturating_sub(self.busy_ticks) as f64;
+        ticks / clock_ticks_per_second() as f64 / elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Busy ticks from the aggregate `cpu` line of `/proc/stat`: user, nice,
+/// system, irq and softirq (not idle, iowait or time stolen by the host).
+fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
+    Some(field(0) + field(1) + field(2) + field(5) + field(6))
+}
+
+/// Cores used by processes other than the measured ones: the machine's busy
+/// cores minus the measured processes' CPU, over the same window.
+pub fn other_cores(
+    machine: (Option<MachineCpu>, Option<MachineCpu>),
+    measured_cpu_s: f64,
+    elapsed: Duration,
+) -> f64 {
+    match machine {
+        (Some(before), Some(after)) => {
+            let measured = measured_cpu_s / elapsed.as_secs_f64().max(1e-9);
+            (before.busy_cores_until(&after, elapsed) - measured).max(0.0)
+        }
+        _ => 0.0,
+    }
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    let text = read_trimmed("/proc/loadavg");
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times.
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
+/// User plus system CPU time of a process (every thread), or `None` if it
+/// cannot be read (not Linux, process gone).
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| {
+        let per_second = clock_ticks_per_second();
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    })
+}
+
+/// CPU time of a process's threads, summed by thread name with any
+/// trailing `-<number>` removed (`ort-digits-0` and `ort-digits-1` are one
+/// group), with the number of threads in each group.
+pub fn thread_cpu_times(pid: u32) -> BTreeMap<String, ThreadGroupCpu> {
+    let mut groups: BTreeMap<String, ThreadGroupCpu> = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    let per_second = clock_ticks_per_second() as f64;
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        let Some(ticks) = parse_cpu_ticks(&stat) else {
+            continue;
+        };
+        let group = groups.entry(thread_group(comm.trim())).or_default();
+        group.threads += 1;
+        group.cpu_s += ticks as f64 / per_second;
+    }
+    groups
+}
+
+/// CPU time of a group of same-named threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ThreadGroupCpu {
+    pub threads: usize,
+    pub cpu_s: f64,
+}
+
+/// CPU used by each thread group between two [`thread_cpu_times`] readings,
+/// as cores (CPU seconds per second of `elapsed`), busiest first.
+pub fn thread_cores(
+    before: &BTreeMap<String, ThreadGroupCpu>,
+    after: &BTreeMap<String, ThreadGroupCpu>,
+    elapsed: Duration,
+) -> Vec<ThreadCores> {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let mut cores: Vec<ThreadCores> = after
+        .iter()
+        .map(|(name, now)| {
+            let earlier = before.get(name).map_or(0.0, |b| b.cpu_s);
+            ThreadCores {
+                name: name.clone(),
+                threads: now.threads,
+                cores: ((now.cpu_s - earlier) / seconds).max(0.0),
+            }
+        })
+        .filter(|group| group.cores >= 0.005)
+        .collect();
+    cores.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+    cores
+}
+
+/// How busy a thread group was.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadCores {
+    pub name: String,
+    pub threads: usize,
+    /// Average number of cores the group used.
+    pub cores: f64,
+}
+
+fn thread_group(comm: &str) -> String {
+    match comm.rsplit_once('-') {
+        Some((stem, suffix))
+            if !stem.is_empty()
+                && !suffix.is_empty()
+                && suffix.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            stem.to_owned()
+        }
+        _ => comm.to_owned(),
+    }
+}
+
+/// `utime + stime` from a `/proc/<pid>/stat` line. The command name (field
+/// 2) may hold spaces and parentheses, so fields are counted after its last
+/// `)`: state is the first of them, utime the 12th and stime the 13th.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The current time as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc_now() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(seconds)
+}
+
+fn format_utc(unix_seconds: u64) -> String {
+    let days = i64::try_from(unix_seconds / 86_400).unwrap_or(0);
+    let (year, month, day) = civil_from_days(days);
+    let minutes = (unix_seconds % 86_400) / 60;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        minutes / 60,
+        minutes % 60
+    )
+}
+
+/// Days since 1970-01-01 to a Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_format() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(format_utc(1_767_225_599), "2025-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn stat_lines_parse_despite_odd_names() {
+        let line = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(line), Some(300));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn machine_busy_ticks_leave_out_idle_iowait_and_steal() {
+        let stat = "cpu  100 5 50 9000 40 3 2 7 0 0\ncpu0 50 2 25 4500 20 1 1 3 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(160));
+        assert!(MachineCpu::read().is_some());
+    }
+
+    #[test]
+    fn thread_names_group_without_their_index() {
+        assert_eq!(thread_group("ort-digits-0"), "ort-digits");
+        assert_eq!(thread_group("ort-fashion_cnn"), "ort-fashion_cnn");
+        assert_eq!(thread_group("tokio-runtime-w"), "tokio-runtime-w");
+        assert_eq!(thread_group("worker-"), "worker-");
+    }
+
+    #[test]
+    fn thread_groups_of_this_process_are_read() {
+        let groups = thread_cpu_times(std::process::id());
+        assert!(groups.values().map(|g| g.threads).sum::<usize>() >= 1);
+    }
+
+    #[test]
+    fn this_process_has_a_cpu_time() {
+        assert!(process_cpu_time(std::process::id()).is_some());
+    }
+}
