@@ -62,7 +62,7 @@ run: build
 	trap 'kill $$EMULATOR 2>/dev/null' EXIT INT TERM; \
 	$(BINARY) serve
 
-test: setup test-models test-rust lint
+test: setup test-models test-rust lint lambda-package
 
 test-models: setup
 	$(VENV_PY) models/gen/test_models.py
@@ -98,7 +98,8 @@ bench-lambda: setup
 lambda-emulator: setup
 	LAMBDA_EMULATOR_PORT=$(LAMBDA_EMULATOR_PORT) backends/lambda/emulator.sh
 
-# A deployable Lambda package (bootstrap + ONNX Runtime + models, zipped).
+# A deployable Lambda package (bootstrap + ONNX Runtime + models, zipped);
+# the script checks the artefact, and `make test` runs it.
 lambda-package: setup
 	backends/lambda/package.sh
 
