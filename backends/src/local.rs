@@ -8,10 +8,11 @@
 //!
 //! Batching is opportunistic. A worker takes the next request; if more
 //! compatible requests are already queued it merges them (up to the model's
-//! `max_batch_size`), and only then, because the queue shows load, waits up
-//! to `max_queue_delay_us` for the batch to fill further. A request arriving
-//! at an idle pool runs at once: batching costs nothing at low load and
-//! raises throughput at high load.
+//! `max_batch_size`), and only then, because the queue shows load, keeps
+//! taking arrivals for at most `max_queue_delay_us`, and only while they keep
+//! coming (a 50 µs silence ends the wait). A request arriving at an idle
+//! pool runs at once: batching costs nothing at low load and raises
+//! throughput at high load.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -255,6 +256,9 @@ fn validate_batch_dimension(
     }
 }
 
+/// How long a forming batch waits for the next arrival before it runs.
+const ARRIVAL_GAP: Duration = Duration::from_micros(50);
+
 #[derive(Debug, Clone, Copy)]
 struct Batching {
     enabled: bool,
@@ -323,14 +327,18 @@ impl WorkerContext {
                 Ok(job) => job,
                 Err(_) => {
                     // The queue is empty. Wait for more only if it just had
-                    // work in it, i.e. requests are arriving faster than one
-                    // at a time.
+                    // work in it (requests are arriving faster than one at a
+                    // time), and only while they keep coming: a silence of
+                    // ARRIVAL_GAP ends the wait, so a few clients with one
+                    // request each outstanding never stall a batch for the
+                    // whole delay. The delay bounds the wait overall.
                     if jobs.len() < 2 || self.batching.max_delay.is_zero() {
                         break;
                     }
                     let until = *wait_until
                         .get_or_insert_with(|| jobs[0].enqueued + self.batching.max_delay);
-                    match self.receiver.recv_deadline(until) {
+                    let gap_end = Instant::now() + ARRIVAL_GAP;
+                    match self.receiver.recv_deadline(until.min(gap_end)) {
                         Ok(job) => job,
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
@@ -492,5 +500,93 @@ impl Backend for LocalBackend {
                 })
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_protocol::TensorData;
+
+    use super::*;
+
+    fn job(
+        enqueued: Instant,
+    ) -> (
+        Job,
+        oneshot::Receiver<Result<InferenceResult, BackendError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let inputs = vec![Tensor {
+            name: "x".into(),
+            shape: vec![1, 2],
+            data: TensorData::Fp32(vec![1.0, 2.0]),
+        }];
+        (
+            Job {
+                inputs,
+                deadline: enqueued + Duration::from_secs(60),
+                enqueued,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    fn worker(receiver: Receiver<Job>, max_delay: Duration) -> WorkerContext {
+        WorkerContext {
+            backend: "local".into(),
+            model: "m".into(),
+            version: 1,
+            receiver,
+            batching: Batching {
+                enabled: true,
+                max_rows: 64,
+                max_delay,
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_runs_once_arrivals_stop_instead_of_waiting_the_whole_delay() {
+        let (sender, receiver) = crossbeam_channel::bounded(8);
+        let now = Instant::now();
+        let (first, _a) = job(now);
+        let (second, _b) = job(now);
+        sender.send(second).expect("queued");
+        let started = Instant::now();
+        let (batch, carried) = worker(receiver, Duration::from_secs(5)).collect(first);
+        assert_eq!(batch.len(), 2, "the queued request joins the batch");
+        assert!(carried.is_none());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no arrivals: the batch must not wait out the 5 s delay"
+        );
+    }
+
+    #[test]
+    fn a_lone_request_at_an_idle_pool_runs_at_once() {
+        let (_sender, receiver) = crossbeam_channel::bounded::<Job>(8);
+        let (first, _a) = job(Instant::now());
+        let started = Instant::now();
+        let (batch, _) = worker(receiver, Duration::from_secs(5)).collect(first);
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn incompatible_requests_start_the_next_batch() {
+        let (sender, receiver) = crossbeam_channel::bounded(8);
+        let now = Instant::now();
+        let (first, _a) = job(now);
+        let (mut other, _b) = job(now);
+        other.inputs[0].shape = vec![1, 1];
+        other.inputs[0].data = TensorData::Fp32(vec![1.0]);
+        sender.send(other).expect("queued");
+        let (batch, carried) = worker(receiver, Duration::from_millis(1)).collect(first);
+        assert_eq!(batch.len(), 1);
+        assert!(
+            carried.is_some(),
+            "the incompatible request is kept for the next batch"
+        );
     }
 }
