@@ -18,5 +18,5 @@ pub mod session;
 pub mod toml_config;
 
 pub use error::ModelError;
-pub use repository::{DynamicBatching, ModelConfig, ModelRepository, ModelVersion};
+pub use repository::{DynamicBatching, ModelConfig, ModelRepository, ModelSelection, ModelVersion};
 pub use session::{ModelSession, SessionOptions, TensorSpecs};

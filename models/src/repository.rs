@@ -65,6 +65,44 @@ impl ModelConfig {
     }
 }
 
+/// `models = "all"` or a list of model names, as the backend sections of the
+/// gateway config write it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ModelSelection {
+    Keyword(String),
+    List(Vec<String>),
+}
+
+impl Default for ModelSelection {
+    fn default() -> Self {
+        ModelSelection::Keyword("all".into())
+    }
+}
+
+impl ModelSelection {
+    /// The names it selects from `repository`, or what is wrong with it,
+    /// phrased as a fix for the `models` key.
+    pub fn resolve(&self, repository: &ModelRepository) -> Result<Vec<String>, String> {
+        let names = match self {
+            ModelSelection::Keyword(word) if word == "all" => {
+                return Ok(repository.models.keys().cloned().collect());
+            }
+            ModelSelection::Keyword(word) => {
+                return Err(format!(
+                    "{word:?} is not valid; write \"all\" or a list of model names"
+                ));
+            }
+            ModelSelection::List(list) => list.clone(),
+        };
+        if names.is_empty() {
+            return Err("is empty; list at least one model or write \"all\"".into());
+        }
+        repository.check_known(&names)?;
+        Ok(names)
+    }
+}
+
 /// One servable version of a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelVersion {
@@ -94,6 +132,24 @@ pub struct ModelRepository {
 }
 
 impl ModelRepository {
+    /// Fails with a message naming the first of `names` not in the
+    /// repository and the models it has.
+    pub fn check_known<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Result<(), String> {
+        match names
+            .into_iter()
+            .find(|name| !self.models.contains_key(*name))
+        {
+            Some(unknown) => Err(format!(
+                "unknown model {unknown:?}; the repository has {:?}",
+                self.models.keys().collect::<Vec<_>>()
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Reads every `<root>/<model>/config.toml` and the version folders
     /// beside it. A model folder without any version is an error: it usually
     /// means the set-up that generates the model files has not run.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use switchyard_backend_container::{ContainerConfig, ContainerFile};
 use switchyard_backend_lambda::{LambdaConfig, LambdaFile};
 use switchyard_backends::local::{LocalConfig, LocalModelConfig};
-use switchyard_models::ModelRepository;
+use switchyard_models::{ModelRepository, ModelSelection};
 
 use crate::placement::PolicySource;
 use crate::policy::spec::{PolicyFile, PolicySpec};
@@ -151,20 +151,6 @@ struct LocalOverrideFile {
     workers: Option<usize>,
     intra_op_threads: Option<usize>,
     queue_capacity: Option<usize>,
-}
-
-/// `"all"` or a list of model names.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ModelSelection {
-    Keyword(String),
-    List(Vec<String>),
-}
-
-impl Default for ModelSelection {
-    fn default() -> Self {
-        ModelSelection::Keyword("all".into())
-    }
 }
 
 fn yes() -> bool {
@@ -404,27 +390,15 @@ fn validate_local(
     repository: &ModelRepository,
     error: &ErrorFn<'_>,
 ) -> Result<LocalConfig, ConfigError> {
-    let known: Vec<&String> = repository.models.keys().collect();
-    let names: Vec<String> = match file.models {
-        ModelSelection::Keyword(word) if word == "all" => {
-            repository.models.keys().cloned().collect()
-        }
-        ModelSelection::Keyword(word) => {
-            return Err(error(
-                "backends.local.models",
-                format!("{word:?} is not valid; write \"all\" or a list of model names"),
-            ));
-        }
-        ModelSelection::List(list) => list,
-    };
-    for name in names.iter().chain(file.overrides.keys()) {
-        if !repository.models.contains_key(name) {
-            return Err(error(
-                "backends.local.models",
-                format!("unknown model {name:?}; the repository has {known:?}"),
-            ));
-        }
-    }
+    let names = file
+        .models
+        .resolve(repository)
+        .and_then(|names| {
+            repository
+                .check_known(file.overrides.keys())
+                .map(|()| names)
+        })
+        .map_err(|message| error("backends.local.models", message))?;
     let in_range = |key: &str, value: usize, max: usize| {
         if value == 0 || value > max {
             Err(error(

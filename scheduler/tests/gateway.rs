@@ -887,6 +887,16 @@ fn bad_configs_are_rejected_naming_the_key_and_the_fix() {
             "invalid type",
         ),
         (
+            "[backends.local]\nmodels = []\n",
+            "backends.local.models",
+            "is empty",
+        ),
+        (
+            "[backends.local]\nmodels = \"some\"\n",
+            "backends.local.models",
+            "write \"all\" or a list",
+        ),
+        (
             "[backends.local]\nmodels = [\"resnet\"]\n",
             "backends.local.models",
             "unknown model",

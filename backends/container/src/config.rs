@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_models::ModelRepository;
 use switchyard_models::toml_config::TomlError;
+use switchyard_models::{ModelRepository, ModelSelection};
 
 /// The `[backends.container]` section as written.
 #[derive(Debug, Deserialize)]
@@ -68,20 +68,6 @@ struct TlsFile {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
-}
-
-/// `"all"` or a list of model names.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ModelSelection {
-    Keyword(String),
-    List(Vec<String>),
-}
-
-impl Default for ModelSelection {
-    fn default() -> Self {
-        ModelSelection::Keyword("all".into())
-    }
 }
 
 fn default_name() -> String {
@@ -221,31 +207,10 @@ impl ContainerFile {
             key: key.to_owned(),
             message,
         };
-        let known: Vec<&String> = repository.models.keys().collect();
-        let models: Vec<String> = match self.models {
-            ModelSelection::Keyword(word) if word == "all" => {
-                repository.models.keys().cloned().collect()
-            }
-            ModelSelection::Keyword(word) => {
-                return Err(error(
-                    "models",
-                    format!("{word:?} is not valid; write \"all\" or a list of model names"),
-                ));
-            }
-            ModelSelection::List(list) => list,
-        };
-        if models.is_empty() {
-            return Err(error(
-                "models",
-                "is empty; list at least one model or write \"all\"".into(),
-            ));
-        }
-        if let Some(unknown) = models.iter().find(|m| !repository.models.contains_key(*m)) {
-            return Err(error(
-                "models",
-                format!("unknown model {unknown:?}; the repository has {known:?}"),
-            ));
-        }
+        let models = self
+            .models
+            .resolve(repository)
+            .map_err(|m| error("models", m))?;
         if self.name.is_empty() || !self.name.chars().all(label_char) {
             return Err(error(
                 "name",

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_models::ModelRepository;
 use switchyard_models::toml_config::TomlError;
+use switchyard_models::{ModelRepository, ModelSelection};
 
 use crate::cost::Pricing;
 
@@ -46,14 +46,6 @@ pub struct LambdaFile {
     instance_idle_ms: u64,
     #[serde(default)]
     pricing: PricingFile,
-}
-
-/// `"all"` or a list of model names.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ModelSelection {
-    Keyword(String),
-    List(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,29 +171,11 @@ impl LambdaFile {
                 ),
             ));
         }
-        let known: Vec<&String> = repository.models.keys().collect();
-        let models: Vec<String> = match self.models {
-            None => repository.models.keys().cloned().collect(),
-            Some(ModelSelection::Keyword(word)) if word == "all" => {
-                repository.models.keys().cloned().collect()
-            }
-            Some(ModelSelection::Keyword(word)) => {
-                return Err(error(
-                    "models",
-                    format!("{word:?} is not valid; write \"all\" or a list of model names"),
-                ));
-            }
-            Some(ModelSelection::List(list)) => list,
-        };
-        if let Some(unknown) = models.iter().find(|m| !repository.models.contains_key(*m)) {
-            return Err(error(
-                "models",
-                format!("unknown model {unknown:?}; the repository has {known:?}"),
-            ));
-        }
-        if models.is_empty() {
-            return Err(error("models", "must name at least one model"));
-        }
+        let models = self
+            .models
+            .unwrap_or_default()
+            .resolve(repository)
+            .map_err(|m| error("models", m))?;
         let region = self.region.clone().or_else(region_from_env);
         let endpoint = match (&self.endpoint, &region) {
             (Some(url), _) => {
