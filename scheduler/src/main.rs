@@ -223,13 +223,19 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-#[allow(clippy::print_stdout)]
+/// Prints to stdout. A closed stdout (the reader went away) must not stop
+/// the gateway, so write errors are ignored rather than panicking as
+/// `println!` would.
 fn report(message: &str) {
-    println!("{message}");
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{message}").and_then(|()| stdout.flush());
 }
 
-#[allow(clippy::print_stderr)]
+/// Reports a fatal error on stderr (ignoring a closed stderr) and gives the
+/// exit code.
 fn fail(message: &str, code: u8) -> ExitCode {
-    eprintln!("switchyard: error: {message}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "switchyard: error: {message}");
     ExitCode::from(code)
 }

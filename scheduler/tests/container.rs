@@ -16,18 +16,17 @@
     clippy::print_stderr
 )]
 
+mod common;
+
+use common::{Reply, get, send, workspace};
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard_backend_container::bollard::Docker;
 use switchyard_backend_container::bollard::query_parameters::{
     ListImagesOptions, RemoveImageOptions,
@@ -44,13 +43,6 @@ static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Image repository of the small test image (digits + fashion_cnn).
 const TEST_IMAGE: &str = "switchyard-worker-test";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// A scope label unique to this test in this run.
 fn scope(test: &str) -> String {
@@ -179,52 +171,6 @@ impl TestGateway {
             .await
             .expect("the backends shut down");
     }
-}
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = client
-        .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn get(url: &str) -> Reply {
-    send("GET", url, &[], Vec::new()).await
 }
 
 fn fp32_request(shape: Vec<u64>) -> InferRequest {

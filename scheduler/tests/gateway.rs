@@ -5,16 +5,15 @@
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Reply, get, send, workspace};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard_backends::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
     InferenceResult, ModelInfo,
@@ -26,13 +25,6 @@ use switchyard_protocol::{
 };
 use switchyard_scheduler::{Config, Gateway};
 use tokio::sync::oneshot;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// A gateway running in this process on an ephemeral port.
 struct TestGateway {
@@ -82,63 +74,6 @@ impl TestGateway {
             .expect("run returns after shutdown")
             .expect("run does not panic");
     }
-}
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .expect("an error message")
-            .to_owned()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = client
-        .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn get(url: &str) -> Reply {
-    send("GET", url, &[], Vec::new()).await
 }
 
 async fn infer(base: &str, model: &str, request: &InferRequest, binary: bool) -> Reply {

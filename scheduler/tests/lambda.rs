@@ -13,31 +13,21 @@
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Reply, send, workspace};
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard_backend_lambda::LambdaBackend;
 use switchyard_backend_lambda::emulator::{ChildProcess, LocalEmulator, function_binary};
 use switchyard_backends::Backend;
-use switchyard_protocol::{
-    BINARY_HEADER_LENGTH, InferRequest, Tensor, TensorData, decode_response, encode_request,
-};
+use switchyard_protocol::{BINARY_HEADER_LENGTH, InferRequest, Tensor, TensorData, encode_request};
 use switchyard_scheduler::{Config, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// The emulator of this repository on a free port.
 fn emulator() -> LocalEmulator {
@@ -123,66 +113,6 @@ impl TestGateway {
             body.bytes,
         )
         .await
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-    took: Duration,
-}
-
-impl Reply {
-    fn error(&self) -> String {
-        let json: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
-        });
-        json["error"].as_str().expect("an error message").to_owned()
-    }
-
-    fn outputs(&self) -> Vec<Tensor> {
-        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
-        let length = self
-            .headers
-            .get(BINARY_HEADER_LENGTH)
-            .and_then(|v| v.to_str().ok());
-        decode_response(&self.body, length)
-            .expect("a v2 response")
-            .outputs
-    }
-}
-
-async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let started = Instant::now();
-    let exchange = async {
-        let response = client
-            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, headers, body)
-    };
-    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(30), exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{method} {url} hung for 30 s"));
-    Reply {
-        status,
-        headers,
-        body,
-        took: started.elapsed(),
     }
 }
 

@@ -7,15 +7,14 @@
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{Reply, send, workspace};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard_backends::local::{LocalBackend, LocalConfig};
 use switchyard_backends::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
@@ -26,13 +25,6 @@ use switchyard_protocol::{InferRequest, Tensor, TensorData, encode_request};
 use switchyard_scheduler::policy::spec::PolicyFile;
 use switchyard_scheduler::{Config, Gateway};
 use tokio::sync::oneshot;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// What a test double does with every request.
 #[derive(Debug, Clone, Copy)]
@@ -185,48 +177,13 @@ async fn start(
     )
 }
 
-struct Reply {
-    status: u16,
-    placement: String,
-    backend: String,
-    body: Bytes,
+async fn post(url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
+    send("POST", url, headers, body).await
 }
 
-async fn post(url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = http::Request::builder().method("POST").uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = client
-        .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-        .expect("response");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (status, placement, backend) = (
-        response.status().as_u16(),
-        header("switchyard-placement"),
-        header("switchyard-backend"),
-    );
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        placement,
-        backend,
-        body,
-    }
+/// The placement decision of a reply.
+fn placement(reply: &Reply) -> &str {
+    reply.header("switchyard-placement").unwrap_or_default()
 }
 
 async fn infer_digits(base: &str) -> Reply {
@@ -263,16 +220,19 @@ async fn a_refusal_or_a_down_backend_becomes_a_placement_elsewhere() {
             "{}",
             String::from_utf8_lossy(&reply.body)
         );
-        assert_eq!(reply.backend, "local");
-        assert!(
-            reply.placement.contains("failover from full (429)"),
-            "{}",
-            reply.placement
+        assert_eq!(
+            reply.header("switchyard-backend").unwrap_or_default(),
+            "local"
         );
         assert!(
-            reply.placement.contains("failover from down (503)"),
+            placement(&reply).contains("failover from full (429)"),
             "{}",
-            reply.placement
+            placement(&reply)
+        );
+        assert!(
+            placement(&reply).contains("failover from down (503)"),
+            "{}",
+            placement(&reply)
         );
     }
     assert_eq!(doubles[0].calls.load(Ordering::Relaxed), 5);
@@ -317,12 +277,7 @@ async fn policies_hot_reload_from_the_file_and_a_bad_file_keeps_the_old_ones() {
         file.display().to_string()
     );
     let (gateway, _doubles) = start(vec![], "", &extra, true).await;
-    assert!(
-        infer_digits(&gateway.base)
-            .await
-            .placement
-            .starts_with("static:")
-    );
+    assert!(placement(&infer_digits(&gateway.base).await).starts_with("static:"));
 
     // A slow request in flight across the reloads still completes.
     let slow = {
@@ -361,12 +316,7 @@ async fn policies_hot_reload_from_the_file_and_a_bad_file_keeps_the_old_ones() {
         "{}",
         String::from_utf8_lossy(&reload.body)
     );
-    assert!(
-        infer_digits(&gateway.base)
-            .await
-            .placement
-            .starts_with("round_robin:")
-    );
+    assert!(placement(&infer_digits(&gateway.base).await).starts_with("round_robin:"));
 
     // A bad file: the reload is refused with the reason, the old policy stays.
     std::fs::write(&file, "[default]\npolicy = \"fastest\"\n").expect("write");
@@ -386,10 +336,7 @@ async fn policies_hot_reload_from_the_file_and_a_bad_file_keeps_the_old_ones() {
         "{error}"
     );
     assert!(
-        infer_digits(&gateway.base)
-            .await
-            .placement
-            .starts_with("round_robin:"),
+        placement(&infer_digits(&gateway.base).await).starts_with("round_robin:"),
         "old policy kept"
     );
 
@@ -399,13 +346,13 @@ async fn policies_hot_reload_from_the_file_and_a_bad_file_keeps_the_old_ones() {
     loop {
         let reply = infer_digits(&gateway.base).await;
         assert_eq!(reply.status, 200);
-        if reply.placement.starts_with("least_loaded:") {
+        if placement(&reply).starts_with("least_loaded:") {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "the watcher never reloaded: {}",
-            reply.placement
+            placement(&reply)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -429,9 +376,9 @@ async fn straightline_sends_a_burst_to_the_serverless_tier() {
     .await;
     let first = infer_digits(&gateway.base).await;
     assert!(
-        first.placement.contains("local has capacity -> local"),
+        placement(&first).contains("local has capacity -> local"),
         "{}",
-        first.placement
+        placement(&first)
     );
     let mut last = first;
     for _ in 0..10 {
@@ -439,9 +386,10 @@ async fn straightline_sends_a_burst_to_the_serverless_tier() {
     }
     assert_eq!(last.status, 200);
     assert!(
-        last.placement.contains("> F=3") && last.placement.contains("failover from lambda (429)"),
+        placement(&last).contains("> F=3")
+            && placement(&last).contains("failover from lambda (429)"),
         "{}",
-        last.placement
+        placement(&last)
     );
     assert!(doubles[0].calls.load(Ordering::Relaxed) >= 1);
     gateway.stop().await;

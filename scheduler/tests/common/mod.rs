@@ -1,0 +1,104 @@
+//! Helpers shared by the gateway's integration tests: the repository root,
+//! and a small HTTP client whose replies are read as v2 JSON, errors and
+//! tensors. Each test binary uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_protocol::{BINARY_HEADER_LENGTH, Tensor, decode_response};
+
+/// The workspace root (where `models/` and `config/` are).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A whole HTTP response.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// From sending the request to the end of the body.
+    pub took: Duration,
+}
+
+impl Reply {
+    /// The body as JSON; panics with the body if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_owned()
+    }
+
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as (lossy) text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The outputs of a successful v2 inference response.
+    pub fn outputs(&self) -> Vec<Tensor> {
+        assert_eq!(self.status, 200, "{}", self.text());
+        decode_response(&self.body, self.header(BINARY_HEADER_LENGTH))
+            .expect("a v2 response")
+            .outputs
+    }
+}
+
+/// Sends one request and reads the whole response; a server that does not
+/// answer within 60 s fails the test instead of hanging it.
+pub async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let started = Instant::now();
+    let exchange = async {
+        let response = client
+            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, headers, body)
+    };
+    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(60), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url} hung for 60 s"));
+    Reply {
+        status,
+        headers,
+        body,
+        took: started.elapsed(),
+    }
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    send("GET", url, &[], Vec::new()).await
+}
