@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Reply, get, send, workspace};
+use common::{Reply, fp32_request, get, send, workspace};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -109,18 +109,6 @@ fn decode(reply: &Reply) -> switchyard_protocol::InferResponse {
         String::from_utf8_lossy(&reply.body)
     );
     decode_response(&reply.body, reply.header(BINARY_HEADER_LENGTH)).expect("a v2 response")
-}
-
-fn fp32_request(shape: Vec<u64>, fill: impl Fn(usize) -> f32) -> InferRequest {
-    let len = shape.iter().product::<u64>() as usize;
-    InferRequest {
-        inputs: vec![Tensor {
-            name: "input".into(),
-            shape,
-            data: TensorData::Fp32((0..len).map(fill).collect()),
-        }],
-        ..InferRequest::default()
-    }
 }
 
 const DIGITS_AND_FASHION: &str = r#"

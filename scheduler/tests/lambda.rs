@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{Reply, send, workspace};
+use common::{Reply, fp32_request, send, workspace};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use switchyard_backend_lambda::LambdaBackend;
 use switchyard_backend_lambda::emulator::{ChildProcess, LocalEmulator, function_binary};
 use switchyard_backends::Backend;
-use switchyard_protocol::{BINARY_HEADER_LENGTH, InferRequest, Tensor, TensorData, encode_request};
+use switchyard_protocol::{BINARY_HEADER_LENGTH, InferRequest, Tensor, encode_request};
 use switchyard_scheduler::{Config, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -113,18 +113,6 @@ impl TestGateway {
             body.bytes,
         )
         .await
-    }
-}
-
-fn fp32_request(shape: Vec<u64>, fill: impl Fn(usize) -> f32) -> InferRequest {
-    let len = shape.iter().product::<u64>() as usize;
-    InferRequest {
-        inputs: vec![Tensor {
-            name: "input".into(),
-            shape,
-            data: TensorData::Fp32((0..len).map(fill).collect()),
-        }],
-        ..InferRequest::default()
     }
 }
 

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use switchyard_protocol::{BINARY_HEADER_LENGTH, Tensor, decode_response};
+use switchyard_protocol::{
+    BINARY_HEADER_LENGTH, InferRequest, Tensor, TensorData, decode_response,
+};
 
 /// The workspace root (where `models/` and `config/` are).
 pub fn workspace() -> PathBuf {
@@ -101,4 +103,18 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, String)], body: Vec
 /// `GET url`.
 pub async fn get(url: &str) -> Reply {
     send("GET", url, &[], Vec::new()).await
+}
+
+/// A request with one FP32 input named `input` of `shape`, element `i`
+/// being `fill(i)`.
+pub fn fp32_request(shape: Vec<u64>, fill: impl Fn(usize) -> f32) -> InferRequest {
+    let len = shape.iter().product::<u64>() as usize;
+    InferRequest {
+        inputs: vec![Tensor {
+            name: "input".into(),
+            shape,
+            data: TensorData::Fp32((0..len).map(fill).collect()),
+        }],
+        ..InferRequest::default()
+    }
 }
