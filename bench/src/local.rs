@@ -250,7 +250,8 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
     let (gateway_idle, http_floor, gateway_runs) = runtime.block_on(async {
         tokio::select! {
             result = gateway_phases(&binary, &setups, &plan) => result,
-            () = interrupted() => Err(BenchError::Other("interrupted; the gateway was stopped".into())),
+            // Ctrl-C or SIGTERM: the gateway child is killed on the way out.
+            () = switchyard_scheduler::server::shutdown_signal() => Err(BenchError::Other("interrupted; the gateway was stopped".into())),
         }
     })?;
 
@@ -614,23 +615,6 @@ fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchError> {
             "no gateway binary at {}; run `cargo build --release -p switchyard` or pass --gateway-bin",
             binary.display()
         )))
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM, so the gateway child is killed on the way
-/// out instead of being left running.
-async fn interrupted() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 

@@ -187,7 +187,11 @@ fn serve_config(config: Config) -> ExitCode {
         let address = listener.local_addr().unwrap_or(config.server.listen);
         tracing::info!(%address, models = ?gateway.catalog().keys().collect::<Vec<_>>(), "serving");
         report(&banner(&address.to_string()));
-        switchyard_scheduler::run(listener, gateway, shutdown_signal()).await;
+        switchyard_scheduler::run(listener, gateway, async {
+            switchyard_scheduler::server::shutdown_signal().await;
+            tracing::info!("shutdown requested");
+        })
+        .await;
         ExitCode::SUCCESS
     })
 }
@@ -201,26 +205,6 @@ fn banner(address: &str) -> String {
          curl -s http://{address}/v2/switchyard/stats\n  curl -s http://{address}/metrics\n\n\
          Stop with Ctrl-C (in-flight requests finish first).\n"
     )
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested");
 }
 
 /// Prints to stdout. A closed stdout (the reader went away) must not stop
