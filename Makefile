@@ -110,3 +110,77 @@ clean-docker:
 
 clean-models:
 	rm -rf models/repository/*/[0-9]* models/repository/*/testdata $(MODEL_STAMP)
+
+# switchyard-loadgen against wrk (installed with apt-get if missing) on a
+# trivial endpoint and on the gateway; writes bench/results/loadgen.{md,json}.
+.PHONY: bench-loadgen
+bench-loadgen: setup
+	$(CARGO) run --release --locked -p switchyard-bench -- loadgen
+
+# The soak: the paper's ramp through all three tiers with faults injected
+# (killed containers, a frozen and a stopped Lambda service, SIGTERM at the
+# end); fails if any request was lost. About 4 minutes; not part of `make
+# test`. `make soak SOAK_ARGS=--quick` runs a 40 s version.
+.PHONY: soak
+soak: setup
+	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
+	target/release/switchyard-bench soak $(SOAK_ARGS); status=$$?; \
+	docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-soak*' | xargs -r docker rmi -f >/dev/null; \
+	exit $$status
+
+# --- Fuzzing and dependency audit --------------------------------------------
+# Tools these targets need are installed, pinned, into target/tools.
+TOOLS_DIR          ?= target/tools
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_DENY_VERSION := 0.20.2
+FUZZ_SECONDS       ?= 60
+FUZZ_TARGETS       := v2_json binary_tensor config
+
+.PHONY: fuzz fuzz-replay audit
+
+$(TOOLS_DIR)/bin/cargo-fuzz:
+	$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root $(TOOLS_DIR)
+
+$(TOOLS_DIR)/bin/cargo-deny:
+	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS_DIR)
+
+# Each target for FUZZ_SECONDS under libFuzzer (needs the nightly toolchain).
+# New inputs go to target/fuzz-corpus/<target>; the committed seeds in
+# fuzz/corpus/<target> are read, never written. Crashes land in
+# fuzz/artifacts/<target>. Without nightly, the stable replay runs instead.
+fuzz: setup
+	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then \
+	  $(MAKE) --no-print-directory $(TOOLS_DIR)/bin/cargo-fuzz && \
+	  for target in $(FUZZ_TARGETS); do \
+	    mkdir -p target/fuzz-corpus/$$target && \
+	    PATH="$(CURDIR)/$(TOOLS_DIR)/bin:$$PATH" $(CARGO) +nightly fuzz run --fuzz-dir fuzz $$target \
+	      target/fuzz-corpus/$$target fuzz/corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	  done; \
+	else \
+	  echo "no nightly toolchain: cargo fuzz cannot run; replaying the targets on stable instead"; \
+	  $(MAKE) --no-print-directory fuzz-replay; \
+	fi
+
+# The same targets on stable: seeds plus FUZZ_ITERATIONS seeded mutations.
+fuzz-replay: setup
+	$(CARGO) test --release --locked -p switchyard --test fuzz_corpus
+
+# Licences, bans and sources always; advisories when the RustSec database
+# (fetched from GitHub) can be reached or is already cached.
+audit: $(TOOLS_DIR)/bin/cargo-deny
+	PATH="$(CURDIR)/$(TOOLS_DIR)/bin:$$PATH" $(CARGO) deny check licenses bans sources
+	@if PATH="$(CURDIR)/$(TOOLS_DIR)/bin:$$PATH" $(CARGO) deny check advisories; then :; else \
+	  if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then exit 1; fi; \
+	  echo "advisories not checked: the RustSec advisory database (github.com/rustsec/advisory-db) cannot be fetched from here"; \
+	fi
+
+# The placement policies side by side with the single-tier baselines in the
+# simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.
+.PHONY: bench-sim bench-profile
+bench-sim:
+	$(CARGO) run --release --locked -p switchyard-bench -- sim
+
+# Measures the local tier through the gateway and writes a simulator
+# profile: bench/results/profile.toml (use with `switchyard sim --profile`).
+bench-profile: setup
+	$(CARGO) run --release --locked -p switchyard-bench -- profile

@@ -46,6 +46,11 @@ impl GatewayProcess {
     /// until it prints its address. Its log goes to a file in the temporary
     /// directory, named in errors.
     pub fn start(binary: &Path) -> Result<Self, BenchError> {
+        Self::start_with_config(binary, Path::new(LOCAL_ONLY_CONFIG))
+    }
+
+    /// Like [`Self::start`], with another config file.
+    pub fn start_with_config(binary: &Path, config: &Path) -> Result<Self, BenchError> {
         let log = std::env::temp_dir().join(format!(
             "switchyard-bench-gateway-{}.log",
             std::process::id()
@@ -56,7 +61,9 @@ impl GatewayProcess {
             source,
         })?;
         let mut child = Command::new(binary)
-            .args(["serve", "--config", LOCAL_ONLY_CONFIG, "--listen", "127.0.0.1:0"])
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -150,6 +157,22 @@ impl GatewayProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Asks the gateway to stop (SIGTERM) and waits up to `limit` for it to
+    /// drain and exit; its exit status, or `None` if it had to be killed.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// CPU time the gateway has used so far (all its threads).

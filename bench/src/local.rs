@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use switchyard_loadgen::{
-    Arrival, HttpClient, Load, PayloadSpec, Report, RunSettings, Target, http_client, run,
+    HttpClient, Load, PayloadSpec, Report, RunSettings, Target, http_client, run,
 };
 use switchyard_scheduler::Config;
 
@@ -380,8 +380,9 @@ async fn gateway_phases(
         let closed = |seconds: f64| RunSettings {
             load: Load::Closed {
                 concurrency: plan.saturation_concurrency,
+                duration: Duration::from_secs_f64(seconds),
             },
-            duration: Duration::from_secs_f64(seconds),
+            max_duration: Duration::from_secs_f64(seconds),
             max_requests: Some(plan.max_requests_per_run),
             timeout,
             keep_samples: false,
@@ -410,9 +411,9 @@ async fn gateway_phases(
             "gateway at low load: {} open loop, {} req/s, {:.1} s",
             setup.model, plan.low_load_rate_per_s, plan.low_load_duration_s
         ));
-        run(&client, &target, &open(plan.low_load_warmup_s)).await?;
+        run(&client, &target, &open(plan.low_load_warmup_s)?).await?;
         let low_load =
-            measured(&gateway, &client, &target, &open(plan.low_load_duration_s)).await?;
+            measured(&gateway, &client, &target, &open(plan.low_load_duration_s)?).await?;
         progress(&format!(
             "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
             low_load.report.latency_us.p50,
@@ -425,19 +426,19 @@ async fn gateway_phases(
 }
 
 /// The open-loop settings of the low-load runs.
-fn low_load(plan: &Plan, seconds: f64) -> RunSettings {
-    RunSettings {
-        load: Load::Open {
-            arrival: Arrival::Constant {
-                rate: plan.low_load_rate_per_s,
-            },
-            max_in_flight: plan.saturation_concurrency,
-        },
-        duration: Duration::from_secs_f64(seconds),
+fn low_load(plan: &Plan, seconds: f64) -> Result<RunSettings, BenchError> {
+    let duration = Duration::from_secs_f64(seconds);
+    Ok(RunSettings {
+        load: Load::constant_rate(
+            plan.low_load_rate_per_s,
+            duration,
+            plan.saturation_concurrency,
+        )?,
+        max_duration: duration,
         max_requests: Some(plan.max_requests_per_run),
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
         keep_samples: false,
-    }
+    })
 }
 
 /// `GET /v2/health/live` at the low-load rate.
@@ -451,12 +452,12 @@ async fn http_floor(
         plan.low_load_rate_per_s, plan.low_load_duration_s
     ));
     let probe = Arc::new(Target::probe(gateway.endpoint()?, "/v2/health/live")?);
-    run(client, &probe, &low_load(plan, plan.low_load_warmup_s)).await?;
+    run(client, &probe, &low_load(plan, plan.low_load_warmup_s)?).await?;
     let floor = measured(
         gateway,
         client,
         &probe,
-        &low_load(plan, plan.low_load_duration_s),
+        &low_load(plan, plan.low_load_duration_s)?,
     )
     .await?;
     progress(&format!(
@@ -580,7 +581,7 @@ fn compare(
 
 /// The gateway binary, built first unless told otherwise: a stale binary
 /// would silently measure old code.
-fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchError> {
+pub(crate) fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchError> {
     if let Some(path) = &options.gateway_bin {
         return Ok(path.clone());
     }

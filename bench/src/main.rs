@@ -1,13 +1,20 @@
 //! `switchyard-bench`: Switchyard's reproducible benchmarks, one command
 //! each, each writing a table. `local` compares the gateway with the raw
-//! ONNX Runtime loop on this machine (`make bench-local`).
+//! ONNX Runtime loop on this machine (`make bench-local`); `loadgen`
+//! compares the load generator with `wrk` (`make bench-loadgen`); `sim`
+//! compares the placement policies in the simulator (`make bench-sim`);
+//! `soak` runs the paper's ramp with faults injected (`make soak`).
 
 mod error;
 mod gateway_process;
+mod loadgen_wrk;
 mod local;
 mod machine;
 mod markdown;
+mod profile;
 mod raw;
+mod sim;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +22,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::error::BenchError;
+use crate::loadgen_wrk::{LoadgenBenchOptions, run_loadgen_bench};
 use crate::local::{LocalOptions, progress, run_local};
 
 #[derive(Debug, Parser)]
@@ -51,6 +59,75 @@ enum BenchCommand {
         #[arg(long, default_value = "bench/README.md")]
         readme: PathBuf,
     },
+    /// switchyard-loadgen against wrk, side by side on the same targets (a
+    /// trivial endpoint, then the gateway) at the same connection count.
+    /// Run from the repository root after `make setup`.
+    Loadgen {
+        /// A short run (< 30 s) to check that everything works; numbers are noisier.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for loadgen.md and loadgen.json.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The gateway binary to test (default: `switchyard` beside this
+        /// executable, built first with cargo).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// Do not run `cargo build -p switchyard` first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// The paper's ramp through local, container and Lambda tiers with
+    /// faults injected (killed containers, a frozen and a stopped Lambda
+    /// service, SIGTERM at the end): every request must get one answer.
+    /// Needs the Docker engine and `make setup`. Not part of `make test`.
+    Soak {
+        /// A 40 s ramp instead of the 180 s paper ramp.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for soak.md and soak.json.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The gateway binary (default: `switchyard` beside this executable).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+    },
+    /// The placement policies side by side with the local-only,
+    /// container-only and Lambda-only baselines, simulated (`switchyard
+    /// sim`) on the paper's ramp and on Poisson bursts, and the simulator's
+    /// speed. Run from the repository root.
+    Sim {
+        /// A shorter run (< 10 s): fewer scenarios, 100,000 requests for speed.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for sim.md, sim.json and the plots.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The profile to simulate (default: config/profiles/default.toml).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
+    /// Measure the local tier through the gateway, by model and batch
+    /// size, and write a simulator profile (`switchyard sim --profile`).
+    /// Run from the repository root after `make setup`.
+    Profile {
+        /// Fewer requests, and xception at batch 1 only (< 30 s).
+        #[arg(long)]
+        quick: bool,
+        /// The profile whose other tiers and settings are kept.
+        #[arg(long, default_value = "config/profiles/default.toml")]
+        template: PathBuf,
+        /// Where to write the measured profile.
+        #[arg(long, default_value = "bench/results/profile.toml")]
+        out: PathBuf,
+        /// The gateway binary (default: `switchyard` beside this
+        /// executable, built first with cargo).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// Do not run `cargo build -p switchyard` first.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,20 +156,135 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        BenchCommand::Loadgen {
+            quick,
+            out,
+            gateway_bin,
+            no_build,
+        } => {
+            let options = LoadgenBenchOptions {
+                quick,
+                build_gateway: !no_build && gateway_bin.is_none(),
+                gateway_bin,
+                command,
+            };
+            match loadgen(&options, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        BenchCommand::Sim {
+            quick,
+            out,
+            profile,
+        } => {
+            let options = sim::SimBenchOptions {
+                quick,
+                profile,
+                out,
+                command,
+            };
+            match simulated(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        BenchCommand::Profile {
+            quick,
+            template,
+            out,
+            gateway_bin,
+            no_build,
+        } => {
+            let options = profile::ProfileOptions {
+                quick,
+                template,
+                out,
+                gateway: LocalOptions {
+                    quick,
+                    build_gateway: !no_build && gateway_bin.is_none(),
+                    gateway_bin,
+                    command,
+                },
+            };
+            match profile::run_profile(&options) {
+                Ok(text) => {
+                    show(&text);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
+        BenchCommand::Soak {
+            quick,
+            out,
+            gateway_bin,
+        } => match soak_bench(quick, gateway_bin, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
     }
 }
 
-fn local(options: &LocalOptions, out: &Path, readme: &Path) -> Result<(), BenchError> {
-    let results = run_local(options)?;
+fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(), BenchError> {
+    let gateway_bin = match gateway_bin {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|source| BenchError::Io {
+                context: "cannot locate this executable",
+                path: PathBuf::from("(current exe)"),
+                source,
+            })?
+            .with_file_name("switchyard"),
+    };
+    let results = soak::soak(&soak::SoakOptions { quick, gateway_bin })?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let document = soak::markdown(&results);
+    let name = if quick { "soak-quick" } else { "soak" };
+    write_results(
+        out,
+        &[
+            (&format!("{name}.json"), json + "\n"),
+            (&format!("{name}.md"), document.clone()),
+        ],
+    )?;
+    show(&document);
+    if results.lost > 0 || !results.drained_exit_ok || results.containers_left > 0 {
+        return Err(BenchError::Other(format!(
+            "the soak lost {} requests, drained cleanly: {}, containers left: {}",
+            results.lost, results.drained_exit_ok, results.containers_left
+        )));
+    }
+    Ok(())
+}
+
+fn loadgen(options: &LoadgenBenchOptions, out: &Path) -> Result<(), BenchError> {
+    let results = run_loadgen_bench(options)?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let document = format!(
+        "# Load generator benchmark: switchyard-loadgen vs wrk\n\n{}",
+        loadgen_wrk::markdown(&results)
+    );
+    write_results(
+        out,
+        &[
+            ("loadgen.json", json + "\n"),
+            ("loadgen.md", document.clone()),
+        ],
+    )?;
+    show(&document);
+    Ok(())
+}
+
+fn write_results(out: &Path, files: &[(&str, String)]) -> Result<(), BenchError> {
     std::fs::create_dir_all(out).map_err(|source| BenchError::Io {
         context: "cannot create the results folder",
         path: out.to_owned(),
         source,
     })?;
-    let json = serde_json::to_string_pretty(&results)
-        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
-    let document = markdown::document(&results);
-    for (name, text) in [("local.json", json + "\n"), ("local.md", document.clone())] {
+    for (name, text) in files {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|source| BenchError::Io {
             context: "cannot write results",
@@ -101,6 +293,18 @@ fn local(options: &LocalOptions, out: &Path, readme: &Path) -> Result<(), BenchE
         })?;
         progress(&format!("wrote {}", path.display()));
     }
+    Ok(())
+}
+
+fn local(options: &LocalOptions, out: &Path, readme: &Path) -> Result<(), BenchError> {
+    let results = run_local(options)?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let document = markdown::document(&results);
+    write_results(
+        out,
+        &[("local.json", json + "\n"), ("local.md", document.clone())],
+    )?;
     if !options.quick
         && readme.is_file()
         && markdown::update_readme(readme, &markdown::tables(&results))?
@@ -120,4 +324,27 @@ fn show(text: &str) {
 fn fail(error: &BenchError) -> ExitCode {
     eprintln!("switchyard-bench: error: {error}");
     ExitCode::FAILURE
+}
+
+fn simulated(options: &sim::SimBenchOptions) -> Result<(), BenchError> {
+    std::fs::create_dir_all(&options.out).map_err(|source| BenchError::Io {
+        context: "cannot create the results folder",
+        path: options.out.clone(),
+        source,
+    })?;
+    let results = sim::run_sim_bench(options)?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let document = sim::document(&results);
+    for (name, text) in [("sim.json", json + "\n"), ("sim.md", document.clone())] {
+        let path = options.out.join(name);
+        std::fs::write(&path, text).map_err(|source| BenchError::Io {
+            context: "cannot write results",
+            path: path.clone(),
+            source,
+        })?;
+        progress(&format!("wrote {}", path.display()));
+    }
+    show(&document);
+    Ok(())
 }

@@ -1,9 +1,18 @@
-//! Recording a run: an HDR histogram of latency per outcome (µs resolution),
-//! counts, the backends that served, the server's own timing headers, and
-//! optionally every request's sample for plots; and the serialisable
-//! [`Report`] summarising them.
+//! Recording a run and reporting it.
+//!
+//! The [`Recorder`] keeps HDR histograms (µs resolution, 3 significant
+//! digits) of latency from the intended send time, per outcome, for the
+//! whole run and for each slice of it ([`Group`]): per phase, per mix entry
+//! (summed per model in the report) and per `switchyard-backend` header
+//! value. Beside them: how late requests went out, the server's own timing
+//! headers, a [`TimeSeries`] of one-second buckets, and optionally every
+//! request's [`Sample`].
+//!
+//! The [`Report`] is the serialisable summary, written by `--report` as
+//! JSON; its schema is documented on the type and in `loadgen/README.md`,
+//! and versioned by [`SCHEMA_VERSION`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -11,6 +20,8 @@ use serde::Serialize;
 
 use crate::LoadgenError;
 use crate::client::Exchange;
+use crate::mix::MixEntry;
+use crate::phases::{PhaseLoad, Process};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -59,7 +70,8 @@ impl Outcome {
         }
     }
 
-    fn index(self) -> usize {
+    /// Position in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -91,6 +103,10 @@ pub struct Completed<'a> {
     pub sent: Instant,
     /// When the response was read (or the request failed).
     pub done: Instant,
+    /// Index of the phase it was due in (0 in a closed loop).
+    pub phase: usize,
+    /// Index of its payload-mix entry.
+    pub entry: usize,
     pub rows: u64,
     pub exchange: &'a Exchange,
 }
@@ -102,28 +118,263 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid constant histogram bounds")
 }
 
+/// The same range at 2 significant digits (1% resolution, 13 KiB instead
+/// of 190 KiB): enough for the per-second percentiles of the time series.
+#[allow(clippy::expect_used)]
+fn coarse_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid constant histogram bounds")
+}
+
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Everything measured during a run (or one worker's part of it).
+fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) -> Result<(), LoadgenError> {
+    into.add(from)
+        .map_err(|e| LoadgenError::Internal(format!("cannot merge histograms: {e:?}")))
+}
+
+/// Counts and latencies of one slice of a run (the whole run, a phase, a
+/// mix entry, a backend). Histograms are made on first use.
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    counts: [u64; Outcome::ALL.len()],
+    /// From the intended send time, per outcome (`Dropped` stays empty).
+    latency: [Option<Histogram<u64>>; Outcome::ALL.len()],
+    /// Successful requests, from the actual send time.
+    service: Option<Histogram<u64>>,
+    rows_ok: u64,
+}
+
+impl Group {
+    fn record(&mut self, outcome: Outcome, latency_us: u64, service_us: u64, rows: u64) {
+        self.counts[outcome.index()] += 1;
+        self.latency[outcome.index()]
+            .get_or_insert_with(histogram)
+            .saturating_record(latency_us);
+        if outcome == Outcome::Success {
+            self.rows_ok += rows;
+            self.service
+                .get_or_insert_with(histogram)
+                .saturating_record(service_us);
+        }
+    }
+
+    fn record_dropped(&mut self) {
+        self.counts[Outcome::Dropped.index()] += 1;
+    }
+
+    /// Adds `other`'s requests to these.
+    pub fn merge(&mut self, other: &Group) -> Result<(), LoadgenError> {
+        for (into, from) in self.counts.iter_mut().zip(other.counts) {
+            *into += from;
+        }
+        for (into, from) in self.latency.iter_mut().zip(&other.latency) {
+            if let Some(from) = from {
+                add(into.get_or_insert_with(histogram), from)?;
+            }
+        }
+        if let Some(from) = &other.service {
+            add(self.service.get_or_insert_with(histogram), from)?;
+        }
+        self.rows_ok += other.rows_ok;
+        Ok(())
+    }
+
+    /// Requests that ended with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome.index()]
+    }
+
+    /// Requests sent (every outcome but `Dropped`).
+    pub fn sent(&self) -> u64 {
+        self.due() - self.count(Outcome::Dropped)
+    }
+
+    /// Requests due: sent or dropped.
+    pub fn due(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Latency from the intended send time of requests with `outcome`, in
+    /// µs (`None` when there were none).
+    pub fn latency(&self, outcome: Outcome) -> Option<&Histogram<u64>> {
+        self.latency[outcome.index()].as_ref()
+    }
+
+    /// Service time (from the actual send) of successful requests, in µs.
+    pub fn service_time(&self) -> Option<&Histogram<u64>> {
+        self.service.as_ref()
+    }
+
+    /// Items (rows) carried by successful requests.
+    pub fn rows_ok(&self) -> u64 {
+        self.rows_ok
+    }
+
+    /// Latency of every request sent that did not succeed.
+    fn error_latency(&self) -> Result<Option<Histogram<u64>>, LoadgenError> {
+        let mut merged: Option<Histogram<u64>> = None;
+        for outcome in Outcome::ALL {
+            if outcome == Outcome::Success {
+                continue;
+            }
+            if let Some(h) = self.latency(outcome) {
+                add(merged.get_or_insert_with(histogram), h)?;
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// One second of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Second {
+    /// Requests due in this second (by intended send time).
+    pub due: u64,
+    /// Requests that ended in this second, by outcome (dropped ones end
+    /// when they were due).
+    pub ended: [u64; Outcome::ALL.len()],
+    /// 2xx latency percentiles of the requests that ended in this second,
+    /// set once the second is closed.
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+}
+
+/// Seconds whose latency histogram stays open for late recordings: two, so
+/// a completion timed just before a second boundary but recorded just
+/// after the next completion still lands in its own second.
+const OPEN_SECONDS: usize = 2;
+/// Longest time series kept (a day and a half: the longest run plus any
+/// timeout); later seconds are folded into the last one.
+const MAX_SECONDS: usize = 36 * 3600;
+
+/// One-second buckets: requests due, outcomes of the requests that ended,
+/// and the 2xx latency percentiles of that second. Only the last
+/// [`OPEN_SECONDS`] keep a histogram; older ones keep their percentiles,
+/// so memory grows by a few dozen bytes per second of run.
+#[derive(Debug, Clone, Default)]
+pub struct TimeSeries {
+    seconds: Vec<Second>,
+    /// (second, its 2xx latency histogram), oldest first.
+    open: VecDeque<(usize, Histogram<u64>)>,
+}
+
+impl TimeSeries {
+    fn second(&mut self, index: usize) -> &mut Second {
+        let index = index.min(MAX_SECONDS);
+        if self.seconds.len() <= index {
+            self.seconds.resize(index + 1, Second::default());
+        }
+        &mut self.seconds[index]
+    }
+
+    fn record_due(&mut self, second: usize) {
+        self.second(second).due += 1;
+    }
+
+    fn record_end(&mut self, second: usize, outcome: Outcome, latency_us: u64) {
+        let second = second.min(MAX_SECONDS);
+        self.second(second).ended[outcome.index()] += 1;
+        if outcome != Outcome::Success {
+            return;
+        }
+        let newest = self.open.back().map(|(s, _)| *s);
+        if newest.is_none_or(|newest| second > newest) {
+            // Close the seconds that can no longer receive anything, and
+            // reuse the last closed histogram's allocation.
+            let mut spare = None;
+            while let Some(&(oldest, _)) = self.open.front() {
+                if self.open.len() < OPEN_SECONDS && oldest + OPEN_SECONDS > second {
+                    break;
+                }
+                spare = self.close_oldest();
+            }
+            let mut h = spare.unwrap_or_else(coarse_histogram);
+            h.reset();
+            h.saturating_record(latency_us);
+            self.open.push_back((second, h));
+        } else if let Some((_, h)) = self.open.iter_mut().find(|(s, _)| *s == second) {
+            h.saturating_record(latency_us);
+        } else if let Some((oldest, h)) = self.open.front_mut()
+            && second < *oldest
+        {
+            // Recorded more than a second late: counted in its own second
+            // above, but its latency joins the oldest open second.
+            h.saturating_record(latency_us);
+        } else {
+            // A second between open ones that had no 2xx yet.
+            let position = self
+                .open
+                .iter()
+                .position(|(s, _)| *s > second)
+                .unwrap_or(self.open.len());
+            let mut h = coarse_histogram();
+            h.saturating_record(latency_us);
+            self.open.insert(position, (second, h));
+        }
+    }
+
+    fn close_oldest(&mut self) -> Option<Histogram<u64>> {
+        let (second, h) = self.open.pop_front()?;
+        if !h.is_empty() {
+            let row = self.second(second);
+            row.p50_us = Some(h.value_at_quantile(0.5));
+            row.p99_us = Some(h.value_at_quantile(0.99));
+        }
+        Some(h)
+    }
+
+    /// Closes every open second (at the end of a run).
+    pub fn close(&mut self) {
+        while self.close_oldest().is_some() {}
+    }
+
+    /// The seconds so far (open ones without percentiles).
+    pub fn seconds(&self) -> &[Second] {
+        &self.seconds
+    }
+
+    /// Second `index` with its percentiles, also while it is still open.
+    pub fn view(&self, index: usize) -> Option<Second> {
+        let mut row = *self.seconds.get(index)?;
+        if let Some((_, h)) = self.open.iter().find(|(s, _)| *s == index)
+            && !h.is_empty()
+        {
+            row.p50_us = Some(h.value_at_quantile(0.5));
+            row.p99_us = Some(h.value_at_quantile(0.99));
+        }
+        Some(row)
+    }
+}
+
+/// Key of requests answered without a `switchyard-backend` header (or not
+/// answered at all) in the per-backend breakdown.
+pub const NO_BACKEND: &str = "none";
+
+/// Everything measured during a run.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     start: Instant,
-    /// From intended send time, per outcome (the `Dropped` one stays empty).
-    latency: Vec<Histogram<u64>>,
-    dropped: u64,
-    /// Successful requests, from the actual send time.
-    service_time: Histogram<u64>,
+    overall: Group,
     /// How late the client sent each request after its intended time.
     send_lag: Histogram<u64>,
     server_queue: Histogram<u64>,
     server_inference: Histogram<u64>,
     batch_rows: Histogram<u64>,
-    backends: BTreeMap<String, u64>,
-    rows_ok: u64,
+    phases: Vec<Group>,
+    entries: Vec<Group>,
+    backends: BTreeMap<String, Group>,
+    series: TimeSeries,
     last_done: Option<Instant>,
     samples: Option<Vec<Sample>>,
+}
+
+fn slot(groups: &mut Vec<Group>, index: usize) -> &mut Group {
+    if groups.len() <= index {
+        groups.resize_with(index + 1, Group::default);
+    }
+    &mut groups[index]
 }
 
 impl Recorder {
@@ -131,33 +382,46 @@ impl Recorder {
     pub fn new(start: Instant, keep_samples: bool) -> Self {
         Self {
             start,
-            latency: Outcome::ALL.iter().map(|_| histogram()).collect(),
-            dropped: 0,
-            service_time: histogram(),
+            overall: Group::default(),
             send_lag: histogram(),
             server_queue: histogram(),
             server_inference: histogram(),
             batch_rows: histogram(),
+            phases: Vec::new(),
+            entries: Vec::new(),
             backends: BTreeMap::new(),
-            rows_ok: 0,
+            series: TimeSeries::default(),
             last_done: None,
             samples: keep_samples.then(Vec::new),
         }
+    }
+
+    fn second_of(&self, at: Instant) -> usize {
+        usize::try_from(at.saturating_duration_since(self.start).as_secs()).unwrap_or(usize::MAX)
     }
 
     /// Records a request that was sent.
     pub fn record(&mut self, completed: &Completed<'_>) {
         let outcome = completed.exchange.outcome;
         let latency = micros(completed.done.saturating_duration_since(completed.intended));
-        self.latency[outcome.index()].saturating_record(latency);
+        let service = micros(completed.done.saturating_duration_since(completed.sent));
+        let rows = completed.rows;
+        self.overall.record(outcome, latency, service, rows);
+        slot(&mut self.phases, completed.phase).record(outcome, latency, service, rows);
+        slot(&mut self.entries, completed.entry).record(outcome, latency, service, rows);
+        let backend = completed.exchange.backend.as_deref().unwrap_or(NO_BACKEND);
+        match self.backends.get_mut(backend) {
+            Some(group) => group.record(outcome, latency, service, rows),
+            None => {
+                let mut group = Group::default();
+                group.record(outcome, latency, service, rows);
+                self.backends.insert(backend.to_owned(), group);
+            }
+        }
         self.send_lag.saturating_record(micros(
             completed.sent.saturating_duration_since(completed.intended),
         ));
         if outcome == Outcome::Success {
-            self.rows_ok += completed.rows;
-            self.service_time.saturating_record(micros(
-                completed.done.saturating_duration_since(completed.sent),
-            ));
             let server = completed.exchange.server;
             for (histogram, value) in [
                 (&mut self.server_queue, server.queue_us),
@@ -169,14 +433,10 @@ impl Recorder {
                 }
             }
         }
-        if let Some(backend) = &completed.exchange.backend {
-            match self.backends.get_mut(backend) {
-                Some(count) => *count += 1,
-                None => {
-                    self.backends.insert(backend.clone(), 1);
-                }
-            }
-        }
+        let due_second = self.second_of(completed.intended);
+        let end_second = self.second_of(completed.done);
+        self.series.record_due(due_second);
+        self.series.record_end(end_second, outcome, latency);
         self.last_done = Some(
             self.last_done
                 .map_or(completed.done, |t| t.max(completed.done)),
@@ -185,8 +445,13 @@ impl Recorder {
     }
 
     /// Records a request that was due at `intended` but not sent.
-    pub fn record_dropped(&mut self, intended: Instant) {
-        self.dropped += 1;
+    pub fn record_dropped(&mut self, intended: Instant, phase: usize, entry: usize) {
+        self.overall.record_dropped();
+        slot(&mut self.phases, phase).record_dropped();
+        slot(&mut self.entries, entry).record_dropped();
+        let second = self.second_of(intended);
+        self.series.record_due(second);
+        self.series.record_end(second, Outcome::Dropped, 0);
         self.push_sample(intended, 0, Outcome::Dropped);
     }
 
@@ -201,60 +466,34 @@ impl Recorder {
         }
     }
 
-    /// Adds another recorder's measurements (from the same run) to this one.
-    pub fn merge(&mut self, other: &Recorder) -> Result<(), LoadgenError> {
-        let add = |into: &mut Histogram<u64>, from: &Histogram<u64>| {
-            into.add(from)
-                .map_err(|e| LoadgenError::Internal(format!("cannot merge histograms: {e:?}")))
-        };
-        for (into, from) in self.latency.iter_mut().zip(&other.latency) {
-            add(into, from)?;
-        }
-        add(&mut self.service_time, &other.service_time)?;
-        add(&mut self.send_lag, &other.send_lag)?;
-        add(&mut self.server_queue, &other.server_queue)?;
-        add(&mut self.server_inference, &other.server_inference)?;
-        add(&mut self.batch_rows, &other.batch_rows)?;
-        self.dropped += other.dropped;
-        self.rows_ok += other.rows_ok;
-        for (backend, count) in &other.backends {
-            *self.backends.entry(backend.clone()).or_default() += count;
-        }
-        self.last_done = match (self.last_done, other.last_done) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if let (Some(into), Some(from)) = (&mut self.samples, &other.samples) {
-            into.extend_from_slice(from);
-        }
-        Ok(())
+    /// Closes the time series; call once the last request has ended.
+    pub fn finish(&mut self) {
+        self.series.close();
+    }
+
+    /// When the run started.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The whole run.
+    pub fn overall(&self) -> &Group {
+        &self.overall
     }
 
     /// Requests that ended with `outcome`.
     pub fn count(&self, outcome: Outcome) -> u64 {
-        match outcome {
-            Outcome::Dropped => self.dropped,
-            other => self.latency[other.index()].len(),
-        }
+        self.overall.count(outcome)
     }
 
     /// Requests sent (every outcome except dropped).
     pub fn sent(&self) -> u64 {
-        Outcome::ALL
-            .iter()
-            .filter(|&&o| o != Outcome::Dropped)
-            .map(|&o| self.count(o))
-            .sum()
+        self.overall.sent()
     }
 
     /// Latency from intended send time, in µs, of requests with `outcome`.
-    pub fn latency(&self, outcome: Outcome) -> &Histogram<u64> {
-        &self.latency[outcome.index()]
-    }
-
-    /// Service time (from actual send) of successful requests, in µs.
-    pub fn service_time(&self) -> &Histogram<u64> {
-        &self.service_time
+    pub fn latency(&self, outcome: Outcome) -> Option<&Histogram<u64>> {
+        self.overall.latency(outcome)
     }
 
     /// How late requests were sent after their intended time, in µs.
@@ -262,14 +501,24 @@ impl Recorder {
         &self.send_lag
     }
 
-    /// Requests per backend (from the `switchyard-backend` header).
-    pub fn backends(&self) -> &BTreeMap<String, u64> {
+    /// Per phase, by phase index.
+    pub fn phases(&self) -> &[Group] {
+        &self.phases
+    }
+
+    /// Per payload-mix entry, by entry index.
+    pub fn entries(&self) -> &[Group] {
+        &self.entries
+    }
+
+    /// Per `switchyard-backend` header value ([`NO_BACKEND`] without one).
+    pub fn backends(&self) -> &BTreeMap<String, Group> {
         &self.backends
     }
 
-    /// Items (rows) carried by successful requests.
-    pub fn rows_ok(&self) -> u64 {
-        self.rows_ok
+    /// The one-second buckets.
+    pub fn series(&self) -> &TimeSeries {
+        &self.series
     }
 
     /// When the last request ended.
@@ -325,6 +574,11 @@ impl LatencySummary {
             max: histogram.max(),
         }
     }
+
+    /// Summarises a histogram that may not exist (all zeros then).
+    pub fn of_option(histogram: Option<&Histogram<u64>>) -> Self {
+        histogram.map(Self::of).unwrap_or_default()
+    }
 }
 
 /// Requests by outcome.
@@ -340,15 +594,30 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn of(recorder: &Recorder) -> Self {
+    /// From counts indexed like [`Outcome::ALL`].
+    pub fn from_array(counts: &[u64; Outcome::ALL.len()]) -> Self {
+        let c = |o: Outcome| counts[o.index()];
         Self {
-            success: recorder.count(Outcome::Success),
-            throttled: recorder.count(Outcome::Throttled),
-            server_error: recorder.count(Outcome::ServerError),
-            other_status: recorder.count(Outcome::OtherStatus),
-            timeout: recorder.count(Outcome::Timeout),
-            connection_error: recorder.count(Outcome::ConnectionError),
-            dropped: recorder.count(Outcome::Dropped),
+            success: c(Outcome::Success),
+            throttled: c(Outcome::Throttled),
+            server_error: c(Outcome::ServerError),
+            other_status: c(Outcome::OtherStatus),
+            timeout: c(Outcome::Timeout),
+            connection_error: c(Outcome::ConnectionError),
+            dropped: c(Outcome::Dropped),
+        }
+    }
+
+    /// The count of `outcome`.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Success => self.success,
+            Outcome::Throttled => self.throttled,
+            Outcome::ServerError => self.server_error,
+            Outcome::OtherStatus => self.other_status,
+            Outcome::Timeout => self.timeout,
+            Outcome::ConnectionError => self.connection_error,
+            Outcome::Dropped => self.dropped,
         }
     }
 
@@ -374,33 +643,177 @@ pub struct ServerTimingReport {
     pub batch_rows: LatencySummary,
 }
 
-/// How the load was offered.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "mode", rename_all = "snake_case")]
-pub enum LoadDescription {
-    OpenLoop {
-        arrival: &'static str,
-        rate_per_s: f64,
-        max_in_flight: usize,
-    },
-    ClosedLoop {
-        concurrency: usize,
-    },
+/// Open or closed loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    OpenLoop,
+    ClosedLoop,
 }
 
-/// The summary of a run, as printed and written to JSON.
+/// How a run was set up, as given (in the report's `settings`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub url: String,
+    pub mode: Mode,
+    /// Open loop: constant or Poisson arrivals (with its seed).
+    pub process: Option<Process>,
+    /// Closed loop: the number of workers.
+    pub concurrency: Option<usize>,
+    /// Open loop: requests outstanding at once (phases may lower it).
+    pub max_in_flight: Option<usize>,
+    /// The run's bounds: no request is due or started after `max_duration_s`,
+    /// and at most `max_requests` are.
+    pub max_duration_s: f64,
+    pub max_requests: Option<u64>,
+    pub timeout_s: f64,
+    /// The payload mix.
+    pub mix: Vec<MixEntry>,
+    /// Inputs in the binary tensor extension (else JSON).
+    pub binary: bool,
+    /// Outputs asked for in binary.
+    pub binary_output: bool,
+    /// Distinct bodies per mix entry.
+    pub variants: usize,
+}
+
+/// A phase as the report describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseInfo {
+    pub name: String,
+    pub start: Duration,
+    pub duration: Duration,
+    /// `None` for the closed loop's single pseudo-phase.
+    pub load: Option<PhaseLoad>,
+    pub max_in_flight: Option<u64>,
+}
+
+/// What a report needs besides the recorder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    pub settings: Settings,
+    pub phases: Vec<PhaseInfo>,
+    /// How long load was to be offered: the phases (cut at the maximum
+    /// duration) or the closed loop's duration.
+    pub planned: Duration,
+    /// From the start to the end of the last response.
+    pub elapsed: Duration,
+}
+
+/// One slice of the run in the report (per phase, model or backend).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct GroupReport {
+    /// Requests due (open loop) or started (closed loop), dropped included.
+    pub due: u64,
+    pub sent: u64,
+    pub counts: Counts,
+    /// 2xx per second (of the phase's duration for a phase, of the run's
+    /// elapsed time otherwise).
+    pub throughput_per_s: f64,
+    /// Rows of 2xx requests per second.
+    pub items_per_s: f64,
+    /// 2xx, from the intended send time.
+    pub latency_us: LatencySummary,
+    /// 2xx, from the actual send time.
+    pub service_time_us: LatencySummary,
+    /// Sent requests that did not succeed, from the intended send time.
+    pub error_latency_us: LatencySummary,
+}
+
+impl GroupReport {
+    #[allow(clippy::cast_precision_loss)]
+    fn of(group: &Group, seconds: f64) -> Result<Self, LoadgenError> {
+        let per_second = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        Ok(Self {
+            due: group.due(),
+            sent: group.sent(),
+            counts: Counts::from_array(&group.counts),
+            throughput_per_s: per_second(group.count(Outcome::Success)),
+            items_per_s: per_second(group.rows_ok()),
+            latency_us: LatencySummary::of_option(group.latency(Outcome::Success)),
+            service_time_us: LatencySummary::of_option(group.service_time()),
+            error_latency_us: LatencySummary::of_option(group.error_latency()?.as_ref()),
+        })
+    }
+}
+
+/// One phase in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseReport {
+    pub index: usize,
+    pub name: String,
+    pub start_s: f64,
+    pub duration_s: f64,
+    /// What the phase offered (`null` for a closed loop).
+    pub load: Option<PhaseLoad>,
+    pub max_in_flight: Option<u64>,
+    /// Requests due per second of the phase.
+    pub offered_per_s: f64,
+    #[serde(flatten)]
+    pub stats: GroupReport,
+}
+
+/// One outcome in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OutcomeReport {
+    pub count: u64,
+    /// From the intended send time (all zeros for `dropped`: never sent).
+    pub latency_us: LatencySummary,
+}
+
+/// One payload-mix entry in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MixReport {
+    pub model: String,
+    pub batch: u64,
+    pub weight: f64,
+    /// The share of requests the weights ask for.
+    pub expected_share: f64,
+    /// The share of due requests it got.
+    pub observed_share: f64,
+    pub due: u64,
+    pub counts: Counts,
+}
+
+/// One second of the time series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecondReport {
+    /// Seconds since the start: this row covers [second, second + 1).
+    pub second: u64,
+    /// The phase running at the start of the second.
+    pub phase: usize,
+    /// Requests due in this second (intended send time).
+    pub due: u64,
+    /// Of those, sent (not dropped).
+    pub sent: u64,
+    /// Requests that ended in this second, by outcome.
+    pub ended: Counts,
+    /// 2xx latency (from intended send) of the requests that ended in this
+    /// second; `null` when none did.
+    pub latency_p50_us: Option<u64>,
+    pub latency_p99_us: Option<u64>,
+}
+
+/// Version of the report's JSON schema; raised when a field changes
+/// meaning or goes away (new fields do not raise it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The summary of a run, as printed and written to JSON. All latencies
+/// are in µs; `*_per_s` are per second.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    pub url: String,
-    pub model: String,
-    pub load: LoadDescription,
-    /// Rows per request.
-    pub batch_size: u64,
-    /// Inputs in the binary tensor extension (else JSON tensors).
-    pub binary: bool,
-    /// Outputs asked for in binary form.
-    pub binary_output: bool,
-    /// The configured duration.
+    pub schema_version: u32,
+    /// `switchyard-loadgen <version>`.
+    pub generator: String,
+    pub settings: Settings,
+    /// How long load was to be offered (phases cut at the maximum
+    /// duration, or the closed loop's duration).
     pub duration_s: f64,
     /// From the start to the end of the last response.
     pub elapsed_s: f64,
@@ -408,7 +821,7 @@ pub struct Report {
     pub scheduled: u64,
     pub sent: u64,
     pub counts: Counts,
-    /// Requests due per second of the configured duration.
+    /// Requests due per second of `duration_s`.
     pub offered_per_s: f64,
     /// Successful requests per second of elapsed time.
     pub throughput_per_s: f64,
@@ -416,71 +829,147 @@ pub struct Report {
     pub items_per_s: f64,
     /// Successful requests, from the intended send time.
     pub latency_us: LatencySummary,
-    /// Every outcome that occurred (dropped requests have no latency).
-    pub latency_by_outcome_us: BTreeMap<Outcome, LatencySummary>,
     /// Successful requests, from the actual send time.
     pub service_time_us: LatencySummary,
     /// How late requests went out after their intended time.
     pub send_lag_us: LatencySummary,
-    /// Requests per `switchyard-backend` header value.
-    pub backends: BTreeMap<String, u64>,
     pub server_timing: ServerTimingReport,
-}
-
-/// What a report needs besides the recorder.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunInfo {
-    pub url: String,
-    pub model: String,
-    pub load: LoadDescription,
-    pub batch_size: u64,
-    pub binary: bool,
-    pub binary_output: bool,
-    pub duration: Duration,
-    pub scheduled: u64,
-    pub elapsed: Duration,
+    /// Every outcome (always all seven keys).
+    pub per_outcome: BTreeMap<Outcome, OutcomeReport>,
+    pub per_phase: Vec<PhaseReport>,
+    /// Per model (the mix entries of a model summed).
+    pub per_model: BTreeMap<String, GroupReport>,
+    /// Per `switchyard-backend` response header value; `none` for requests
+    /// answered without one or not answered.
+    pub per_backend: BTreeMap<String, GroupReport>,
+    pub mix: Vec<MixReport>,
+    pub time_series: Vec<SecondReport>,
 }
 
 impl Report {
-    /// Builds the report of a finished run.
+    /// Builds the report of a finished run (call [`Recorder::finish`] first).
     #[allow(clippy::cast_precision_loss)]
-    pub fn new(recorder: &Recorder, info: RunInfo) -> Self {
-        let counts = Counts::of(recorder);
+    pub fn new(recorder: &Recorder, info: RunInfo) -> Result<Self, LoadgenError> {
+        let overall = recorder.overall();
         let elapsed = info.elapsed.as_secs_f64();
-        let per_second = |n: u64| {
-            if elapsed > 0.0 {
-                n as f64 / elapsed
-            } else {
-                0.0
-            }
-        };
-        let latency_by_outcome_us = Outcome::ALL
+        let planned = info.planned.as_secs_f64();
+        let whole = GroupReport::of(overall, elapsed)?;
+        let per_outcome = Outcome::ALL
             .iter()
-            .filter(|&&o| o != Outcome::Dropped && recorder.count(o) > 0)
-            .map(|&o| (o, LatencySummary::of(recorder.latency(o))))
+            .map(|&o| {
+                let report = OutcomeReport {
+                    count: overall.count(o),
+                    latency_us: LatencySummary::of_option(overall.latency(o)),
+                };
+                (o, report)
+            })
             .collect();
-        Self {
-            url: info.url,
-            model: info.model,
-            load: info.load,
-            batch_size: info.batch_size,
-            binary: info.binary,
-            binary_output: info.binary_output,
-            duration_s: info.duration.as_secs_f64(),
-            elapsed_s: elapsed,
-            scheduled: info.scheduled,
-            sent: recorder.sent(),
-            counts,
-            offered_per_s: info.scheduled as f64 / info.duration.as_secs_f64().max(1e-9),
-            throughput_per_s: per_second(counts.success),
-            items_per_s: per_second(recorder.rows_ok()),
-            latency_us: LatencySummary::of(recorder.latency(Outcome::Success)),
-            latency_by_outcome_us,
-            service_time_us: LatencySummary::of(recorder.service_time()),
-            send_lag_us: LatencySummary::of(recorder.send_lag()),
-            backends: recorder.backends().clone(),
-            server_timing: recorder.server_timing(),
+        let empty = Group::default();
+        let per_phase = info
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(index, phase)| {
+                let group = recorder.phases().get(index).unwrap_or(&empty);
+                let seconds = phase.duration.as_secs_f64();
+                Ok(PhaseReport {
+                    index,
+                    name: phase.name.clone(),
+                    start_s: phase.start.as_secs_f64(),
+                    duration_s: seconds,
+                    load: phase.load,
+                    max_in_flight: phase.max_in_flight,
+                    offered_per_s: if seconds > 0.0 {
+                        group.due() as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                    stats: GroupReport::of(group, seconds)?,
+                })
+            })
+            .collect::<Result<Vec<_>, LoadgenError>>()?;
+        let mut models: BTreeMap<String, Group> = BTreeMap::new();
+        for (entry, group) in info.settings.mix.iter().zip(recorder.entries()) {
+            models
+                .entry(entry.model.clone())
+                .or_default()
+                .merge(group)?;
         }
+        let per_model = models
+            .iter()
+            .map(|(model, group)| Ok((model.clone(), GroupReport::of(group, elapsed)?)))
+            .collect::<Result<_, LoadgenError>>()?;
+        let per_backend = recorder
+            .backends()
+            .iter()
+            .map(|(backend, group)| Ok((backend.clone(), GroupReport::of(group, elapsed)?)))
+            .collect::<Result<_, LoadgenError>>()?;
+        let total_weight: f64 = info.settings.mix.iter().map(|e| e.weight).sum();
+        let all_due = overall.due().max(1) as f64;
+        let mix = info
+            .settings
+            .mix
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let group = recorder.entries().get(i).unwrap_or(&empty);
+                MixReport {
+                    model: entry.model.clone(),
+                    batch: entry.batch,
+                    weight: entry.weight,
+                    expected_share: entry.weight / total_weight,
+                    observed_share: group.due() as f64 / all_due,
+                    due: group.due(),
+                    counts: Counts::from_array(&group.counts),
+                }
+            })
+            .collect();
+        let phase_of = |second: u64| {
+            let at = Duration::from_secs(second);
+            info.phases.iter().rposition(|p| p.start <= at).unwrap_or(0)
+        };
+        let time_series = recorder
+            .series()
+            .seconds()
+            .iter()
+            .enumerate()
+            .map(|(second, row)| {
+                let second = second as u64;
+                let ended = Counts::from_array(&row.ended);
+                SecondReport {
+                    second,
+                    phase: phase_of(second),
+                    due: row.due,
+                    sent: row.due.saturating_sub(ended.dropped),
+                    ended,
+                    latency_p50_us: row.p50_us,
+                    latency_p99_us: row.p99_us,
+                }
+            })
+            .collect();
+        Ok(Self {
+            schema_version: SCHEMA_VERSION,
+            generator: format!("switchyard-loadgen {}", env!("CARGO_PKG_VERSION")),
+            settings: info.settings,
+            duration_s: planned,
+            elapsed_s: elapsed,
+            scheduled: whole.due,
+            sent: whole.sent,
+            counts: whole.counts,
+            offered_per_s: whole.due as f64 / planned.max(1e-9),
+            throughput_per_s: whole.throughput_per_s,
+            items_per_s: whole.items_per_s,
+            latency_us: whole.latency_us,
+            service_time_us: whole.service_time_us,
+            send_lag_us: LatencySummary::of(recorder.send_lag()),
+            server_timing: recorder.server_timing(),
+            per_outcome,
+            per_phase,
+            per_model,
+            per_backend,
+            mix,
+            time_series,
+        })
     }
 }
 
@@ -488,10 +977,10 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn exchange(outcome: Outcome) -> Exchange {
+    fn exchange(outcome: Outcome, backend: Option<&str>) -> Exchange {
         Exchange {
             outcome,
-            backend: Some("local".into()),
+            backend: backend.map(str::to_owned),
             server: ServerTiming {
                 queue_us: Some(5),
                 inference_us: Some(50),
@@ -500,43 +989,149 @@ mod tests {
         }
     }
 
+    fn completed(
+        intended: Instant,
+        sent_ms: u64,
+        done_ms: u64,
+        phase: usize,
+        entry: usize,
+        exchange: &Exchange,
+    ) -> Completed<'_> {
+        Completed {
+            intended,
+            sent: intended + Duration::from_millis(sent_ms),
+            done: intended + Duration::from_millis(done_ms),
+            phase,
+            entry,
+            rows: 4,
+            exchange,
+        }
+    }
+
     #[test]
-    fn latency_is_from_intended_time_and_merges() {
+    fn requests_are_recorded_per_slice_from_the_intended_time() {
         let start = Instant::now();
-        let mut a = Recorder::new(start, true);
-        let mut b = Recorder::new(start, true);
-        let ok = exchange(Outcome::Success);
+        let mut r = Recorder::new(start, true);
+        let ok = exchange(Outcome::Success, Some("local"));
+        let throttled = exchange(Outcome::Throttled, None);
         let intended = start + Duration::from_millis(10);
-        a.record(&Completed {
-            intended,
-            sent: intended + Duration::from_millis(2),
-            done: intended + Duration::from_millis(5),
-            rows: 4,
-            exchange: &ok,
-        });
-        let throttled = exchange(Outcome::Throttled);
-        b.record(&Completed {
-            intended,
-            sent: intended,
-            done: intended + Duration::from_millis(1),
-            rows: 4,
-            exchange: &throttled,
-        });
-        b.record_dropped(start);
-        a.merge(&b).unwrap();
-        assert_eq!(a.count(Outcome::Success), 1);
-        assert_eq!(a.count(Outcome::Throttled), 1);
-        assert_eq!(a.count(Outcome::Dropped), 1);
-        assert_eq!(a.sent(), 2);
-        assert_eq!(a.rows_ok(), 4);
-        assert!(
-            a.latency(Outcome::Success)
-                .equivalent(a.latency(Outcome::Success).max(), 5000)
-        );
-        assert!(a.service_time().equivalent(a.service_time().max(), 3000));
-        assert_eq!(a.backends().get("local"), Some(&2));
-        let samples = a.samples().unwrap();
+        r.record(&completed(intended, 2, 5, 0, 0, &ok));
+        r.record(&completed(intended, 0, 1, 1, 1, &throttled));
+        r.record_dropped(start, 1, 0);
+        r.finish();
+        assert_eq!(r.count(Outcome::Success), 1);
+        assert_eq!(r.count(Outcome::Throttled), 1);
+        assert_eq!(r.count(Outcome::Dropped), 1);
+        assert_eq!(r.sent(), 2);
+        assert_eq!(r.overall().due(), 3);
+        assert_eq!(r.overall().rows_ok(), 4);
+        let ok_latency = r.latency(Outcome::Success).unwrap();
+        assert!(ok_latency.equivalent(ok_latency.max(), 5000));
+        let service = r.overall().service_time().unwrap();
+        assert!(service.equivalent(service.max(), 3000));
+        assert_eq!(r.phases()[0].due(), 1);
+        assert_eq!(r.phases()[1].due(), 2);
+        assert_eq!(r.phases()[1].count(Outcome::Dropped), 1);
+        assert_eq!(r.entries()[0].due(), 2);
+        assert_eq!(r.backends()["local"].count(Outcome::Success), 1);
+        assert_eq!(r.backends()[NO_BACKEND].count(Outcome::Throttled), 1);
+        let samples = r.samples().unwrap();
         assert_eq!(samples.len(), 3);
         assert_eq!(samples[0].outcome, Outcome::Dropped);
+        let second = r.series().seconds()[0];
+        assert_eq!(second.due, 3);
+        assert_eq!(second.ended[Outcome::Success.index()], 1);
+        assert!(second.p50_us.is_some_and(|p| (4900..=5100).contains(&p)));
+    }
+
+    #[test]
+    fn time_series_closes_seconds_and_keeps_their_percentiles() {
+        let start = Instant::now();
+        let mut r = Recorder::new(start, false);
+        let ok = exchange(Outcome::Success, None);
+        // Seconds 0, 1, 2 and 5: second s gets latencies s+1 ms.
+        for s in [0u64, 1, 2, 5] {
+            for _ in 0..10 {
+                let intended = start + Duration::from_millis(s * 1000 + 100);
+                r.record(&completed(intended, 0, s + 1, 0, 0, &ok));
+            }
+        }
+        // Second 0 was closed when second 2 began; 5 is still open.
+        assert!(r.series().seconds()[0].p50_us.is_some());
+        assert!(r.series().seconds()[5].p50_us.is_none());
+        assert!(r.series().view(5).unwrap().p50_us.is_some());
+        r.finish();
+        let seconds = r.series().seconds();
+        assert_eq!(seconds.len(), 6);
+        for s in [0usize, 1, 2, 5] {
+            let p50 = seconds[s].p50_us.unwrap();
+            let expected = (s as u64 + 1) * 1000;
+            assert!(p50.abs_diff(expected) <= expected / 100, "{s}: {p50}");
+            assert_eq!(seconds[s].due, 10);
+        }
+        assert_eq!(seconds[3], Second::default());
+    }
+
+    #[test]
+    fn report_sums_entries_per_model_and_lists_every_outcome() {
+        let start = Instant::now();
+        let mut r = Recorder::new(start, false);
+        let ok = exchange(Outcome::Success, Some("local"));
+        for entry in [0, 1, 2, 2] {
+            r.record(&completed(start, 0, 1, 0, entry, &ok));
+        }
+        r.finish();
+        let mix = vec![
+            MixEntry {
+                model: "a".into(),
+                batch: 1,
+                weight: 1.0,
+            },
+            MixEntry {
+                model: "a".into(),
+                batch: 8,
+                weight: 1.0,
+            },
+            MixEntry {
+                model: "b".into(),
+                batch: 1,
+                weight: 2.0,
+            },
+        ];
+        let info = RunInfo {
+            settings: Settings {
+                url: "http://127.0.0.1:1".into(),
+                mode: Mode::ClosedLoop,
+                process: None,
+                concurrency: Some(1),
+                max_in_flight: None,
+                max_duration_s: 1.0,
+                max_requests: None,
+                timeout_s: 1.0,
+                mix,
+                binary: false,
+                binary_output: false,
+                variants: 1,
+            },
+            phases: vec![PhaseInfo {
+                name: "closed loop".into(),
+                start: Duration::ZERO,
+                duration: Duration::from_secs(1),
+                load: None,
+                max_in_flight: None,
+            }],
+            planned: Duration::from_secs(1),
+            elapsed: Duration::from_secs(2),
+        };
+        let report = Report::new(&r, info).unwrap();
+        assert_eq!(report.per_model["a"].due, 2);
+        assert_eq!(report.per_model["b"].due, 2);
+        assert_eq!(report.per_outcome.len(), Outcome::ALL.len());
+        assert_eq!(report.per_outcome[&Outcome::Success].count, 4);
+        assert!((report.mix[2].expected_share - 0.5).abs() < 1e-12);
+        assert!((report.mix[2].observed_share - 0.5).abs() < 1e-12);
+        assert!((report.throughput_per_s - 2.0).abs() < 1e-12);
+        assert_eq!(report.per_phase[0].stats.counts.success, 4);
+        assert_eq!(report.time_series.len(), 1);
     }
 }

@@ -1,16 +1,19 @@
 //! What a run sends its load to: a loopback (unless allowed otherwise) HTTP
-//! endpoint, a model on it, and the pre-encoded request bodies for it.
+//! endpoint, the models on it (a payload mix), and the pre-encoded request
+//! bodies for each.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Method, Uri};
 use http_body_util::BodyExt;
-use switchyard_protocol::ModelMetadata;
+use switchyard_protocol::{BINARY_HEADER_LENGTH, ModelMetadata};
 
 use crate::LoadgenError;
-use crate::client::HttpClient;
+use crate::client::{HttpClient, origin_form, wire_request};
+use crate::mix::{Chooser, MixSpec};
 use crate::payload::{PayloadSpec, RequestBody, build_bodies};
 
 /// How long fetching a model's metadata may take.
@@ -101,26 +104,137 @@ fn check_model_name(model: &str) -> Result<(), LoadgenError> {
     }
 }
 
-/// A model on an endpoint and the bodies to send it, cycled in order; or,
-/// for a baseline, a bodiless `GET` of some route ([`Target::probe`]).
+/// One kind of request a run sends: a route, the bodies for it (cycled in
+/// order) and its weight in the mix.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub endpoint: Endpoint,
+pub struct TargetEntry {
     /// The model, or the probed path.
     pub model: String,
+    /// Rows per request.
+    pub batch: u64,
+    pub weight: f64,
     pub method: Method,
     /// The model's `infer` route (or the probed path).
     pub uri: Uri,
+    /// Host and port, and the path for the request line.
+    pub authority: Authority,
+    pub origin: Uri,
     pub bodies: Vec<RequestBody>,
+    /// Each body's whole request (head and body), serialised once.
+    pub wire: Vec<Bytes>,
+}
+
+impl TargetEntry {
+    /// An entry for `method uri` with these bodies.
+    pub fn new(
+        model: &str,
+        batch: u64,
+        weight: f64,
+        method: Method,
+        uri: Uri,
+        bodies: Vec<RequestBody>,
+    ) -> Result<Self, LoadgenError> {
+        let invalid = |reason: &str| LoadgenError::InvalidUrl {
+            url: uri.to_string(),
+            reason: reason.to_owned(),
+        };
+        let authority = uri.authority().cloned().ok_or_else(|| invalid("no host"))?;
+        let origin = origin_form(&uri).ok_or_else(|| invalid("no path"))?;
+        let wire = bodies
+            .iter()
+            .map(|body| {
+                wire_request(
+                    &method,
+                    &origin,
+                    authority.as_str(),
+                    body,
+                    BINARY_HEADER_LENGTH,
+                )
+            })
+            .collect();
+        Ok(Self {
+            model: model.to_owned(),
+            batch,
+            weight,
+            method,
+            uri,
+            authority,
+            origin,
+            bodies,
+            wire,
+        })
+    }
+
+    fn slot(&self, index: u64) -> usize {
+        usize::try_from(index % self.bodies.len().max(1) as u64).unwrap_or(0)
+    }
+
+    /// Body number `index` (cycling).
+    pub fn body(&self, index: u64) -> &RequestBody {
+        &self.bodies[self.slot(index)]
+    }
+
+    /// The serialised request of body number `index`.
+    pub fn wire(&self, index: u64) -> &[u8] {
+        &self.wire[self.slot(index)]
+    }
+
+    /// `model batch N`, the entry's name in reports.
+    pub fn label(&self) -> String {
+        format!("{} batch {}", self.model, self.batch)
+    }
+}
+
+/// What a run sends its requests to: an endpoint and a payload mix of one
+/// or more entries with their pre-encoded bodies; or, for a baseline, a
+/// bodiless `GET` of some route ([`Target::probe`]).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoint: Endpoint,
+    pub entries: Vec<TargetEntry>,
+    chooser: Chooser,
 }
 
 impl Target {
-    /// A target with bodies the caller built.
+    /// One model with bodies the caller built.
     pub fn new(
         endpoint: Endpoint,
         model: &str,
         bodies: Vec<RequestBody>,
     ) -> Result<Self, LoadgenError> {
+        let batch = bodies.first().map_or(1, |b| b.rows);
+        let entry = Self::entry(&endpoint, model, batch, 1.0, bodies)?;
+        Self::from_entries(endpoint, vec![entry], 0)
+    }
+
+    /// A target with entries the caller built; `seed` seeds the choice of
+    /// entry per request.
+    pub fn from_entries(
+        endpoint: Endpoint,
+        entries: Vec<TargetEntry>,
+        seed: u64,
+    ) -> Result<Self, LoadgenError> {
+        if entries.is_empty() {
+            return Err(LoadgenError::Settings(
+                "a target needs at least one kind of request".into(),
+            ));
+        }
+        let weights: Vec<f64> = entries.iter().map(|e| e.weight).collect();
+        Ok(Self {
+            endpoint,
+            entries,
+            chooser: Chooser::new(&weights, seed),
+        })
+    }
+
+    /// The `infer` entry of `model` with these bodies.
+    pub fn entry(
+        endpoint: &Endpoint,
+        model: &str,
+        batch: u64,
+        weight: f64,
+        bodies: Vec<RequestBody>,
+    ) -> Result<TargetEntry, LoadgenError> {
         check_model_name(model)?;
         if bodies.is_empty() {
             return Err(LoadgenError::Payload {
@@ -128,54 +242,102 @@ impl Target {
                 reason: "no request bodies".into(),
             });
         }
-        let uri = endpoint.uri(&format!("/v2/models/{model}/infer"))?;
-        Ok(Self {
-            endpoint,
-            model: model.to_owned(),
-            method: Method::POST,
-            uri,
+        TargetEntry::new(
+            model,
+            batch,
+            weight,
+            Method::POST,
+            endpoint.uri(&format!("/v2/models/{model}/infer"))?,
             bodies,
-        })
+        )
     }
 
     /// `GET path` with no body, e.g. `/v2/health/live`: the HTTP round
     /// trip alone, a floor to hold inference latencies against.
     pub fn probe(endpoint: Endpoint, path: &str) -> Result<Self, LoadgenError> {
-        let uri = endpoint.uri(path)?;
-        Ok(Self {
-            endpoint,
-            model: path.to_owned(),
-            method: Method::GET,
-            uri,
-            bodies: vec![RequestBody {
+        let entry = TargetEntry::new(
+            path,
+            1,
+            1.0,
+            Method::GET,
+            endpoint.uri(path)?,
+            vec![RequestBody {
                 bytes: bytes::Bytes::new(),
                 json_length: None,
                 rows: 1,
                 binary_output: false,
             }],
-        })
+        )?;
+        Self::from_entries(endpoint, vec![entry], 0)
     }
 
-    /// Fetches the model's metadata and builds random bodies for it.
+    /// Fetches the model's metadata and builds random bodies for it, with
+    /// `payload.batch_size` rows each.
     pub async fn prepare(
         client: &HttpClient,
         endpoint: Endpoint,
         model: &str,
         payload: &PayloadSpec,
     ) -> Result<Self, LoadgenError> {
-        let metadata = fetch_metadata(client, &endpoint, model).await?;
-        let bodies =
-            build_bodies(&metadata.inputs, payload).map_err(|reason| LoadgenError::Payload {
-                model: model.to_owned(),
-                reason,
-            })?;
-        Self::new(endpoint, model, bodies)
+        let mix = MixSpec::single(model, payload.batch_size)?;
+        Self::prepare_mix(client, endpoint, &mix, payload).await
     }
 
-    /// The body of request number `index`.
-    pub fn body(&self, index: u64) -> &RequestBody {
-        let slot = usize::try_from(index % self.bodies.len() as u64).unwrap_or(0);
-        &self.bodies[slot]
+    /// Fetches each model's metadata once and builds the bodies of every
+    /// mix entry (its own batch size; `payload.batch_size` is not used).
+    /// Entry `i`'s random values come from `payload.seed + i`.
+    pub async fn prepare_mix(
+        client: &HttpClient,
+        endpoint: Endpoint,
+        mix: &MixSpec,
+        payload: &PayloadSpec,
+    ) -> Result<Self, LoadgenError> {
+        let mut metadata = Vec::new();
+        for model in mix.models() {
+            metadata.push((model, fetch_metadata(client, &endpoint, model).await?));
+        }
+        let mut entries = Vec::with_capacity(mix.entries().len());
+        for (i, spec) in mix.entries().iter().enumerate() {
+            let inputs = metadata
+                .iter()
+                .find(|(model, _)| *model == spec.model)
+                .map(|(_, m)| m.inputs.as_slice())
+                .unwrap_or_default();
+            let entry_payload = PayloadSpec {
+                batch_size: spec.batch,
+                seed: payload.seed.wrapping_add(i as u64),
+                ..payload.clone()
+            };
+            let bodies =
+                build_bodies(inputs, &entry_payload).map_err(|reason| LoadgenError::Payload {
+                    model: spec.model.clone(),
+                    reason,
+                })?;
+            entries.push(Self::entry(
+                &endpoint,
+                &spec.model,
+                spec.batch,
+                spec.weight,
+                bodies,
+            )?);
+        }
+        Self::from_entries(endpoint, entries, payload.seed)
+    }
+
+    /// Which entry request number `index` uses.
+    pub fn choose(&self, index: u64) -> usize {
+        self.chooser.choose(index)
+    }
+
+    /// The models, in order of first appearance, joined with `+`.
+    pub fn models(&self) -> String {
+        let mut models: Vec<&str> = Vec::new();
+        for entry in &self.entries {
+            if !models.contains(&entry.model.as_str()) {
+                models.push(&entry.model);
+            }
+        }
+        models.join("+")
     }
 }
 

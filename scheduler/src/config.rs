@@ -17,8 +17,13 @@ use switchyard_backend_lambda::{LambdaConfig, LambdaFile};
 use switchyard_backends::local::{LocalConfig, LocalModelConfig};
 use switchyard_models::{ModelRepository, ModelSelection};
 
+use crate::outlier::{OutlierConfig, OutlierFile};
+use switchyard_protocol::DecodeLimits;
+
+use crate::auth::{AuthConfig, Token};
 use crate::placement::PolicySource;
 use crate::policy::spec::{PolicyFile, PolicySpec};
+use crate::throttle::{ThrottleConfig, ThrottleFile};
 use switchyard_models::toml_config::from_toml;
 
 /// The configuration `switchyard serve` uses without `--config`.
@@ -56,6 +61,14 @@ struct ServerFile {
     request_timeout_ms: u64,
     max_request_timeout_ms: u64,
     drain_timeout_ms: u64,
+    max_tensor_elements: u64,
+    allow_non_finite_inputs: bool,
+    max_header_bytes: u64,
+    max_headers: u64,
+    max_connections: u64,
+    header_read_timeout_ms: u64,
+    body_read_timeout_ms: u64,
+    auth: AuthFile,
 }
 
 impl Default for ServerFile {
@@ -67,7 +80,40 @@ impl Default for ServerFile {
             request_timeout_ms: 30_000,
             max_request_timeout_ms: 300_000,
             drain_timeout_ms: 30_000,
+            // The FP32 elements a body of the default size can carry.
+            max_tensor_elements: 8 * 1024 * 1024,
+            allow_non_finite_inputs: false,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            auth: AuthFile::default(),
         }
+    }
+}
+
+/// `[server.auth]`: each token given inline, in a file, or in an
+/// environment variable (at most one of the three).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    inference_token: Option<Secret>,
+    inference_token_file: Option<PathBuf>,
+    inference_token_env: Option<String>,
+    admin_token: Option<Secret>,
+    admin_token_file: Option<PathBuf>,
+    admin_token_env: Option<String>,
+}
+
+/// A secret as written in the config file; `Debug` does not show it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -101,6 +147,10 @@ struct PlacementFile {
     default: Option<PolicySpec>,
     /// Per-model policies (`[placement.models.NAME]`).
     models: BTreeMap<String, PolicySpec>,
+    /// `[placement.outlier_detection]`.
+    outlier_detection: OutlierFile,
+    /// `[placement.load_shedding]`.
+    load_shedding: ThrottleFile,
 }
 
 impl Default for PlacementFile {
@@ -116,6 +166,8 @@ impl Default for PlacementFile {
             order: None,
             default: None,
             models: BTreeMap::new(),
+            outlier_detection: OutlierFile::default(),
+            load_shedding: ThrottleFile::default(),
         }
     }
 }
@@ -173,7 +225,7 @@ pub struct WorkerSettings {
     pub queue_capacity: usize,
 }
 
-/// HTTP server settings.
+/// HTTP server settings: address, limits, deadlines and authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -187,6 +239,35 @@ pub struct ServerConfig {
     pub max_request_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Most tensor elements one request may declare, all inputs together
+    /// (413 above), checked before any tensor data is decoded.
+    pub max_tensor_elements: u64,
+    /// Whether NaN and infinities are accepted in FP32/FP64 inputs.
+    pub allow_non_finite_inputs: bool,
+    /// Largest request head (request line and headers) in bytes: HTTP/1's
+    /// read buffer and HTTP/2's header list size.
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request.
+    pub max_headers: usize,
+    /// Open connections; a connection beyond it is closed at once.
+    pub max_connections: usize,
+    /// Time to receive a request's head; also how long an idle HTTP/1
+    /// keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Time to receive a whole request body (408 after).
+    pub body_read_timeout: Duration,
+    /// Bearer tokens for the inference and admin endpoints.
+    pub auth: AuthConfig,
+}
+
+impl ServerConfig {
+    /// What the request decoder enforces.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_elements: self.max_tensor_elements,
+            allow_non_finite: self.allow_non_finite_inputs,
+        }
+    }
 }
 
 /// Placement settings.
@@ -210,6 +291,10 @@ pub struct PlacementConfig {
     pub decision_log_sample: f64,
     /// Enabled backend names, in configuration order.
     pub backends: Vec<String>,
+    /// Ejection of failing backends.
+    pub outlier: OutlierConfig,
+    /// Shedding of requests the backends would refuse.
+    pub throttle: ThrottleConfig,
 }
 
 /// A complete, valid configuration.
@@ -264,6 +349,12 @@ impl Config {
         let file = ConfigFile {
             server: ServerFile {
                 listen: listen.to_string(),
+                // The gateway in front has applied its own policy.
+                allow_non_finite_inputs: true,
+                // Longer than the gateway client's pool idle time (60 s), so
+                // the client, not the worker, closes an idle connection and
+                // never reuses one the worker is closing.
+                header_read_timeout_ms: 120_000,
                 ..ServerFile::default()
             },
             models: ModelsFile {
@@ -292,7 +383,7 @@ impl Config {
             key: key.to_owned(),
             message,
         };
-        let server = validate_server(file.server, &error)?;
+        let server = validate_server(file.server, base_dir, &error)?;
         let repository = ModelRepository::load(&base_dir.join(&file.models.repository))
             .map_err(|e| error("models.repository", e.to_string()))?;
         let local = match file.backends.local {
@@ -343,7 +434,15 @@ impl Config {
 
 type ErrorFn<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
-fn validate_server(file: ServerFile, error: &ErrorFn<'_>) -> Result<ServerConfig, ConfigError> {
+/// Longest duration setting accepted: a day (a deadline must fit an
+/// `Instant` and mean something).
+const MAX_DURATION_MS: u64 = 86_400_000;
+
+fn validate_server(
+    file: ServerFile,
+    base_dir: &Path,
+    error: &ErrorFn<'_>,
+) -> Result<ServerConfig, ConfigError> {
     let listen = file.listen.parse().map_err(|_| {
         error(
             "server.listen",
@@ -353,20 +452,36 @@ fn validate_server(file: ServerFile, error: &ErrorFn<'_>) -> Result<ServerConfig
             ),
         )
     })?;
-    let positive = |key: &str, value: u64| {
-        if value == 0 {
-            Err(error(key, "must be greater than 0".into()))
-        } else {
+    let in_range = |key: &str, value: u64, min: u64, max: u64| {
+        if (min..=max).contains(&value) {
             Ok(value)
+        } else {
+            Err(error(
+                key,
+                format!("is {value}; it must be between {min} and {max}"),
+            ))
         }
     };
-    positive("server.max_request_bytes", file.max_request_bytes)?;
-    positive(
+    let millis =
+        |key: &str, value: u64| in_range(key, value, 1, MAX_DURATION_MS).map(Duration::from_millis);
+    let size = |key: &str, value: u64, min: u64, max: u64| {
+        in_range(key, value, min, max).map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+    };
+    in_range(
+        "server.max_request_bytes",
+        file.max_request_bytes,
+        1,
+        1 << 40,
+    )?;
+    let max_concurrent_requests = size(
         "server.max_concurrent_requests",
         file.max_concurrent_requests as u64,
+        1,
+        1 << 20,
     )?;
-    positive("server.request_timeout_ms", file.request_timeout_ms)?;
-    if file.max_request_timeout_ms < file.request_timeout_ms {
+    let request_timeout = millis("server.request_timeout_ms", file.request_timeout_ms)?;
+    let max_request_timeout = millis("server.max_request_timeout_ms", file.max_request_timeout_ms)?;
+    if max_request_timeout < request_timeout {
         return Err(error(
             "server.max_request_timeout_ms",
             format!(
@@ -375,14 +490,166 @@ fn validate_server(file: ServerFile, error: &ErrorFn<'_>) -> Result<ServerConfig
             ),
         ));
     }
+    if file.drain_timeout_ms > MAX_DURATION_MS {
+        return Err(error(
+            "server.drain_timeout_ms",
+            format!(
+                "is {}; it must be at most {MAX_DURATION_MS}",
+                file.drain_timeout_ms
+            ),
+        ));
+    }
+    let max_tensor_elements = in_range(
+        "server.max_tensor_elements",
+        file.max_tensor_elements,
+        1,
+        1 << 40,
+    )?;
+    // hyper cannot read a request head with a buffer under 8 KiB.
+    let max_header_bytes = size(
+        "server.max_header_bytes",
+        file.max_header_bytes,
+        8192,
+        16 << 20,
+    )?;
+    let max_headers = size("server.max_headers", file.max_headers, 1, 10_000)?;
+    let max_connections = size("server.max_connections", file.max_connections, 1, 1 << 20)?;
+    let header_read_timeout = millis("server.header_read_timeout_ms", file.header_read_timeout_ms)?;
+    let body_read_timeout = millis("server.body_read_timeout_ms", file.body_read_timeout_ms)?;
+    let auth = validate_auth(file.auth, base_dir, error)?;
     Ok(ServerConfig {
         listen,
         max_request_bytes: file.max_request_bytes,
-        max_concurrent_requests: file.max_concurrent_requests,
-        request_timeout: Duration::from_millis(file.request_timeout_ms),
-        max_request_timeout: Duration::from_millis(file.max_request_timeout_ms),
+        max_concurrent_requests,
+        request_timeout,
+        max_request_timeout,
         drain_timeout: Duration::from_millis(file.drain_timeout_ms),
+        max_tensor_elements,
+        allow_non_finite_inputs: file.allow_non_finite_inputs,
+        max_header_bytes,
+        max_headers,
+        max_connections,
+        header_read_timeout,
+        body_read_timeout,
+        auth,
     })
+}
+
+/// Shortest token accepted: a guessable token is no protection.
+const MIN_TOKEN_CHARS: usize = 16;
+/// Longest token (and token file) accepted.
+const MAX_TOKEN_BYTES: usize = 4096;
+
+fn validate_auth(
+    file: AuthFile,
+    base_dir: &Path,
+    error: &ErrorFn<'_>,
+) -> Result<AuthConfig, ConfigError> {
+    let inference = load_token(
+        "inference",
+        file.inference_token,
+        file.inference_token_file,
+        file.inference_token_env,
+        base_dir,
+        error,
+    )?;
+    let admin = load_token(
+        "admin",
+        file.admin_token,
+        file.admin_token_file,
+        file.admin_token_env,
+        base_dir,
+        error,
+    )?;
+    if let (Some(inference), Some(admin)) = (&inference, &admin)
+        && inference == admin
+    {
+        return Err(error(
+            "server.auth.admin_token",
+            "is the same as the inference token; give the admin endpoints a token of their own"
+                .into(),
+        ));
+    }
+    Ok(AuthConfig { inference, admin })
+}
+
+/// Reads the `{kind}_token`, `{kind}_token_file` or `{kind}_token_env`
+/// setting. Error messages never contain the token.
+fn load_token(
+    kind: &str,
+    literal: Option<Secret>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    base_dir: &Path,
+    error: &ErrorFn<'_>,
+) -> Result<Option<Token>, ConfigError> {
+    let given =
+        usize::from(literal.is_some()) + usize::from(file.is_some()) + usize::from(env.is_some());
+    if given > 1 {
+        return Err(error(
+            &format!("server.auth.{kind}_token"),
+            format!(
+                "is given more than once; set one of {kind}_token, {kind}_token_file and {kind}_token_env"
+            ),
+        ));
+    }
+    let (key, secret) = if let Some(Secret(secret)) = literal {
+        (format!("server.auth.{kind}_token"), secret)
+    } else if let Some(path) = file {
+        let key = format!("server.auth.{kind}_token_file");
+        let secret =
+            read_token_file(&base_dir.join(&path)).map_err(|message| error(&key, message))?;
+        (key, secret)
+    } else if let Some(name) = env {
+        let key = format!("server.auth.{kind}_token_env");
+        let secret = std::env::var(&name).map_err(|_| {
+            error(
+                &key,
+                format!("the environment variable {name:?} is not set (or not UTF-8)"),
+            )
+        })?;
+        (key, secret)
+    } else {
+        return Ok(None);
+    };
+    let secret = secret.trim();
+    let chars = secret.chars().count();
+    if chars < MIN_TOKEN_CHARS || secret.len() > MAX_TOKEN_BYTES {
+        return Err(error(
+            &key,
+            format!(
+                "the token has {chars} characters; use {MIN_TOKEN_CHARS} to {MAX_TOKEN_BYTES}, \
+                 e.g. one made by `openssl rand -hex 32`"
+            ),
+        ));
+    }
+    if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(error(
+            &key,
+            "the token must be printable ASCII without spaces (it travels in an HTTP header)"
+                .into(),
+        ));
+    }
+    Ok(Some(Token::new(secret)))
+}
+
+/// Reads a token file, refusing one too large to be a token (and never
+/// reading more than that, whatever the path names).
+fn read_token_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let describe = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(describe)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(describe)?;
+    if bytes.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_TOKEN_BYTES} bytes; it must hold only the token",
+            path.display()
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 fn validate_local(
@@ -482,6 +749,14 @@ fn validate_placement(
             "must be between 0 and 1".into(),
         ));
     }
+    let outlier = file
+        .outlier_detection
+        .validate()
+        .map_err(|(key, message)| error(&format!("placement.outlier_detection.{key}"), message))?;
+    let throttle = file
+        .load_shedding
+        .validate()
+        .map_err(|(key, message)| error(&format!("placement.load_shedding.{key}"), message))?;
     let policy_file = file.policy_file.map(|p| base_dir.join(p));
     let default = match (file.order, file.default) {
         (Some(_), Some(_)) => {
@@ -515,6 +790,8 @@ fn validate_placement(
         decision_log: file.decision_log.map(|p| base_dir.join(p)),
         decision_log_sample: file.decision_log_sample,
         backends: configured.to_vec(),
+        outlier,
+        throttle,
     };
     // Build the policies once now, so that a bad one stops the start.
     placement
@@ -536,5 +813,195 @@ impl PlacementConfig {
             self.backends.clone(),
             repository.models.keys().cloned().collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = "[backends.local]\nmodels = [\"digits\"]\n";
+    const INFERENCE: &str = "inference-0123456789abcdef";
+    const ADMIN: &str = "admin-0123456789abcdef";
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn parse_server(server: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("[server]\n{server}\n{LOCAL}"),
+            "(test)",
+            &workspace(),
+        )
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_with_every_limit_set() {
+        let config = Config::parse(LOCAL, "(test)", &workspace()).unwrap();
+        let server = &config.server;
+        assert_eq!(server.listen.to_string(), "127.0.0.1:8000");
+        assert!(server.listen.ip().is_loopback());
+        assert_eq!(server.max_tensor_elements, 8 * 1024 * 1024);
+        assert!(!server.allow_non_finite_inputs);
+        assert_eq!(server.max_header_bytes, 65536);
+        assert_eq!(server.max_headers, 100);
+        assert_eq!(server.max_connections, 4096);
+        assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(server.body_read_timeout, Duration::from_secs(30));
+        assert!(!server.auth.enabled());
+        // The worker behind a gateway: loopback by default (its CLI's
+        // default too), no tokens, and the gateway's non-finite policy
+        // already applied.
+        let worker = Config::worker(
+            &workspace().join("models/repository"),
+            "127.0.0.1:8000".parse().unwrap(),
+            WorkerSettings {
+                workers: 1,
+                intra_op_threads: 1,
+                queue_capacity: 4,
+            },
+        )
+        .unwrap();
+        assert!(!worker.server.auth.enabled());
+        assert!(worker.server.allow_non_finite_inputs);
+        assert_eq!(worker.server.header_read_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn server_limits_are_range_checked_naming_the_key() {
+        for (setting, key, words) in [
+            (
+                "max_header_bytes = 4096",
+                "server.max_header_bytes",
+                "between 8192",
+            ),
+            ("max_headers = 0", "server.max_headers", "between 1"),
+            ("max_connections = 0", "server.max_connections", "between 1"),
+            (
+                "max_tensor_elements = 0",
+                "server.max_tensor_elements",
+                "between 1",
+            ),
+            (
+                "max_request_bytes = 0",
+                "server.max_request_bytes",
+                "between 1",
+            ),
+            (
+                "body_read_timeout_ms = 0",
+                "server.body_read_timeout_ms",
+                "between 1",
+            ),
+            (
+                "header_read_timeout_ms = 0",
+                "server.header_read_timeout_ms",
+                "between 1",
+            ),
+            (
+                "max_request_timeout_ms = 18446744073709551615",
+                "server.max_request_timeout_ms",
+                "between 1 and 86400000",
+            ),
+            (
+                "request_timeout_ms = 5000\nmax_request_timeout_ms = 1000",
+                "server.max_request_timeout_ms",
+                "must not be below",
+            ),
+            (
+                "drain_timeout_ms = 100000000",
+                "server.drain_timeout_ms",
+                "at most",
+            ),
+            ("max_conections = 5", "max_conections", "unknown field"),
+        ] {
+            let error = parse_server(setting).unwrap_err();
+            assert!(error.key.contains(key), "{setting}: {error}");
+            assert!(error.message.contains(words), "{setting}: {error}");
+        }
+    }
+
+    #[test]
+    fn tokens_come_inline_or_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inference.token");
+        std::fs::write(&file, format!("{INFERENCE}\n")).unwrap();
+        let config = parse_server(&format!(
+            "[server.auth]\ninference_token_file = {:?}\nadmin_token = \"{ADMIN}\"",
+            file.display().to_string()
+        ))
+        .unwrap();
+        let auth = &config.server.auth;
+        assert!(
+            auth.inference
+                .as_ref()
+                .unwrap()
+                .matches(INFERENCE.as_bytes())
+        );
+        assert!(auth.admin.as_ref().unwrap().matches(ADMIN.as_bytes()));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains(INFERENCE) && !shown.contains(ADMIN),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_naming_the_key_but_not_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let large = dir.path().join("large");
+        std::fs::write(&large, "x".repeat(5000)).unwrap();
+        let cases = [
+            (
+                "inference_token = \"short-secret\"".to_owned(),
+                "server.auth.inference_token",
+                "has 12 characters",
+            ),
+            (
+                "admin_token = \"has a space in it, twenty+\"".to_owned(),
+                "server.auth.admin_token",
+                "without spaces",
+            ),
+            (
+                format!("inference_token = \"{INFERENCE}\"\ninference_token_env = \"X\""),
+                "server.auth.inference_token",
+                "more than once",
+            ),
+            (
+                format!("inference_token = \"{INFERENCE}\"\nadmin_token = \"{INFERENCE}\""),
+                "server.auth.admin_token",
+                "same as the inference token",
+            ),
+            (
+                "admin_token_env = \"SWITCHYARD_TEST_TOKEN_THAT_IS_NOT_SET\"".to_owned(),
+                "server.auth.admin_token_env",
+                "is not set",
+            ),
+            (
+                "inference_token_file = \"/nonexistent/token\"".to_owned(),
+                "server.auth.inference_token_file",
+                "cannot read",
+            ),
+            (
+                format!("inference_token_file = {:?}", large.display().to_string()),
+                "server.auth.inference_token_file",
+                "larger than 4096 bytes",
+            ),
+            (
+                "inference_tokn = \"x\"".to_owned(),
+                "inference_tokn",
+                "unknown field",
+            ),
+        ];
+        for (auth, key, words) in cases {
+            let error = parse_server(&format!("[server.auth]\n{auth}")).unwrap_err();
+            assert!(error.key.contains(key), "{auth}: {error}");
+            assert!(error.message.contains(words), "{auth}: {error}");
+            let shown = error.to_string();
+            assert!(
+                !shown.contains("short-secret") && !shown.contains(INFERENCE),
+                "{shown}"
+            );
+        }
     }
 }

@@ -5,13 +5,14 @@ use http::StatusCode;
 use switchyard_backends::BackendError;
 use switchyard_protocol::ProtocolError;
 
+use crate::auth::AuthError;
 use crate::stats::Outcome;
 
 /// Why the gateway did not answer a request with a result.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
-    BadRequest(#[from] ProtocolError),
+    BadRequest(ProtocolError),
     #[error("{0}")]
     BadHeader(String),
     #[error("unknown model {name:?}; GET /v2/repository/index lists the models")]
@@ -24,8 +25,20 @@ pub enum GatewayError {
     },
     #[error("request body is larger than the limit of {limit} bytes (server.max_request_bytes)")]
     PayloadTooLarge { limit: u64 },
+    #[error(
+        "the request's tensors declare {elements} elements in all, more than the limit of \
+         {limit} (server.max_tensor_elements)"
+    )]
+    TooManyElements { elements: u64, limit: u64 },
     #[error("cannot read the request body: {0}")]
     Body(String),
+    #[error(
+        "the request body did not arrive within {timeout_ms} ms (server.body_read_timeout_ms); \
+         check Content-Length and send the whole body"
+    )]
+    BodyTimeout { timeout_ms: u128 },
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
     #[error("no route for {method} {path}")]
     NotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}; use {allowed}")]
@@ -46,6 +59,22 @@ pub enum GatewayError {
     Backend(#[from] BackendError),
     #[error("cannot encode the response: {0}")]
     Encode(String),
+    #[error(
+        "shed: the backends of model {model:?} are refusing most requests, so the gateway \
+         sheds {percent:.0}% of them at once; retry later"
+    )]
+    Shed { model: String, percent: f64 },
+}
+
+impl From<ProtocolError> for GatewayError {
+    fn from(error: ProtocolError) -> Self {
+        match error {
+            ProtocolError::TooManyElements { elements, limit } => {
+                GatewayError::TooManyElements { elements, limit }
+            }
+            other => GatewayError::BadRequest(other),
+        }
+    }
 }
 
 impl GatewayError {
@@ -60,11 +89,16 @@ impl GatewayError {
             | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::PayloadTooLarge { .. } | GatewayError::TooManyElements { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Unauthorized(error) => error.status(),
             GatewayError::NoBackend { .. } | GatewayError::GatewayOverloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Backend(error) => match error {
                 BackendError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,

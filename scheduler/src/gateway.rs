@@ -18,12 +18,14 @@ use switchyard_protocol::{InferRequest, InferResponse, validate_inputs};
 use crate::config::{Config, ServerConfig};
 use crate::error::GatewayError;
 use crate::measure::RateMeter;
+use crate::outlier::{Admission, Answer, OutlierDetector};
 use crate::placement::{
     DecisionLog, DecisionRecord, Observations, Policies, PolicySource, Random, ReloadError,
     RetryBudget,
 };
 use crate::policy::{BackendView, RequestFeatures};
 use crate::stats::{Outcome, SeriesKey, Stats};
+use crate::throttle::Throttle;
 
 /// A model the gateway serves and the backends that serve it.
 #[derive(Debug)]
@@ -59,6 +61,8 @@ pub struct Gateway {
     policies: Policies,
     observations: Observations,
     retry_budget: RetryBudget,
+    outliers: OutlierDetector,
+    throttle: Throttle,
     decision_log: Option<DecisionLog>,
     random: Random,
     reload_interval: Duration,
@@ -147,7 +151,11 @@ impl Gateway {
             .map(|path| DecisionLog::open(path, placement.decision_log_sample))
             .transpose()
             .map_err(StartError::DecisionLog)?;
+        let outliers = OutlierDetector::new(placement.outlier, backends.len());
+        let throttle = Throttle::new(placement.throttle, catalog.keys().cloned());
         Ok(Self {
+            outliers,
+            throttle,
             server: config.server.clone(),
             backends,
             catalog,
@@ -156,12 +164,13 @@ impl Gateway {
             retry_budget: RetryBudget::new(
                 placement.retry_budget_ratio,
                 placement.retry_floor_per_second,
+                Instant::now(),
             ),
             decision_log,
             random: Random::default(),
             reload_interval: placement.reload_interval,
             shut_down: std::sync::atomic::AtomicBool::new(false),
-            rates: RateMeter::new(placement.rate_window),
+            rates: RateMeter::new(placement.rate_window, Instant::now()),
             stats: Stats::default(),
             prometheus,
         })
@@ -265,13 +274,38 @@ impl Gateway {
     ) -> Result<Served, GatewayError> {
         let payload_bytes = request.payload_bytes() as u64;
         let random = self.random.next();
-        let (result, attempted, rate) = self
-            .place_and_run(name, version, request, received, timeout, random)
-            .await;
+        let (result, attempted, rate) = match self.throttle.admit(name, random, received) {
+            Some(probability) => {
+                metrics::counter!("switchyard_shed_requests_total", "model" => name.to_owned())
+                    .increment(1);
+                let error = GatewayError::Shed {
+                    model: name.to_owned(),
+                    percent: probability * 100.0,
+                };
+                let attempted = Attempted {
+                    backend: "none".into(),
+                    policy: "shed",
+                    reason: error.to_string(),
+                    attempts: 0,
+                };
+                (Err(error), attempted, 0.0)
+            }
+            None => {
+                self.place_and_run(name, version, request, received, timeout, random)
+                    .await
+            }
+        };
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(error) => error.outcome(),
         };
+        if matches!(
+            &result,
+            Err(e) if !matches!(e, GatewayError::Shed { .. })
+                && matches!(outcome, Outcome::Overloaded | Outcome::Unavailable | Outcome::Timeout)
+        ) {
+            self.throttle.rejected(name, Instant::now());
+        }
         let elapsed = received.elapsed();
         let model = name.to_owned();
         self.stats.record(
@@ -362,11 +396,19 @@ impl Gateway {
                 .copied()
                 .filter(|i| !refused.contains(i))
                 .collect();
+            let now = Instant::now();
             let views: Vec<BackendView> = candidates
                 .iter()
-                .map(|&i| BackendView {
-                    snapshot: self.backends[i].snapshot(),
-                    observed: self.observations.get(i, name),
+                .map(|&i| {
+                    let mut snapshot = self.backends[i].snapshot();
+                    if let Admission::Ejected(reason) = self.outliers.admission(i, now) {
+                        snapshot.ready = false;
+                        snapshot.unready_reason = Some(reason);
+                    }
+                    BackendView {
+                        snapshot,
+                        observed: self.observations.get(i, name, now),
+                    }
                 })
                 .collect();
             let Some(decision) = policy.place(&features, &views) else {
@@ -377,6 +419,12 @@ impl Gateway {
                 return (Err(error), attempted, rate.window_per_second);
             };
             let index = candidates[decision.backend];
+            // A backend back from ejection takes one probe request at a
+            // time; a request that loses the race places again without it.
+            if !self.outliers.claim_probe(index, now) {
+                refused.push(index);
+                continue;
+            }
             let backend = &self.backends[index];
             attempted.backend = backend.name().to_owned();
             attempted.reason = format!("{}{failover_note}", decision.reason);
@@ -407,6 +455,7 @@ impl Gateway {
             let outcome = tokio::time::timeout_at(deadline.into(), backend.infer(job)).await;
             let error = match outcome {
                 Ok(Ok(result)) => {
+                    self.outliers.record(index, Answer::Success, Instant::now());
                     self.observations.record(
                         index,
                         name,
@@ -444,6 +493,21 @@ impl Gateway {
             };
             self.observations
                 .record(index, name, None, true, Instant::now());
+            let answer = match &error {
+                GatewayError::Backend(
+                    BackendError::Overloaded { .. } | BackendError::NotServed { .. },
+                ) => Answer::Neutral,
+                GatewayError::Backend(BackendError::DeadlineExceeded { .. })
+                | GatewayError::Deadline { .. } => Answer::Timeout {
+                    held: started.elapsed(),
+                },
+                _ => Answer::Failure,
+            };
+            if let Some(why) = self.outliers.record(index, answer, Instant::now()) {
+                tracing::warn!(backend = %attempted.backend, reason = %why, "backend ejected");
+                metrics::counter!("switchyard_backend_ejections_total", "backend" => attempted.backend.clone())
+                    .increment(1);
+            }
             let refusal = matches!(
                 &error,
                 GatewayError::Backend(
@@ -482,6 +546,18 @@ impl Gateway {
             "backends": report.backends,
             "series": report.series,
             "backend_state": self.snapshots(),
+            "ejection": self
+                .backends
+                .iter()
+                .zip(self.outliers.states(Instant::now()))
+                .map(|(b, state)| (b.name().to_owned(), serde_json::json!(state)))
+                .collect::<serde_json::Map<_, _>>(),
+            "load_shedding": self
+                .throttle
+                .states(Instant::now())
+                .into_iter()
+                .map(|(model, state)| (model, serde_json::json!(state)))
+                .collect::<serde_json::Map<_, _>>(),
             "backend_details": self
                 .backends
                 .iter()
@@ -493,7 +569,10 @@ impl Gateway {
 
     /// Prometheus text, with backend gauges refreshed first.
     pub fn render_metrics(&self) -> String {
-        for snapshot in self.snapshots() {
+        let ejections = self.outliers.states(Instant::now());
+        for (snapshot, ejection) in self.snapshots().into_iter().zip(ejections) {
+            metrics::gauge!("switchyard_backend_ejected", "backend" => snapshot.name.clone())
+                .set(if ejection.ejected { 1.0 } else { 0.0 });
             let backend = snapshot.name.clone();
             metrics::gauge!("switchyard_backend_in_flight_requests", "backend" => backend.clone())
                 .set(snapshot.in_flight as f64);

@@ -1,5 +1,9 @@
 //! The Open Inference Protocol (v2) REST API over the [`Gateway`], plus
 //! `/metrics` (Prometheus text) and `/v2/switchyard/stats` (JSON).
+//!
+//! Every request is authenticated first ([`crate::auth`]), before its body
+//! is read. Bodies are read within `server.body_read_timeout_ms` and
+//! `server.max_request_bytes`, and decoded within the element limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +16,11 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use switchyard_protocol::{
     BINARY_HEADER_LENGTH, JSON, ModelMetadata, ModelReadyResponse, OCTET_STREAM, ServerMetadata,
-    decode_request, encode_response,
+    decode_request_with, encode_response,
 };
 
+use crate::auth::Access;
+use crate::config::ServerConfig;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Served};
 
@@ -56,6 +62,12 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
             .headers_mut()
             .insert(http::header::ALLOW, HeaderValue::from_static(allowed));
     }
+    if let GatewayError::Unauthorized(refusal) = error {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(refusal.challenge()),
+        );
+    }
     if let Some(value) = error.backend().and_then(|b| HeaderValue::from_str(b).ok()) {
         response.headers_mut().insert(BACKEND_HEADER, value);
     }
@@ -69,6 +81,13 @@ async fn route(
 ) -> Result<Response<Body>, GatewayError> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let v2_segments: Option<Vec<&str>> = path
+        .strip_prefix("/v2")
+        .map(|rest| rest.split('/').filter(|s| !s.is_empty()).collect());
+    gateway
+        .server
+        .auth
+        .check(Access::of(&path, v2_segments.as_deref()), request.headers())?;
     if path == "/metrics" {
         expect_method(&method, &path, "GET")?;
         let mut response = Response::new(Full::new(Bytes::from(gateway.render_metrics())));
@@ -78,9 +97,8 @@ async fn route(
         );
         return Ok(response);
     }
-    let segments: Vec<&str> = match path.strip_prefix("/v2") {
-        Some(rest) => rest.split('/').filter(|s| !s.is_empty()).collect(),
-        None => return Err(not_found(&method, &path)),
+    let Some(segments) = v2_segments else {
+        return Err(not_found(&method, &path));
     };
     match segments.as_slice() {
         [] => {
@@ -218,8 +236,12 @@ async fn infer(
         .map(|v| v.to_str().map(str::to_owned))
         .transpose()
         .map_err(|_| GatewayError::BadHeader(format!("{BINARY_HEADER_LENGTH} is not ASCII")))?;
-    let body = read_body(request, gateway.server.max_request_bytes).await?;
-    let decoded = decode_request(&body, header_length.as_deref())?;
+    let body = read_body(request, &gateway.server).await?;
+    let decoded = decode_request_with(
+        &body,
+        header_length.as_deref(),
+        &gateway.server.decode_limits(),
+    )?;
     let requested = header_timeout.or(decoded.timeout_us.map(Duration::from_micros));
     let timeout = gateway.deadline_for(requested);
     // What the response encoder needs of the request, kept before the
@@ -295,7 +317,15 @@ fn timeout_header(headers: &http::HeaderMap) -> Result<Option<Duration>, Gateway
         .transpose()
 }
 
-async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, GatewayError> {
+/// Reads the whole body, refusing one over `server.max_request_bytes`
+/// (declared or actual) and one that does not arrive within
+/// `server.body_read_timeout_ms`, so a client that trickles its body, or
+/// declares more than it sends, cannot hold the request open.
+async fn read_body(
+    request: Request<Incoming>,
+    server: &ServerConfig,
+) -> Result<Bytes, GatewayError> {
+    let limit = server.max_request_bytes;
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -308,7 +338,12 @@ async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, Gate
         request.into_body(),
         usize::try_from(limit).unwrap_or(usize::MAX),
     );
-    match limited.collect().await {
+    let collected = tokio::time::timeout(server.body_read_timeout, limited.collect())
+        .await
+        .map_err(|_| GatewayError::BodyTimeout {
+            timeout_ms: server.body_read_timeout.as_millis(),
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             Err(GatewayError::PayloadTooLarge { limit })

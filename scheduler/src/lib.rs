@@ -5,17 +5,21 @@
 //! (validate, [`measure`], [`policy`], dispatch, [`stats`]), served by
 //! [`server::run`], configured by [`config`].
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod measure;
+pub mod outlier;
 pub mod placement;
 pub mod policy;
 pub mod policy_check;
 pub mod server;
+pub mod sim;
 pub mod stats;
 pub mod telemetry;
+pub mod throttle;
 
 pub use config::Config;
 pub use gateway::Gateway;

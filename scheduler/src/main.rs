@@ -1,6 +1,7 @@
 //! The `switchyard` command: `serve` runs the gateway, `worker` serves a
 //! model repository locally (the program inside a worker container), and
-//! `check-config` validates a configuration file without starting anything.
+//! `check-config` validates a configuration file without starting anything;
+//! `sim` replays a load schedule against simulated backends in virtual time.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use switchyard_scheduler::config::WorkerSettings;
-use switchyard_scheduler::policy_check;
 use switchyard_scheduler::{Config, Gateway, telemetry};
+use switchyard_scheduler::{policy_check, sim};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +69,56 @@ enum Command {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// Simulate placement policies against models of the backends, in
+    /// virtual time: a load schedule, one run per policy, side by side.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// A policy file to simulate (repeat for several, side by side).
+    #[arg(long = "policy-file")]
+    policy_files: Vec<PathBuf>,
+    /// A policy given inline: static:BACKEND (e.g. static:local for the
+    /// local-only baseline), round_robin, least_loaded, ordered[:A,B,...].
+    #[arg(long = "policy")]
+    policies: Vec<String>,
+    /// Arrival phases: Artillery YAML (.yml/.yaml) or Switchyard TOML.
+    #[arg(long, conflicts_with = "preset")]
+    phases: Option<PathBuf>,
+    /// A named schedule instead of --phases: `paper` (10 -> 7,000
+    /// requests per 180 s, the default).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Multiply every rate of the schedule by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// The profile of the backends (default: config/profiles/default.toml,
+    /// built in).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Model of the requests, NAME or NAME=WEIGHT for a mix (repeat);
+    /// default xception.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Seed of every random draw (arrivals, latencies, cold starts).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Poisson arrivals instead of evenly spaced ones.
+    #[arg(long)]
+    poisson: bool,
+    /// Stop after this many requests.
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Width of the time buckets of the shares table and the plot, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    bucket_seconds: f64,
+    /// Write the reports as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write an SVG plot here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,7 +194,89 @@ fn main() -> ExitCode {
             }
             Err(error) => fail(&error.to_string(), 2),
         },
+        Command::Sim(args) => match sim(&args) {
+            Ok(text) => {
+                report(&text);
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error.to_string(), 2),
+        },
     }
+}
+
+/// Runs `switchyard sim` and returns the Markdown report.
+fn sim(args: &SimArgs) -> Result<String, sim::SimError> {
+    use sim::{PolicyRun, Profile, SimError, SimOptions};
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => Profile::default_profile()?,
+    };
+    let settings = |e: switchyard_loadgen::LoadgenError| SimError::Settings(e.to_string());
+    let (phases, schedule) = match (&args.phases, &args.preset) {
+        (Some(path), _) => (
+            switchyard_loadgen::Phases::load(path).map_err(settings)?,
+            path.display().to_string(),
+        ),
+        (None, preset) => {
+            let name = preset.as_deref().unwrap_or("paper");
+            (
+                switchyard_loadgen::Phases::preset(name).map_err(settings)?,
+                format!("preset {name}"),
+            )
+        }
+    };
+    let phases = if args.scale == 1.0 {
+        phases
+    } else {
+        phases.scaled(args.scale).map_err(settings)?
+    };
+    let schedule = if args.scale == 1.0 {
+        schedule
+    } else {
+        format!("{schedule} x{}", args.scale)
+    };
+    let mut policies = Vec::new();
+    for path in &args.policy_files {
+        policies.push(PolicyRun::from_file(path, &profile)?);
+    }
+    for spec in &args.policies {
+        policies.push(PolicyRun::from_spec(spec, &profile)?);
+    }
+    if policies.is_empty() {
+        return Err(SimError::Settings(
+            "give at least one --policy-file or --policy (e.g. --policy-file config/straightline.toml --policy static:local)".into(),
+        ));
+    }
+    if !(args.bucket_seconds.is_finite() && args.bucket_seconds >= 0.001) {
+        return Err(SimError::Settings(format!(
+            "--bucket-seconds {}: give at least 0.001",
+            args.bucket_seconds
+        )));
+    }
+    let models = args
+        .models
+        .iter()
+        .map(|m| sim::parse_model_weight(m).map_err(|e| SimError::Settings(format!("--model {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = SimOptions {
+        profile,
+        policies,
+        phases,
+        schedule,
+        poisson: args.poisson,
+        max_requests: args.max_requests,
+        models,
+        seed: args.seed,
+        bucket: std::time::Duration::from_secs_f64(args.bucket_seconds),
+    };
+    let output = options.run()?;
+    if let Some(path) = &args.report {
+        output.write_json(path)?;
+    }
+    if let Some(path) = &args.plot {
+        sim::plot::write_svg(&output, path)?;
+    }
+    Ok(output.markdown())
 }
 
 fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> ExitCode {

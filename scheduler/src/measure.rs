@@ -39,10 +39,12 @@ pub struct RateMeter {
 }
 
 impl RateMeter {
-    /// A meter counting over `window`.
-    pub fn new(window: Duration) -> Self {
+    /// A meter counting over `window`, from `start` on. Times are given to
+    /// every call rather than read from the clock, so the simulator can
+    /// drive the same meter in virtual time.
+    pub fn new(window: Duration, start: Instant) -> Self {
         Self {
-            start: Instant::now(),
+            start,
             window,
             models: DashMap::new(),
         }
@@ -115,7 +117,7 @@ mod tests {
 
     #[test]
     fn counts_exactly_within_the_window_and_forgets_after_it() {
-        let meter = RateMeter::new(Duration::from_secs(1));
+        let meter = RateMeter::new(Duration::from_secs(1), Instant::now());
         let t0 = Instant::now() + Duration::from_secs(1);
         for i in 0..100 {
             meter.record("m", t0 + Duration::from_millis(i * 5));
@@ -137,8 +139,8 @@ mod tests {
 
     #[test]
     fn ewma_tracks_a_steady_rate() {
-        let meter = RateMeter::new(Duration::from_millis(100));
         let t0 = Instant::now();
+        let meter = RateMeter::new(Duration::from_millis(100), t0);
         let mut rate = RequestRate::default();
         for i in 0..2000 {
             rate = meter.record("m", t0 + Duration::from_millis(i)); // 1000/s

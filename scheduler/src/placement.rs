@@ -21,25 +21,80 @@ use crate::policy::spec::{PolicyFile, PolicySet};
 const LATENCY_DECAY: Duration = Duration::from_secs(5);
 /// Weight of each answer in the failure-rate EWMA.
 const FAILURE_WEIGHT: f64 = 0.05;
+/// Time constant with which a backend's failure rate fades while it gets
+/// no requests, so a backend that failed once is tried again.
+const FAILURE_DECAY: Duration = Duration::from_secs(10);
 
-#[derive(Debug)]
-struct ObservedState {
+/// What answers of one backend for one model looked like recently: the
+/// peak-EWMA latency and the failure-rate EWMA, updated answer by answer.
+/// The gateway keeps one per backend and model in [`Observations`]; the
+/// simulator keeps its own, so policies see the same numbers in both.
+#[derive(Debug, Clone, Copy)]
+pub struct ObservedTracker {
     observed: Observed,
     last: Instant,
+}
+
+impl ObservedTracker {
+    /// Nothing observed yet, as of `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            observed: Observed::default(),
+            last: now,
+        }
+    }
+
+    /// What has been observed, as of `now`. While a backend gets no
+    /// answers its estimates fade (peak-EWMA latency with the latency time
+    /// constant, as Finagle's and Linkerd's peak-EWMA balancers do, and the
+    /// failure rate with [`FAILURE_DECAY`]), so a backend that once looked
+    /// slow or broken, and was therefore avoided, is tried again rather
+    /// than avoided for good.
+    pub fn observed(&self, now: Instant) -> Observed {
+        let idle = now.saturating_duration_since(self.last).as_secs_f64();
+        let mut observed = self.observed;
+        if idle > 0.0 {
+            let fade = |tau: Duration| (-idle / tau.as_secs_f64()).exp();
+            observed.latency_ms = observed.latency_ms.map(|ms| ms * fade(LATENCY_DECAY));
+            observed.failure_rate *= fade(FAILURE_DECAY);
+        }
+        observed
+    }
+
+    /// Records one answer at `now`: its latency if it succeeded, and
+    /// whether the backend failed it.
+    pub fn record(&mut self, latency: Option<Duration>, failed: bool, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        let o = &mut self.observed;
+        o.samples += 1;
+        o.failure_rate += FAILURE_WEIGHT * (f64::from(u8::from(failed)) - o.failure_rate);
+        if let Some(latency) = latency {
+            let ms = latency.as_secs_f64() * 1000.0;
+            o.latency_ms = Some(match o.latency_ms {
+                // Peak-EWMA: a slow answer counts at once, recovery is gradual.
+                Some(current) if ms < current => {
+                    let weight = 1.0 - (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp();
+                    current + weight * (ms - current)
+                }
+                _ => ms,
+            });
+        }
+    }
 }
 
 /// Per backend and model: what answers looked like recently.
 #[derive(Debug, Default)]
 pub struct Observations {
-    entries: DashMap<(usize, String), Mutex<ObservedState>>,
+    entries: DashMap<(usize, String), Mutex<ObservedTracker>>,
 }
 
 impl Observations {
-    /// The current view of `backend` serving `model`.
-    pub fn get(&self, backend: usize, model: &str) -> Observed {
+    /// The view of `backend` serving `model` at `now`.
+    pub fn get(&self, backend: usize, model: &str, now: Instant) -> Observed {
         self.entries
             .get(&(backend, model.to_owned()))
-            .and_then(|e| e.lock().ok().map(|s| s.observed))
+            .and_then(|e| e.lock().ok().map(|s| s.observed(now)))
             .unwrap_or_default()
     }
 
@@ -53,35 +108,20 @@ impl Observations {
         failed: bool,
         now: Instant,
     ) {
-        let update = |state: &Mutex<ObservedState>| {
-            let Ok(mut s) = state.lock() else { return };
-            let elapsed = now.saturating_duration_since(s.last);
-            s.last = now;
-            let o = &mut s.observed;
-            o.samples += 1;
-            o.failure_rate += FAILURE_WEIGHT * (f64::from(u8::from(failed)) - o.failure_rate);
-            if let Some(latency) = latency {
-                let ms = latency.as_secs_f64() * 1000.0;
-                o.latency_ms = Some(match o.latency_ms {
-                    // Peak-EWMA: a slow answer counts at once, recovery is gradual.
-                    Some(current) if ms < current => {
-                        let weight =
-                            1.0 - (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp();
-                        current + weight * (ms - current)
-                    }
-                    _ => ms,
-                });
+        let update = |state: &Mutex<ObservedTracker>| {
+            if let Ok(mut s) = state.lock() {
+                s.record(latency, failed, now);
             }
         };
         let key = (backend, model.to_owned());
         match self.entries.get(&key) {
             Some(state) => update(&state),
-            None => update(&self.entries.entry(key).or_insert_with(|| {
-                Mutex::new(ObservedState {
-                    observed: Observed::default(),
-                    last: now,
-                })
-            })),
+            None => update(
+                &self
+                    .entries
+                    .entry(key)
+                    .or_insert_with(|| Mutex::new(ObservedTracker::new(now))),
+            ),
         }
     }
 }
@@ -98,8 +138,10 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A budget of `ratio` retries per request plus `floor_per_second`.
-    pub fn new(ratio: f64, floor_per_second: f64) -> Self {
+    /// A budget of `ratio` retries per request plus `floor_per_second`,
+    /// starting at `now` (given, not read from the clock, so that the
+    /// simulator can run it in virtual time).
+    pub fn new(ratio: f64, floor_per_second: f64, now: Instant) -> Self {
         let cap = (floor_per_second * 10.0).max(10.0);
         // Start with one second of the floor, so that a gateway that has
         // just started can fail over as well as one that has been running.
@@ -108,7 +150,7 @@ impl RetryBudget {
             ratio,
             floor_per_second,
             cap,
-            state: Mutex::new((initial, Instant::now())),
+            state: Mutex::new((initial, now)),
         }
     }
 
@@ -368,7 +410,7 @@ mod tests {
         observations.record(0, "m", Some(Duration::from_millis(10)), false, t0);
         observations.record(0, "m", Some(Duration::from_millis(100)), false, t0);
         assert_eq!(
-            observations.get(0, "m").latency_ms,
+            observations.get(0, "m", t0).latency_ms,
             Some(100.0),
             "a slow answer counts at once"
         );
@@ -379,10 +421,23 @@ mod tests {
             false,
             t0 + Duration::from_secs(5),
         );
-        let after = observations.get(0, "m").latency_ms.expect("measured");
+        let after = observations
+            .get(0, "m", t0 + Duration::from_secs(5))
+            .latency_ms
+            .expect("measured");
         // One time constant later: 100 + (1 - 1/e) * (10 - 100) = 43.1
         assert!((after - 43.11).abs() < 0.1, "{after}");
-        assert_eq!(observations.get(1, "m"), Observed::default());
+        assert_eq!(observations.get(1, "m", t0), Observed::default());
+        // Without answers the estimate fades: one time constant later it
+        // is 1/e of itself, so an avoided backend gets tried again.
+        let faded = observations
+            .get(0, "m", t0 + Duration::from_secs(10))
+            .latency_ms
+            .expect("measured");
+        assert!(
+            (faded - after / std::f64::consts::E).abs() < 0.01,
+            "{faded}"
+        );
     }
 
     #[test]
@@ -392,17 +447,24 @@ mod tests {
         for _ in 0..100 {
             observations.record(0, "m", None, true, now);
         }
-        assert!(observations.get(0, "m").failure_rate > 0.99);
+        assert!(observations.get(0, "m", now).failure_rate > 0.99);
+        let later = observations
+            .get(0, "m", now + Duration::from_secs(20))
+            .failure_rate;
+        assert!(
+            (later - (-2.0f64).exp()).abs() < 0.01,
+            "fades while idle: {later}"
+        );
         for _ in 0..100 {
             observations.record(0, "m", Some(Duration::from_millis(1)), false, now);
         }
-        assert!(observations.get(0, "m").failure_rate < 0.01);
+        assert!(observations.get(0, "m", now).failure_rate < 0.01);
     }
 
     #[test]
     fn retry_budget_allows_about_a_fifth_of_traffic() {
-        let budget = RetryBudget::new(0.2, 0.0);
         let now = Instant::now();
+        let budget = RetryBudget::new(0.2, 0.0, now);
         let mut retries = 0;
         for _ in 0..1000 {
             budget.deposit();
@@ -412,8 +474,8 @@ mod tests {
         }
         assert!((199..=200).contains(&retries), "{retries}");
         assert!(!budget.try_withdraw(now), "spent");
-        let floor = RetryBudget::new(0.2, 10.0);
         let start = Instant::now();
+        let floor = RetryBudget::new(0.2, 10.0, start);
         let initial = (0..100).filter(|_| floor.try_withdraw(start)).count();
         assert_eq!(initial, 10, "a new budget holds one second of the floor");
         assert!(

@@ -618,3 +618,168 @@ async fn an_unreachable_engine_leaves_the_gateway_up_and_unready() {
     assert_eq!(reply.status, 503, "{}", reply.text());
     gateway.shutdown().await;
 }
+
+/// A TCP front of the Docker engine's socket that can be cut and restored,
+/// so a test sees the engine go away and come back (as in an engine
+/// restart) without disturbing the real engine other tests share.
+struct EngineProxy {
+    port: u16,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl EngineProxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let mut proxy = Self {
+            port,
+            accept: None,
+            connections: Arc::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let connections = Arc::clone(&self.connections);
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                else {
+                    continue;
+                };
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                });
+                connections.lock().unwrap().push(task.abort_handle());
+            }
+        }));
+    }
+
+    /// The engine "goes down": open connections break, new ones are refused.
+    fn cut(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// The engine is back on the same address.
+    async fn restore(&mut self) {
+        let listener = eventually("the proxy port", Duration::from_secs(10), || async {
+            tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+                .await
+                .ok()
+        })
+        .await;
+        self.serve(listener);
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_going_away_and_back_loses_no_request_and_the_pool_recovers() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("the_engine_going_away_and_back_loses_no_request_and_the_pool_recovers")
+            .await
+    else {
+        return;
+    };
+    let mut proxy = EngineProxy::start().await;
+    let scope = scope("engine");
+    let config = format!(
+        "{}endpoint = \"tcp://127.0.0.1:{}\"\nretry_interval_ms = 200\n",
+        container_config(
+            &scope,
+            TEST_IMAGE,
+            r#"["fashion_cnn"]"#,
+            "min_containers = 1\nmax_containers = 2\nscale_interval_ms = 50\nhealth_interval_ms = 200",
+        ),
+        proxy.port
+    );
+    let gateway = TestGateway::start(&config).await;
+    gateway.wait_ready(Duration::from_secs(120)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let tasks = load(
+        gateway.base(),
+        4,
+        50_000,
+        Arc::clone(&stop),
+        Arc::clone(&answered),
+    );
+    eventually("load to flow", Duration::from_secs(30), || async {
+        (answered.load(Ordering::Acquire) >= 100).then_some(())
+    })
+    .await;
+
+    // The engine goes away for three seconds: the running containers keep
+    // serving, since requests never go through the engine.
+    proxy.cut();
+    let cut_at = answered.load(Ordering::Acquire);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = answered.load(Ordering::Acquire) - cut_at;
+    assert!(
+        during >= 50,
+        "only {during} answers while the engine was away"
+    );
+    proxy.restore().await;
+
+    // Back: the pool manages containers through it again. A container that
+    // dies now is noticed and replaced.
+    let docker_ref = &docker;
+    let scope_ref = &scope;
+    let before = eventually("a container", Duration::from_secs(30), || async move {
+        let ids = containers(docker_ref, scope_ref).await;
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    docker
+        .kill_container(
+            &before[0],
+            None::<switchyard_backend_container::bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("kill");
+    let killed = &before[0];
+    eventually(
+        "a replacement container started through the restored engine",
+        Duration::from_secs(60),
+        || async move {
+            let ids = containers(docker_ref, scope_ref).await;
+            (!ids.is_empty() && !ids.contains(killed)).then_some(())
+        },
+    )
+    .await;
+    let now = answered.load(Ordering::Acquire);
+    eventually(
+        "load to keep flowing after the replacement",
+        Duration::from_secs(30),
+        || async { (answered.load(Ordering::Acquire) >= now + 100).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let replies = join_load(tasks).await;
+    let failed: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed, e.g. {:?}",
+        failed.len(),
+        replies.len(),
+        failed.first()
+    );
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}

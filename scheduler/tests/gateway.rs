@@ -854,6 +854,26 @@ fn bad_configs_are_rejected_naming_the_key_and_the_fix() {
             "models.repository",
             "make setup",
         ),
+        (
+            "[placement.outlier_detection]\nconsecutive_failures = 0\n[backends.local]\n",
+            "placement.outlier_detection.consecutive_failures",
+            "enabled = false",
+        ),
+        (
+            "[placement.outlier_detection]\nbase_ejection_ms = 5000\nmax_ejection_ms = 100\n[backends.local]\n",
+            "placement.outlier_detection.max_ejection_ms",
+            "at least base_ejection_ms",
+        ),
+        (
+            "[placement.load_shedding]\nk = 0.5\n[backends.local]\n",
+            "placement.load_shedding.k",
+            "between 1 and 100",
+        ),
+        (
+            "[placement.load_shedding]\nkk = 2\n[backends.local]\n",
+            "placement.load_shedding",
+            "unknown field",
+        ),
         ("[server\n", "(syntax)", ""),
     ];
     for (text, key, fix) in cases {

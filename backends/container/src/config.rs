@@ -62,12 +62,19 @@ pub struct ContainerFile {
 }
 
 /// Client certificate files for a Docker engine reached over TCP + TLS.
-#[derive(Debug, Deserialize)]
+/// `Debug` does not show the paths.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TlsFile {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+}
+
+impl std::fmt::Debug for TlsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFile { <redacted> }")
+    }
 }
 
 fn default_name() -> String {
@@ -125,8 +132,10 @@ fn default_max_attempts() -> u32 {
     3
 }
 
-/// Where the Docker engine is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the Docker engine is. Neither `Debug` nor `Display` shows the TLS
+/// file paths, so a logged config or error cannot leak where the client
+/// key lives.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// A local Unix socket (the default, `/var/run/docker.sock`).
     Unix(PathBuf),
@@ -139,6 +148,20 @@ pub enum Endpoint {
         cert: PathBuf,
         key: PathBuf,
     },
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => f.debug_tuple("Unix").field(path).finish(),
+            Endpoint::Tcp(address) => f.debug_tuple("Tcp").field(address).finish(),
+            Endpoint::Tls { address, .. } => f
+                .debug_struct("Tls")
+                .field("address", address)
+                .field("ca, cert, key", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -422,6 +445,21 @@ mod tests {
             let error = validate(text).unwrap_err();
             assert_eq!(error.key, key, "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn tls_file_paths_never_print() {
+        let config = validate(
+            "endpoint = \"tcp://docker.internal:2376\"\n\
+             [tls]\nca = \"/run/secrets/ca.pem\"\ncert = \"/run/secrets/cert.pem\"\nkey = \"/run/secrets/key.pem\"",
+        )
+        .unwrap();
+        let shown = format!("{config:?} {}", config.endpoint);
+        assert!(!shown.contains("secrets"), "{shown}");
+        assert!(shown.contains("docker.internal:2376"), "{shown}");
+        let file: ContainerFile =
+            from_toml("[tls]\nca = \"/run/secrets/a\"\ncert = \"b\"\nkey = \"c\"").unwrap();
+        assert!(!format!("{file:?}").contains("secrets"));
     }
 
     #[test]

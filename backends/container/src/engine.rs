@@ -74,7 +74,8 @@ pub async fn connect(config: &ContainerConfig) -> Result<Docker, EngineError> {
             ca,
             cert,
             key,
-        } => Docker::connect_with_ssl(address, key, cert, ca, timeout, &API_VERSION),
+        } => Docker::connect_with_ssl(address, key, cert, ca, timeout, &API_VERSION)
+            .map_err(redact_tls_paths),
     }
     .map_err(EngineError::new(format!(
         "cannot connect to {}",
@@ -85,6 +86,23 @@ pub async fn connect(config: &ContainerConfig) -> Result<Docker, EngineError> {
         config.endpoint
     )))?;
     Ok(docker)
+}
+
+/// bollard names the file in its certificate errors; the paths of the TLS
+/// files (the client key's above all) stay out of errors and so out of logs.
+fn redact_tls_paths(error: bollard::errors::Error) -> bollard::errors::Error {
+    use bollard::errors::Error;
+    let message = match &error {
+        Error::CertPathError { .. } => "cannot open or read one of the TLS files".to_owned(),
+        Error::CertMultipleKeys { count, .. } => {
+            format!("the TLS key file holds {count} keys; it must hold one")
+        }
+        Error::CertParseError { .. } => "cannot parse the TLS key file".to_owned(),
+        _ => return error,
+    };
+    Error::IOError {
+        err: std::io::Error::other(format!("{message} (backends.container.tls: ca, cert, key)")),
+    }
 }
 
 /// Who this gateway is, as written into labels.
@@ -223,6 +241,36 @@ pub async fn remove_instance(docker: &Docker, identity: &Identity) -> Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_file_errors_do_not_name_the_files() {
+        let secret = std::path::PathBuf::from("/run/secrets/docker-client-key.pem");
+        for error in [
+            bollard::errors::Error::CertPathError {
+                path: secret.clone(),
+            },
+            bollard::errors::Error::CertMultipleKeys {
+                count: 2,
+                path: secret.clone(),
+            },
+            bollard::errors::Error::CertParseError {
+                path: secret.clone(),
+            },
+        ] {
+            let shown = redact_tls_paths(error).to_string();
+            assert!(!shown.contains("secrets"), "{shown}");
+            assert!(shown.contains("backends.container.tls"), "{shown}");
+        }
+        // The real connection attempt reads the files at once.
+        let Err(error) =
+            Docker::connect_with_ssl("127.0.0.1:1", &secret, &secret, &secret, 1, &API_VERSION)
+                .map_err(redact_tls_paths)
+        else {
+            panic!("the files do not exist")
+        };
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("secrets"), "{shown}");
+    }
 
     fn identity() -> Identity {
         Identity {

@@ -29,6 +29,11 @@ impl ChildProcess {
             .map_err(|e| format!("cannot start {what}: {e}"))
     }
 
+    /// Its process id (to signal it, e.g. SIGSTOP to make it hang).
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Whether it has exited, and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().ok().flatten()
@@ -117,11 +122,25 @@ impl LocalEmulator {
             ));
         }
         let port = free_port()?;
+        let mut emulator = Self {
+            root: root.to_owned(),
+            port,
+            process: None,
+        };
+        emulator.restart()?;
+        Ok(emulator)
+    }
+
+    /// Starts the emulator again on the same port after [`Self::stop`]
+    /// (function instances must be started again too).
+    pub fn restart(&mut self) -> Result<(), String> {
+        let binary = self.root.join(".venv/bin/cargo-lambda");
+        let port = self.port;
         let mut process = ChildProcess::spawn(
             Command::new(&binary)
                 .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1"])
                 .args(["-P", &port.to_string()])
-                .current_dir(root),
+                .current_dir(&self.root),
             "the Lambda emulator",
         )?;
         wait_listening(
@@ -130,11 +149,8 @@ impl LocalEmulator {
             Duration::from_secs(20),
             "the Lambda emulator",
         )?;
-        Ok(Self {
-            root: root.to_owned(),
-            port,
-            process: Some(process),
-        })
+        self.process = Some(process);
+        Ok(())
     }
 
     /// Its port.

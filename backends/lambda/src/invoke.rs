@@ -216,6 +216,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_invoker_never_prints_its_credentials() {
+        let signer = Signer::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("session-token-secret".into()),
+            "eu-west-1",
+        );
+        let invoker = Invoker::new(
+            "https://lambda.eu-west-1.amazonaws.com/2015-03-31/functions/f/invocations".into(),
+            Some(signer),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let shown = format!("{invoker:?}");
+        assert!(invoker.is_signed());
+        for secret in ["wJalr", "EXAMPLEKEY", "session-token-secret", "AKIDEX"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
     fn real_lambda_function_errors_come_with_the_header() {
         let body = br#"{"errorType":"Switchyard.ModelNotServed","errorMessage":"no"}"#.to_vec();
         let outcome = classify(200, Some("Unhandled".into()), None, body);

@@ -8,6 +8,8 @@ use crate::DataType;
 pub enum ProtocolError {
     #[error("request body is not valid JSON for the v2 protocol: {0}")]
     Json(String),
+    #[error("the JSON is well formed but does not follow the v2 protocol: {0}")]
+    Schema(String),
     #[error("Inference-Header-Content-Length is {header} but the body has only {body} bytes")]
     HeaderLengthExceedsBody { header: usize, body: usize },
     #[error("Inference-Header-Content-Length must be a non-negative integer, got {0:?}")]
@@ -20,6 +22,24 @@ pub enum ProtocolError {
     UnsupportedDatatype(DataType),
     #[error("tensor {tensor:?}: shape {shape:?} has too many elements")]
     ShapeOverflow { tensor: String, shape: Vec<u64> },
+    #[error(
+        "tensor {tensor:?}: shape dimension {value} is not a size; write integers of 0 or more \
+         (-1 for \"any size\" appears only in model metadata)"
+    )]
+    BadDimension { tensor: String, value: String },
+    #[error(
+        "the request's tensors declare {elements} elements in all, more than the limit of {limit}"
+    )]
+    TooManyElements { elements: u64, limit: u64 },
+    #[error(
+        "tensor {tensor:?}: element {index} is {value}; only finite numbers are accepted \
+         (NaN and infinities are refused)"
+    )]
+    NonFinite {
+        tensor: String,
+        index: usize,
+        value: String,
+    },
     #[error("tensor {tensor:?}: shape {shape:?} needs {expected} elements but {actual} were given")]
     ElementCount {
         tensor: String,

@@ -20,7 +20,8 @@ pub use datatype::DataType;
 pub use error::ProtocolError;
 pub use metadata::{ModelMetadata, ModelReadyResponse, ServerMetadata, TensorMetadata, TensorSpec};
 pub use request::{
-    BINARY_HEADER_LENGTH, InferRequest, RequestedOutput, decode_request, encode_request,
+    BINARY_HEADER_LENGTH, DecodeLimits, InferRequest, RequestedOutput, decode_request,
+    decode_request_with, encode_request,
 };
 pub use response::{EncodedBody, InferResponse, decode_response, encode_response};
 pub use tensor::{Element, JsonScalar, Tensor, TensorData};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::wire::{
-    WireTensor, WireTensorOut, bool_parameter, decode_tensors, finish_body, split_body,
+    WireTensor, WireTensorOut, bool_parameter, decode_tensors, finish_body, json_error, split_body,
     u64_parameter,
 };
 use crate::{EncodedBody, ProtocolError, Tensor};
@@ -70,15 +70,44 @@ struct WireRequestedOutput {
     parameters: Option<Map<String, Value>>,
 }
 
-/// Decodes a request body. `header_length` is the value of the
+/// What a decoder accepts from a client beyond the protocol's own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most tensor elements all inputs of one request may declare together.
+    /// Checked on the declared shapes before any data is decoded.
+    pub max_elements: u64,
+    /// Whether NaN and infinities are accepted in FP32/FP64 inputs (binary
+    /// data can carry them; JSON cannot).
+    pub allow_non_finite: bool,
+}
+
+impl DecodeLimits {
+    /// No element limit, non-finite values accepted: what the protocol
+    /// itself allows.
+    pub const UNLIMITED: DecodeLimits = DecodeLimits {
+        max_elements: u64::MAX,
+        allow_non_finite: true,
+    };
+}
+
+/// Decodes a request body with no limits beyond the protocol's
+/// ([`DecodeLimits::UNLIMITED`]). `header_length` is the value of the
 /// `Inference-Header-Content-Length` header, if the client sent one.
 pub fn decode_request(
     body: &[u8],
     header_length: Option<&str>,
 ) -> Result<InferRequest, ProtocolError> {
+    decode_request_with(body, header_length, &DecodeLimits::UNLIMITED)
+}
+
+/// Decodes a request body, refusing what `limits` does not allow.
+pub fn decode_request_with(
+    body: &[u8],
+    header_length: Option<&str>,
+    limits: &DecodeLimits,
+) -> Result<InferRequest, ProtocolError> {
     let (json, binary) = split_body(body, header_length)?;
-    let wire: WireRequest<'_> =
-        serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let wire: WireRequest<'_> = serde_json::from_slice(json).map_err(|e| json_error(&e))?;
     let parameters = wire.parameters.as_ref();
     let binary_data_output = bool_parameter(parameters, "binary_data_output")?.unwrap_or(false);
     let timeout_us = u64_parameter(parameters, "timeout")?;
@@ -94,7 +123,7 @@ pub fn decode_request(
             })
         })
         .collect::<Result<Vec<_>, ProtocolError>>()?;
-    let inputs = decode_tensors(wire.inputs, binary)?;
+    let inputs = decode_tensors(wire.inputs, binary, limits)?;
     if inputs.is_empty() {
         return Err(ProtocolError::NoInputs);
     }

@@ -73,11 +73,11 @@ pub fn decode_response(
 ) -> Result<InferResponse, ProtocolError> {
     let (json, binary) = split_body(body, header_length)?;
     let wire: WireResponse<'_> =
-        serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+        serde_json::from_slice(json).map_err(|e| crate::wire::json_error(&e))?;
     Ok(InferResponse {
         model_name: wire.model_name,
         model_version: wire.model_version,
         id: wire.id,
-        outputs: decode_tensors(wire.outputs, binary)?,
+        outputs: decode_tensors(wire.outputs, binary, &crate::DecodeLimits::UNLIMITED)?,
     })
 }

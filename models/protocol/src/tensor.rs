@@ -117,7 +117,12 @@ macro_rules! float_element {
             #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
             fn from_json(value: JsonScalar) -> Result<Self, String> {
                 match value {
-                    JsonScalar::Float(v) => Ok(v as $ty),
+                    // JSON has no NaN or infinity, so a non-finite result is
+                    // a finite number beyond the type's range: refused
+                    // rather than silently turned into an infinity.
+                    JsonScalar::Float(v) => Some(v as $ty)
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| format!("{v} is out of range for {}", Self::DATATYPE)),
                     JsonScalar::Unsigned(v) => Ok(v as $ty),
                     JsonScalar::Signed(v) => Ok(v as $ty),
                     JsonScalar::Bool(v) => Err(format!("{v} is a boolean")),

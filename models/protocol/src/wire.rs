@@ -7,16 +7,18 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::tensor::{Element, JsonScalar, build_for_datatype};
-use crate::{DataType, ProtocolError, Tensor, TensorData, with_tensor_data};
+use crate::{DataType, DecodeLimits, ProtocolError, Tensor, TensorData, with_tensor_data};
 
 /// A tensor as it appears in the JSON header, before its data is decoded.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireTensor<'a> {
     pub name: String,
-    pub shape: Vec<u64>,
+    /// Read as JSON numbers so that a negative or fractional dimension gets
+    /// an error naming the tensor, not a bare serde message.
+    pub shape: Vec<Number>,
     pub datatype: String,
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
@@ -88,17 +90,47 @@ pub(crate) fn u64_parameter(
     }
 }
 
+/// Reads a shape's dimensions as sizes.
+fn shape_of(tensor: &str, dims: &[Number]) -> Result<Vec<u64>, ProtocolError> {
+    dims.iter()
+        .map(|dim| {
+            dim.as_u64().ok_or_else(|| ProtocolError::BadDimension {
+                tensor: tensor.to_owned(),
+                value: dim.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Decodes the data of each wire tensor, taking binary sections from
 /// `binary` in order. Every byte of `binary` must be claimed.
+///
+/// Every shape is read and the total element count checked against
+/// `limits` before any tensor data is decoded, so a huge declared shape is
+/// refused without allocating for it.
 pub(crate) fn decode_tensors(
     wire: Vec<WireTensor<'_>>,
     binary: &[u8],
+    limits: &DecodeLimits,
 ) -> Result<Vec<Tensor>, ProtocolError> {
+    let mut shapes = Vec::with_capacity(wire.len());
+    let mut total: u64 = 0;
+    for tensor in &wire {
+        let shape = shape_of(&tensor.name, &tensor.shape)?;
+        let count = element_count(&tensor.name, &shape)?;
+        total = total.saturating_add(count);
+        if total > limits.max_elements {
+            return Err(ProtocolError::TooManyElements {
+                elements: total,
+                limit: limits.max_elements,
+            });
+        }
+        shapes.push((shape, count));
+    }
     let mut rest = binary;
     let mut tensors = Vec::with_capacity(wire.len());
-    for tensor in wire {
+    for (tensor, (shape, expected)) in wire.into_iter().zip(shapes) {
         let datatype: DataType = tensor.datatype.parse()?;
-        let expected = element_count(&tensor.name, &tensor.shape)?;
         let binary_size = u64_parameter(tensor.parameters.as_ref(), "binary_data_size")?;
         let data = match (tensor.data, binary_size) {
             (Some(_), Some(_)) => {
@@ -111,13 +143,11 @@ pub(crate) fn decode_tensors(
                     tensor: tensor.name,
                 });
             }
-            (Some(json), None) => {
-                decode_json_data(&tensor.name, &tensor.shape, datatype, expected, json)?
-            }
+            (Some(json), None) => decode_json_data(&tensor.name, &shape, datatype, expected, json)?,
             (None, Some(declared)) => {
                 let section = take_binary(
                     &tensor.name,
-                    &tensor.shape,
+                    &shape,
                     datatype,
                     expected,
                     declared,
@@ -126,9 +156,12 @@ pub(crate) fn decode_tensors(
                 TensorData::from_le_bytes(&tensor.name, datatype, section)?
             }
         };
+        if !limits.allow_non_finite {
+            check_finite(&tensor.name, &data)?;
+        }
         tensors.push(Tensor {
             name: tensor.name,
-            shape: tensor.shape,
+            shape,
             data,
         });
     }
@@ -136,6 +169,40 @@ pub(crate) fn decode_tensors(
         return Err(ProtocolError::BinaryTrailing(rest.len()));
     }
     Ok(tensors)
+}
+
+/// Refuses NaN and infinities in floating-point data.
+fn check_finite(tensor: &str, data: &TensorData) -> Result<(), ProtocolError> {
+    let first_bad = match data {
+        TensorData::Fp32(values) => values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(i, v)| (i, v.to_string())),
+        TensorData::Fp64(values) => values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(i, v)| (i, v.to_string())),
+        _ => None,
+    };
+    match first_bad {
+        Some((index, value)) => Err(ProtocolError::NonFinite {
+            tensor: tensor.to_owned(),
+            index,
+            value,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Maps a serde_json error to the protocol error: malformed JSON, or JSON
+/// of the wrong shape.
+pub(crate) fn json_error(error: &serde_json::Error) -> ProtocolError {
+    match error.classify() {
+        serde_json::error::Category::Data => ProtocolError::Schema(error.to_string()),
+        _ => ProtocolError::Json(error.to_string()),
+    }
 }
 
 fn take_binary<'b>(

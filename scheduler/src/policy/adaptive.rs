@@ -16,10 +16,29 @@
 //! costs one service time divided among the servers. A candidate that cannot
 //! take the payload, has no room (it would refuse), or fails more than
 //! `max_failure_rate` of recent requests is excluded. Among the rest, those
-//! predicted within the SLO compete on cost per request, estimated from the
-//! predicted service time: local and containers at a price per second of
-//! occupancy, Lambda at GB-seconds of its memory plus its per-request price.
-//! If none is predicted within the SLO, the fastest prediction wins.
+//! predicted within the SLO compete on the marginal cost of this request,
+//! estimated from the predicted service time:
+//!
+//! ```text
+//! local      local_per_second × base
+//! container  container_per_second × base
+//!            + container_per_second × container_min_seconds   if it must scale out
+//! lambda     lambda_per_request
+//!            + lambda_per_gb_second × memory_gb × ⌈base + cold⌉ms   (a cold
+//!              start bills the instance's init too)
+//! ```
+//!
+//! A container started for one request stays (and is paid for) until the
+//! pool has been idle for its idle timeout, so scaling out costs far more
+//! than one request's occupancy: `container_min_seconds` (default 60 s, the
+//! pool's default `idle_timeout_ms`) charges that to the request that
+//! would cause it. If none is predicted within the SLO, the fastest
+//! prediction wins.
+//!
+//! The simulator (`switchyard sim`, `bench/results/sim.md`) found why the
+//! scale-out term matters: without it, bursts made the policy prefer
+//! containers over Lambda for their small per-request occupancy price, and
+//! the pool's idle containers then cost more than the invocations saved.
 
 use switchyard_backends::BackendKind;
 
@@ -38,6 +57,8 @@ pub struct BackendCosts {
     pub lambda_per_request: f64,
     /// Lambda function memory in MB.
     pub lambda_memory_mb: f64,
+    /// Seconds a container started for a request is paid for at least.
+    pub container_min_seconds: f64,
 }
 
 impl Default for BackendCosts {
@@ -50,6 +71,7 @@ impl Default for BackendCosts {
             lambda_per_gb_second: 0.0000166667,
             lambda_per_request: 0.0000002,
             lambda_memory_mb: 2048.0,
+            container_min_seconds: 60.0,
         }
     }
 }
@@ -120,10 +142,17 @@ impl Adaptive {
         let seconds = base / 1000.0;
         let cost = match view.snapshot.kind {
             BackendKind::Local => p.costs.local_per_second * seconds,
-            BackendKind::Container => p.costs.container_per_second * seconds,
+            BackendKind::Container => {
+                let scale_out = if must_scale {
+                    p.costs.container_per_second * p.costs.container_min_seconds
+                } else {
+                    0.0
+                };
+                p.costs.container_per_second * seconds + scale_out
+            }
             BackendKind::Lambda => {
-                // Lambda bills whole milliseconds.
-                let billed = base.ceil() / 1000.0;
+                // Lambda bills whole milliseconds, a cold start's init too.
+                let billed = (base + cold).ceil() / 1000.0;
                 p.costs.lambda_per_gb_second * p.costs.lambda_memory_mb / 1024.0 * billed
                     + p.costs.lambda_per_request
             }
@@ -262,6 +291,27 @@ mod tests {
         let estimate = adaptive(100.0).estimate(0, &lambda);
         // 1 ahead of 2 slots: 1.5 * 10 * 1.5 = 22.5, plus the 150 ms cold start.
         assert!((estimate.p99_ms - 172.5).abs() < 1e-9, "{estimate:?}");
+    }
+
+    #[test]
+    fn scaling_out_a_container_costs_its_minimum_life() {
+        let mut container = measured("container", BackendKind::Container, 0, 100.0);
+        let policy = adaptive(1000.0);
+        let warm = policy.estimate(0, &container);
+        assert!((warm.cost - 0.0000125 * 0.1).abs() < 1e-15, "{warm:?}");
+        container.snapshot.in_flight = 2;
+        container.snapshot.headroom = 64;
+        let scaling = policy.estimate(0, &container);
+        assert!(
+            (scaling.cost - 0.0000125 * (0.1 + 60.0)).abs() < 1e-12,
+            "{scaling:?}"
+        );
+        // So with a slot-less container pool and an idle Lambda, Lambda wins.
+        let lambda = measured("lambda", BackendKind::Lambda, 0, 100.0);
+        let decision = policy
+            .place(&request(1.0, 100), &[container, lambda])
+            .expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub struct CostsSpec {
     pub lambda_per_gb_second: Option<f64>,
     pub lambda_per_request: Option<f64>,
     pub lambda_memory_mb: Option<f64>,
+    pub container_min_seconds: Option<f64>,
 }
 
 fn default_local() -> String {
@@ -287,6 +288,7 @@ fn build(spec: &PolicySpec, backends: &[String], key: &str) -> Result<Arc<dyn Po
                 lambda_per_gb_second: None,
                 lambda_per_request: None,
                 lambda_memory_mb: None,
+                container_min_seconds: None,
             });
             let d = defaults.costs;
             Arc::new(Adaptive {
@@ -344,6 +346,12 @@ fn build(spec: &PolicySpec, backends: &[String], key: &str) -> Result<Arc<dyn Po
                             c.lambda_memory_mb.unwrap_or(d.lambda_memory_mb),
                             128.0,
                             10240.0,
+                        )?,
+                        container_min_seconds: range(
+                            "costs.container_min_seconds",
+                            c.container_min_seconds.unwrap_or(d.container_min_seconds),
+                            0.0,
+                            86400.0,
                         )?,
                     },
                 },

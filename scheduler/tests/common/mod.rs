@@ -1,7 +1,10 @@
 //! Helpers shared by the gateway's integration tests: the repository root,
 //! and a small HTTP client whose replies are read as v2 JSON, errors and
-//! tensors. Each test binary uses part of it.
+//! tensors; [`server`] runs a gateway on port 0 and speaks raw HTTP/1.1 to
+//! it. Each test binary uses part of it.
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -116,5 +119,68 @@ pub fn fp32_request(shape: Vec<u64>, fill: impl Fn(usize) -> f32) -> InferReques
             data: TensorData::Fp32((0..len).map(fill).collect()),
         }],
         ..InferRequest::default()
+    }
+}
+
+/// A gateway started in-process from a config text (`run()` on a free
+/// loopback port), stopped and drained when dropped or by [`Running::stop`].
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    pub gateway: std::sync::Arc<switchyard_scheduler::Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts every backend the config enables.
+    pub async fn start(config: &str) -> Self {
+        let config = switchyard_scheduler::Config::parse(config, "(test)", &workspace())
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let gateway = std::sync::Arc::new(
+            switchyard_scheduler::Gateway::start(&config)
+                .await
+                .unwrap_or_else(|e| panic!("gateway starts: {e}")),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(switchyard_scheduler::run(
+            listener,
+            std::sync::Arc::clone(&gateway),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            address,
+            gateway,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Stops accepting, drains, and releases the backends.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+        }
+        self.gateway.shutdown().await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }

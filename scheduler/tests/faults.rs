@@ -1,0 +1,442 @@
+//! Fault injection: every request gets exactly one answer (a result or a
+//! clear error) while a backend hangs, its service stops and comes back,
+//! the backends refuse most of an overload, or the gateway is told to stop.
+//! Each test is bounded in requests and time.
+//!
+//! Needs `make setup` (models, ONNX Runtime, the Lambda emulator) and the
+//! release binaries, which `cargo test --release --workspace` builds.
+
+// Test helpers panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Reply, Running, fp32_request, get, send, workspace};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_backend_lambda::emulator::{ChildProcess, LocalEmulator, function_binary};
+use switchyard_protocol::{InferRequest, encode_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn emulator() -> LocalEmulator {
+    LocalEmulator::start(&workspace()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn instance(emulator: &LocalEmulator) -> ChildProcess {
+    let exe = std::env::current_exe().expect("test path");
+    let binary = function_binary(&exe).unwrap_or_else(|e| panic!("{e}"));
+    emulator
+        .instance(&binary, "digits", 512)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn signal(process: &ChildProcess, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &process.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal}");
+}
+
+fn digits() -> InferRequest {
+    fp32_request(vec![1, 64], |i| (i % 17) as f32)
+}
+
+fn json_body(request: &InferRequest) -> Vec<u8> {
+    encode_request(request, false).expect("encodes").bytes
+}
+
+async fn infer(gateway: &Running, headers: &[(&str, String)]) -> Reply {
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json".into()));
+    send(
+        "POST",
+        &gateway.url("/v2/models/digits/infer"),
+        &headers,
+        json_body(&digits()),
+    )
+    .await
+}
+
+/// Local and Lambda (through the real emulator) both serving digits.
+fn local_and_lambda(endpoint: &str, placement: &str) -> String {
+    format!(
+        r#"
+[placement]
+{placement}
+[backends.local]
+models = ["digits"]
+[backends.lambda]
+endpoint = "{endpoint}"
+models = ["digits"]
+retry_down_after_ms = 500
+"#
+    )
+}
+
+async fn ejection(gateway: &Running, backend: &str) -> serde_json::Value {
+    get(&gateway.url("/v2/switchyard/stats")).await.json()["ejection"][backend].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
+    let emulator = emulator();
+    let function = instance(&emulator);
+    let gateway = Running::start(&local_and_lambda(
+        &emulator.endpoint(),
+        "order = [\"lambda\", \"local\"]",
+    ))
+    .await;
+    let warm = infer(&gateway, &[]).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    assert_eq!(warm.header("switchyard-backend"), Some("lambda"));
+
+    // The function stops answering: its invocation hangs until the
+    // request's deadline.
+    signal(&function, "STOP");
+    let hung = infer(&gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
+    assert_eq!(hung.status, 504, "{}", hung.text());
+    assert_eq!(hung.header("switchyard-backend"), Some("lambda"));
+    assert!(hung.took >= Duration::from_millis(1400), "{:?}", hung.took);
+    let state = ejection(&gateway, "lambda").await;
+    assert_eq!(state["ejected"], true, "{state}");
+    assert!(
+        state["last_reason"].as_str().unwrap().contains("hung for"),
+        "{state}"
+    );
+
+    // The next placements avoid it, at once.
+    for _ in 0..5 {
+        let reply = infer(&gateway, &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("switchyard-backend"), Some("local"));
+        assert!(reply.took < Duration::from_secs(1), "{:?}", reply.took);
+    }
+
+    // It recovers: after the ejection a probe finds it answering again.
+    signal(&function, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = infer(&gateway, &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if reply.header("switchyard-backend") == Some("lambda") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lambda never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = ejection(&gateway, "lambda").await;
+    assert_eq!(state["ejected"], false, "{state}");
+    assert!(state["total_ejections"].as_u64().unwrap() >= 1, "{state}");
+    gateway.stop().await;
+}
+
+/// Sends `total` digits requests from `workers` concurrent clients, counting
+/// them in `progress`, and returns every status with the backend that
+/// answered.
+async fn drive(
+    gateway: &Running,
+    workers: usize,
+    total: u64,
+    progress: Arc<AtomicU64>,
+) -> Vec<(u16, String)> {
+    let url = gateway.url("/v2/models/digits/infer");
+    let body = json_body(&digits());
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (url, body, progress) = (url.clone(), body.clone(), Arc::clone(&progress));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while progress.fetch_add(1, Ordering::SeqCst) < total {
+                    let reply = send(
+                        "POST",
+                        &url,
+                        &[("content-type", "application/json".into())],
+                        body.clone(),
+                    )
+                    .await;
+                    let backend = reply.header("switchyard-backend").unwrap_or("-").to_owned();
+                    seen.push((reply.status, backend));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("client task"));
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_service_stopping_and_restarting_under_load_loses_no_request() {
+    let mut emulator = emulator();
+    let mut function = Some(instance(&emulator));
+    let gateway = Running::start(&local_and_lambda(
+        &emulator.endpoint(),
+        "[placement.default]\npolicy = \"round_robin\"",
+    ))
+    .await;
+    let total = 600;
+    let progress = Arc::new(AtomicU64::new(0));
+    let load = drive(&gateway, 4, total, Arc::clone(&progress));
+    let faults = async {
+        let wait_for = |n: u64| {
+            let progress = Arc::clone(&progress);
+            async move {
+                while progress.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        wait_for(150).await;
+        // The service dies with requests in flight.
+        emulator.stop();
+        function.take();
+        wait_for(300).await;
+        emulator.restart().unwrap();
+        function = Some(instance(&emulator));
+    };
+    let (replies, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(load, faults)
+    })
+    .await
+    .expect("the load is bounded");
+    assert_eq!(replies.len() as u64, total, "every request was answered");
+    let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
+    for (status, _) in &replies {
+        *by_status.entry(*status).or_default() += 1;
+    }
+    assert_eq!(
+        by_status.get(&200).copied(),
+        Some(total),
+        "statuses {by_status:?}"
+    );
+    assert!(
+        replies.iter().any(|(_, backend)| backend == "lambda"),
+        "both backends took part"
+    );
+    // Lambda takes traffic again once back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = infer(&gateway, &[]).await;
+        assert_eq!(reply.status, 200);
+        if reply.header("switchyard-backend") == Some("lambda") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lambda never served again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(function);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overload_of_many_times_capacity_is_shed_at_the_door() {
+    // One xception worker with a queue of one: a handful of clients
+    // sending back to back overload it many times over.
+    let gateway = Running::start(
+        r#"
+[server]
+max_concurrent_requests = 256
+[backends.local]
+models = ["xception"]
+workers = 1
+intra_op_threads = 1
+queue_capacity = 1
+"#,
+    )
+    .await;
+    let request = fp32_request(vec![1, 3, 299, 299], |i| (i % 255) as f32 / 255.0);
+    let body = encode_request(&request, true).expect("encodes");
+    let length = body.json_length.expect("binary").to_string();
+    let url = gateway.url("/v2/models/xception/infer");
+    let until = Instant::now() + Duration::from_secs(4);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, bytes, length) = (url.clone(), body.bytes.clone(), length.clone());
+            tokio::spawn(async move {
+                let mut seen: Vec<(u16, String)> = Vec::new();
+                while Instant::now() < until && seen.len() < 2_000 {
+                    let reply = send(
+                        "POST",
+                        &url,
+                        &[("inference-header-content-length", length.clone())],
+                        bytes.clone(),
+                    )
+                    .await;
+                    let error = if reply.status == 200 {
+                        String::new()
+                    } else {
+                        reply.error()
+                    };
+                    seen.push((reply.status, error));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.extend(task.await.expect("client"));
+    }
+    let ok = replies.iter().filter(|(s, _)| *s == 200).count();
+    let refused = replies
+        .iter()
+        .filter(|(s, e)| *s == 429 && e.contains("queue"))
+        .count();
+    let shed = replies
+        .iter()
+        .filter(|(s, e)| *s == 429 && e.starts_with("shed:"))
+        .count();
+    let other: Vec<_> = replies
+        .iter()
+        .filter(|(s, _)| *s != 200 && *s != 429)
+        .collect();
+    assert!(other.is_empty(), "only results and 429s: {other:?}");
+    assert!(ok > 0, "the backend keeps serving");
+    assert!(shed > 0, "ok {ok}, refused {refused}, shed {shed}");
+    // Once shedding is on, most of the excess never reaches the backend.
+    assert!(
+        shed > refused,
+        "ok {ok}, refused by the queue {refused}, shed {shed}"
+    );
+    let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
+    let p = stats["load_shedding"]["xception"]["shed_probability"]
+        .as_f64()
+        .unwrap();
+    assert!(p > 0.5, "{}", stats["load_shedding"]);
+    let metrics = get(&gateway.url("/metrics")).await.text();
+    assert!(
+        metrics.contains("switchyard_shed_requests_total"),
+        "{metrics}"
+    );
+    gateway.stop().await;
+}
+
+/// How one request on its own connection ended.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Exchange {
+    Status(u16),
+    /// The connection was refused: the gateway no longer accepts.
+    Refused,
+    /// Accepted, then closed or reset without a full answer: a lost request.
+    Lost,
+}
+
+async fn one_exchange(address: std::net::SocketAddr, body: &[u8]) -> Exchange {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return Exchange::Refused;
+    };
+    let head = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body).await.is_err() {
+        return Exchange::Lost;
+    }
+    let mut response = Vec::new();
+    if tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        return Exchange::Lost;
+    }
+    let text = String::from_utf8_lossy(&response);
+    let complete = text.contains("\r\n\r\n");
+    match text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+    {
+        Some(code) if complete => Exchange::Status(code),
+        _ => Exchange::Lost,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_every_accepted_request_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models]\nrepository = \"{}\"\n[backends.local]\nmodels = [\"digits\"]\n",
+            workspace().join("models/repository").display()
+        ),
+    )
+    .expect("config");
+    let port = switchyard_backend_lambda::emulator::free_port().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the gateway starts");
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while one_exchange(address, &json_body(&digits())).await != Exchange::Status(200) {
+        assert!(Instant::now() < ready_by, "the gateway never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let body = Arc::new(json_body(&digits()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (body, sent) = (Arc::clone(&body), Arc::clone(&sent));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                // Until the gateway refuses connections, at most 2,000 each.
+                for _ in 0..2_000 {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let outcome = one_exchange(address, &body).await;
+                    seen.push(outcome);
+                    if outcome == Exchange::Refused {
+                        break;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    while sent.load(Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let mut outcomes: BTreeMap<Exchange, u64> = BTreeMap::new();
+    for client in clients {
+        for outcome in client.await.expect("client") {
+            *outcomes.entry(outcome).or_default() += 1;
+        }
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success(), "exit {exit:?}");
+    assert_eq!(outcomes.get(&Exchange::Lost), None, "{outcomes:?}");
+    assert!(
+        outcomes.get(&Exchange::Status(200)).copied().unwrap_or(0) >= 200,
+        "{outcomes:?}"
+    );
+    // Every client ended on a refused connection, nothing else but 200s.
+    assert_eq!(
+        outcomes.get(&Exchange::Refused).copied(),
+        Some(8),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+}
