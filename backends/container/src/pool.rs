@@ -152,18 +152,24 @@ impl Drop for CountGuard<'_> {
 }
 
 /// A container lent to one request attempt.
-struct Lease {
+struct Lease<'a> {
     worker: Arc<Worker>,
+    pool: &'a Pool,
 }
 
-impl Drop for Lease {
+impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.worker.outstanding.fetch_sub(1, Ordering::AcqRel);
+        let before = self.worker.outstanding.fetch_sub(1, Ordering::AcqRel);
+        // A full container just got room: requests waiting in `acquire` for
+        // one must not wait for the next scale-up or health change.
+        if before >= self.pool.config.max_in_flight && self.pool.waiting() > 0 {
+            self.pool.changed();
+        }
     }
 }
 
-enum Pick {
-    Worker(Lease),
+enum Pick<'a> {
+    Worker(Lease<'a>),
     /// Ready containers exist, all at `max_in_flight`.
     Full,
     /// No ready container.
@@ -286,7 +292,11 @@ impl Pool {
 
     /// A container for one attempt: at once if one has room, else after
     /// waiting for the pool to grow (never past `deadline`).
-    async fn acquire(&self, deadline: Instant, started: Instant) -> Result<Lease, BackendError> {
+    async fn acquire(
+        &self,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Lease<'_>, BackendError> {
         let backend = &self.config.name;
         let mut changes = self.generation.subscribe();
         loop {
@@ -330,6 +340,11 @@ impl Pool {
             }
             self.waiting.fetch_add(1, Ordering::AcqRel);
             let _waiting = CountGuard(&self.waiting);
+            // A lease dropped between the pick above and the count did not
+            // see this request waiting: look once more before sleeping.
+            if let Pick::Worker(lease) = self.pick() {
+                return Ok(lease);
+            }
             self.wake.notify_one();
             if tokio::time::timeout_at(deadline.into(), changes.changed())
                 .await
@@ -344,7 +359,7 @@ impl Pool {
     }
 
     /// Least outstanding requests of two ready containers drawn at random.
-    fn pick(&self) -> Pick {
+    fn pick(&self) -> Pick<'_> {
         let state = lock(&self.state);
         let ready: Vec<&Arc<Worker>> = state
             .workers
@@ -379,6 +394,7 @@ impl Pool {
         chosen.outstanding.fetch_add(1, Ordering::AcqRel);
         let lease = Lease {
             worker: Arc::clone(chosen),
+            pool: self,
         };
         let live = state
             .workers
@@ -1098,4 +1114,114 @@ pub struct PoolStatus {
     /// Containers that could still be started.
     pub can_start: usize,
     pub unready_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::config::ContainerFile;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use switchyard_models::repository::{ModelConfig, RepositoryModel};
+    use switchyard_models::toml_config::from_toml;
+
+    /// A pool with one ready container that takes one request at a time and
+    /// room to start a second; no engine is involved.
+    fn pool_with_one_worker() -> (Pool, Arc<Worker>) {
+        let model = RepositoryModel {
+            config: ModelConfig {
+                name: "digits".into(),
+                platform: "onnxruntime_onnx".into(),
+                max_batch_size: 0,
+                dynamic_batching: None,
+                description: String::new(),
+            },
+            versions: Vec::new(),
+        };
+        let repository = ModelRepository {
+            root: PathBuf::from("/nowhere"),
+            models: BTreeMap::from([("digits".to_owned(), model)]),
+        };
+        let config = from_toml::<ContainerFile>(
+            "models = [\"digits\"]\nmax_containers = 2\nmax_in_flight = 1\ntarget_in_flight = 1\n",
+        )
+        .unwrap()
+        .validate(&repository)
+        .unwrap();
+        let pool = Pool::new(config, repository);
+        let worker = Arc::new(Worker {
+            id: "c1".into(),
+            name: "worker-1".into(),
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+            outstanding: AtomicU64::new(0),
+            state: AtomicU8::new(READY),
+            health_failures: AtomicU32::new(0),
+        });
+        lock(&pool.state).workers.push(Arc::clone(&worker));
+        (pool, worker)
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_room_takes_the_slot_a_finished_request_frees() {
+        let (pool, worker) = pool_with_one_worker();
+        let first = match pool.pick() {
+            Pick::Worker(lease) => lease,
+            _ => panic!("the ready container has room"),
+        };
+        assert!(matches!(pool.pick(), Pick::Full));
+        let now = Instant::now();
+        // The pool could grow, so the second request waits rather than
+        // being refused; nothing starts a container here, so only the
+        // first request finishing can let it through before its deadline.
+        let deadline = now + Duration::from_secs(10);
+        let waiting = pool.acquire(deadline, now);
+        tokio::pin!(waiting);
+        tokio::select! {
+            _ = &mut waiting => panic!("the full container cannot take a second request"),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        assert_eq!(pool.waiting(), 1);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting request is woken when the slot frees")
+            .expect("it gets the container");
+        assert_eq!(second.worker.id, worker.id);
+        assert_eq!(worker.outstanding(), 1);
+        assert_eq!(pool.waiting(), 0);
+        drop(second);
+        assert_eq!(worker.outstanding(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_that_cannot_grow_refuses_at_once() {
+        let (pool, worker) = pool_with_one_worker();
+        lock(&pool.state).workers.push(Arc::new(Worker {
+            id: "c2".into(),
+            name: "worker-2".into(),
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+            outstanding: AtomicU64::new(1),
+            state: AtomicU8::new(READY),
+            health_failures: AtomicU32::new(0),
+        }));
+        let _held = match pool.pick() {
+            Pick::Worker(lease) => lease,
+            _ => panic!("the first container has room"),
+        };
+        assert_eq!(worker.outstanding(), 1);
+        let now = Instant::now();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(5),
+            pool.acquire(now + Duration::from_secs(10), now),
+        )
+        .await
+        .expect("refused without waiting");
+        assert!(
+            matches!(refused, Err(BackendError::Overloaded { .. })),
+            "{:?}",
+            refused.err()
+        );
+    }
 }
