@@ -20,10 +20,9 @@ use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceBuilder;
 
 use crate::config::ServerConfig;
@@ -70,68 +69,136 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
                 .await;
         })
     };
-    let graceful = GracefulShutdown::new();
     let builder = connection_builder(&gateway.server);
     let connections = Arc::new(Semaphore::new(gateway.server.max_connections));
+    let (drain, draining) = watch::channel(false);
+    let accept = |stream: TcpStream| {
+        let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+            // Closing at once tells the client now; it can retry
+            // elsewhere instead of waiting in the accept queue.
+            drop(stream);
+            metrics::counter!("switchyard_connections_refused_total").increment(1);
+            tracing::debug!("connection refused: server.max_connections reached");
+            return;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            slot,
+            builder.clone(),
+            service.clone(),
+            gateway.server.header_read_timeout,
+            draining.clone(),
+        ));
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                match accepted {
+                    Ok((stream, _peer)) => accept(stream),
                     Err(error) => {
                         // Usually out of file descriptors: back off briefly
                         // instead of spinning, and keep serving.
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
                     }
-                };
-                let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
-                    // Closing at once tells the client now; it can retry
-                    // elsewhere instead of waiting in the accept queue.
-                    drop(stream);
-                    metrics::counter!("switchyard_connections_refused_total").increment(1);
-                    tracing::debug!("connection refused: server.max_connections reached");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                // Held from the start, so a connection still waiting for its
-                // first byte delays a drain by at most the head timeout.
-                let drain_watch = graceful.watcher();
-                let builder = builder.clone();
-                let service = service.clone();
-                let head_timeout = gateway.server.header_read_timeout;
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    // hyper's head timeout starts once it knows the protocol,
-                    // which takes a first byte: a client that sends nothing
-                    // must not hold its slot for ever either.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(head_timeout, stream.peek(&mut first)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
-                    }
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-                        .into_owned();
-                    if let Err(error) = drain_watch.watch(connection).await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                });
+                }
             }
             () = &mut shutdown => break,
         }
+    }
+    let _ = drain.send(true);
+    // Connections the kernel completed before the listener closes would be
+    // reset with it, their requests unanswered: take them in first.
+    while let Ok(Ok((stream, _peer))) = tokio::time::timeout(BACKLOG_POLL, listener.accept()).await
+    {
+        accept(stream);
     }
     drop(listener);
     let _ = stop_watcher.send(());
     let _ = watcher.await;
     tracing::info!(timeout = ?drain_timeout, "shutting down: draining in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
-        () = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    // Every connection holds a permit until it has closed.
+    let all = u32::try_from(gateway.server.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(drain_timeout, connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
     }
     gateway.shutdown().await;
+}
+
+/// How long a draining connection may still take a request that was on its
+/// way when the drain began, before it is shut down gracefully.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long the drain waits for one more connection in the accept queue.
+const BACKLOG_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Serves one connection until it closes. When the drain begins, a request
+/// already in progress completes; one still on its way (its bytes not yet
+/// read) has [`DRAIN_GRACE`] to arrive and is answered too; then the
+/// connection is shut down gracefully (HTTP/1: after the response in
+/// progress, keep-alive off; HTTP/2: GOAWAY).
+async fn serve_connection<S>(
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
+    builder: auto::Builder<TokioExecutor>,
+    service: S,
+    head_timeout: std::time::Duration,
+    mut draining: watch::Receiver<bool>,
+) where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _slot = slot;
+    let _ = stream.set_nodelay(true);
+    // hyper's head timeout starts once it knows the protocol, which takes a
+    // first byte: a client that sends nothing must not hold its slot for
+    // ever either, nor hold up a drain past the grace.
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(head_timeout, stream.peek(&mut first)) => peeked,
+        () = drain_started(&mut draining) => {
+            tokio::time::timeout(DRAIN_GRACE, stream.peek(&mut first)).await
+        }
+    };
+    match peeked {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+        .into_owned();
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => Some(ended),
+        () = drain_started(&mut draining) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            let grace = tokio::time::sleep(DRAIN_GRACE);
+            tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = grace => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Resolves once the drain has begun (or the server is gone).
+async fn drain_started(draining: &mut watch::Receiver<bool>) {
+    let _ = draining.wait_for(|d| *d).await;
 }
 
 /// The HTTP/1 and HTTP/2 connection settings: head size and count limits
