@@ -164,6 +164,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn details(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// Gets `slots` request slots of `model` ready ahead of demand (start
+    /// containers, warm function instances) and keeps them for at least
+    /// `hold`, because placement predicts load the ready slots cannot take.
+    /// Resolves to the slots it set out to add (0 when enough were ready
+    /// already); the slots themselves may become ready later. Default:
+    /// nothing to warm (a fixed pool is always warm).
+    fn prewarm(&self, model: String, slots: u64, hold: Duration) -> BackendFuture<'_, u64> {
+        let _ = (model, slots, hold);
+        Box::pin(async { 0 })
+    }
     /// Releases what the backend started (containers, emulators); called
     /// once after the gateway has drained. Default: nothing to release.
     fn shutdown(&self) -> BackendFuture<'_, ()> {

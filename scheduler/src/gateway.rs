@@ -23,7 +23,8 @@ use crate::placement::{
     DecisionLog, DecisionRecord, Observations, Policies, PolicySource, Random, ReloadError,
     RetryBudget,
 };
-use crate::policy::{BackendView, RequestFeatures};
+use crate::policy::{BackendView, Policy, RequestFeatures};
+use crate::prewarm::{self, Prewarmer};
 use crate::stats::{Outcome, SeriesKey, Stats};
 use crate::throttle::Throttle;
 
@@ -68,6 +69,7 @@ pub struct Gateway {
     reload_interval: Duration,
     shut_down: std::sync::atomic::AtomicBool,
     rates: RateMeter,
+    prewarmer: Prewarmer,
     stats: Stats,
     prometheus: PrometheusHandle,
 }
@@ -153,7 +155,9 @@ impl Gateway {
             .map_err(StartError::DecisionLog)?;
         let outliers = OutlierDetector::new(placement.outlier, backends.len());
         let throttle = Throttle::new(placement.throttle, catalog.keys().cloned());
+        let prewarmer = Prewarmer::new(backends.len(), prewarm::CHECK_INTERVAL);
         Ok(Self {
+            prewarmer,
             outliers,
             throttle,
             server: config.server.clone(),
@@ -411,6 +415,9 @@ impl Gateway {
                     }
                 })
                 .collect();
+            if refused.is_empty() {
+                self.prewarm(policy.as_ref(), &features, &views, &candidates, now);
+            }
             let Some(decision) = policy.place(&features, &views) else {
                 let error = last_error.unwrap_or_else(|| GatewayError::NoBackend {
                     model: name.to_owned(),
@@ -537,6 +544,27 @@ impl Gateway {
     }
 
     /// The stats report as served at `/v2/switchyard/stats`.
+    /// Asks the policy, at most once per check interval per model, which
+    /// backends to warm ahead of demand, and starts those pre-warms.
+    fn prewarm(
+        &self,
+        policy: &dyn Policy,
+        features: &RequestFeatures<'_>,
+        views: &[BackendView],
+        candidates: &[usize],
+        now: Instant,
+    ) {
+        if !self.prewarmer.due(features.model, now) {
+            return;
+        }
+        for advice in policy.prewarm(features, views) {
+            if let Some(&index) = candidates.get(advice.backend) {
+                self.prewarmer
+                    .launch(index, &self.backends[index], features.model, &advice);
+            }
+        }
+    }
+
     pub fn stats_report(&self) -> serde_json::Value {
         let report = self.stats.report();
         serde_json::json!({
@@ -551,6 +579,12 @@ impl Gateway {
                 .iter()
                 .zip(self.outliers.states(Instant::now()))
                 .map(|(b, state)| (b.name().to_owned(), serde_json::json!(state)))
+                .collect::<serde_json::Map<_, _>>(),
+            "prewarm": self
+                .backends
+                .iter()
+                .zip(self.prewarmer.records(Instant::now()))
+                .map(|(b, record)| (b.name().to_owned(), serde_json::json!(record)))
                 .collect::<serde_json::Map<_, _>>(),
             "load_shedding": self
                 .throttle

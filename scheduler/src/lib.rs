@@ -15,6 +15,7 @@ pub mod outlier;
 pub mod placement;
 pub mod policy;
 pub mod policy_check;
+pub mod prewarm;
 pub mod server;
 pub mod sim;
 pub mod stats;

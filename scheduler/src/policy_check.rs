@@ -83,10 +83,7 @@ pub fn run(file: &Path, config: Option<&Path>) -> Result<String, String> {
             let request = RequestFeatures {
                 model,
                 payload_bytes: scenario.payload_bytes,
-                rate: RequestRate {
-                    window_per_second: scenario.rate,
-                    ewma_per_second: scenario.rate,
-                },
+                rate: RequestRate::steady(scenario.rate),
                 random: 0,
             };
             let decision = match policy.place(&request, &views) {

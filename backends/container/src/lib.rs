@@ -21,6 +21,7 @@ pub mod pool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use switchyard_backends::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
@@ -185,6 +186,19 @@ impl Backend for ContainerBackend {
                 });
             }
             self.pool.infer(job).await
+        })
+    }
+
+    /// Containers enough for `slots` requests running at once (each runs
+    /// `workers`), started now and kept for `hold`.
+    fn prewarm(&self, model: String, slots: u64, hold: Duration) -> BackendFuture<'_, u64> {
+        Box::pin(async move {
+            if !self.models.contains_key(&model) {
+                return 0;
+            }
+            let workers = (self.pool.config.workers as u64).max(1);
+            let containers = usize::try_from(slots.div_ceil(workers)).unwrap_or(usize::MAX);
+            self.pool.prewarm(containers, hold) as u64 * workers
         })
     }
 

@@ -81,6 +81,10 @@ pub struct PoolStats {
     pub retired: u64,
     /// Request attempts moved to another container after one failed.
     pub failovers: u64,
+    /// Pre-warms that started containers ahead of demand.
+    pub prewarms: u64,
+    /// Containers a pre-warm in force keeps running (0: none in force).
+    pub prewarm_floor: u64,
     /// The image this gateway runs, once known.
     pub image: Option<String>,
 }
@@ -113,6 +117,8 @@ struct State {
     /// Last time the demand needed every live container.
     last_fully_used: Instant,
     last_health_check: Instant,
+    /// A pre-warm in force: keep at least this many containers until then.
+    prewarm: Option<(usize, Instant)>,
 }
 
 /// The container pool; shared by the backend, its supervisor and the tasks
@@ -135,6 +141,7 @@ pub struct Pool {
     /// Highest in-flight count since the supervisor last looked.
     peak_in_flight: AtomicU64,
     failovers: AtomicU64,
+    prewarms: AtomicU64,
     sequence: AtomicU64,
 }
 
@@ -195,6 +202,7 @@ impl Pool {
                 next_start: now,
                 last_fully_used: now,
                 last_health_check: now,
+                prewarm: None,
             }),
             counters: Mutex::new(Counters {
                 cold_starts: 0,
@@ -211,6 +219,7 @@ impl Pool {
             waiting: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
+            prewarms: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
             config,
         }
@@ -447,6 +456,36 @@ impl Pool {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Keeps at least `containers` (within the pool's maximum) running for
+    /// `hold` from now, starting the missing ones at the supervisor's next
+    /// tick. While one pre-warm is in force a second only raises or extends
+    /// it. Returns how many containers it adds to the live and starting ones.
+    pub fn prewarm(&self, containers: usize, hold: Duration) -> usize {
+        let containers = containers.min(self.config.max_containers);
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let until = now + hold;
+        state.prewarm = Some(match state.prewarm {
+            Some((current, current_until)) if now < current_until => {
+                (current.max(containers), current_until.max(until))
+            }
+            _ => (containers, until),
+        });
+        let live = state
+            .workers
+            .iter()
+            .filter(|w| w.state() <= SUSPECT)
+            .count();
+        let adds = containers.saturating_sub(live + state.starting);
+        drop(state);
+        if adds > 0 {
+            self.prewarms.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(backend = %self.config.name, containers, adds, hold_ms = hold.as_millis() as u64, "pre-warming containers");
+            self.wake.notify_one();
+        }
+        adds
+    }
+
     /// (ready containers, starting containers, whether more can start, why not ready).
     pub fn status(&self) -> PoolStatus {
         let state = lock(&self.state);
@@ -493,7 +532,15 @@ impl Pool {
 
     pub fn stats(&self) -> PoolStats {
         let status = self.status();
-        let image = lock(&self.state).image.clone();
+        let (image, prewarm_floor) = {
+            let state = lock(&self.state);
+            let now = Instant::now();
+            let floor = state
+                .prewarm
+                .filter(|&(_, until)| now < until)
+                .map_or(0, |(containers, _)| containers as u64);
+            (state.image.clone(), floor)
+        };
         let counters = lock(&self.counters);
         let mut sorted: Vec<f64> = counters.recent_cold_starts.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
@@ -513,6 +560,8 @@ impl Pool {
             deaths: counters.deaths,
             retired: counters.retired,
             failovers: self.failovers.load(Ordering::Relaxed),
+            prewarms: self.prewarms.load(Ordering::Relaxed),
+            prewarm_floor,
             image,
         }
     }
@@ -756,8 +805,15 @@ impl Pool {
             .swap(self.in_flight.load(Ordering::Acquire), Ordering::AcqRel)
             .max(self.in_flight.load(Ordering::Acquire));
         let demand = usize::try_from(peak.div_ceil(config.target_in_flight)).unwrap_or(usize::MAX);
-        let desired = demand.clamp(config.min_containers, config.max_containers);
         let mut state = lock(&self.state);
+        let now = Instant::now();
+        let floor = state
+            .prewarm
+            .filter(|&(_, until)| now < until)
+            .map_or(0, |(containers, _)| containers);
+        let desired = demand
+            .max(floor)
+            .clamp(config.min_containers, config.max_containers);
         // Checked under the lock that `shutdown` takes to count starts.
         if self.stopping() {
             return;
@@ -770,7 +826,6 @@ impl Pool {
             .iter()
             .filter(|w| w.state() <= SUSPECT)
             .count();
-        let now = Instant::now();
         if desired >= live {
             state.last_fully_used = now;
         }
@@ -1193,6 +1248,23 @@ mod tests {
         assert_eq!(pool.waiting(), 0);
         drop(second);
         assert_eq!(worker.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_prewarm_raises_the_floor_for_its_hold_and_only_counts_missing_containers() {
+        let (pool, _) = pool_with_one_worker();
+        // One container is live: asking for 5 adds 1 (the maximum is 2).
+        assert_eq!(pool.prewarm(5, Duration::from_secs(60)), 1);
+        assert_eq!(pool.stats().prewarm_floor, 2);
+        assert_eq!(pool.stats().prewarms, 1);
+        // Asking again for fewer neither lowers the floor nor counts.
+        assert_eq!(pool.prewarm(1, Duration::from_secs(60)), 0);
+        assert_eq!(pool.stats().prewarm_floor, 2);
+        assert_eq!(pool.stats().prewarms, 1);
+        // A hold that has ended keeps nothing.
+        let (pool, _) = pool_with_one_worker();
+        assert_eq!(pool.prewarm(2, Duration::ZERO), 1);
+        assert_eq!(pool.stats().prewarm_floor, 0);
     }
 
     #[tokio::test]

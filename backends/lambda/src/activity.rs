@@ -33,6 +33,9 @@ struct Totals {
     gb_seconds: f64,
     cost_dollars: f64,
     cold_latency_total: Duration,
+    prewarms: u64,
+    prewarm_invocations: u64,
+    prewarm_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +81,11 @@ pub struct LambdaStats {
     pub recent_throttles: u64,
     /// Share of the window's invocations that were cold starts.
     pub recent_cold_start_rate: f64,
+    /// Pre-warms run, and their invocations (counted in `invocations` and
+    /// the cost too); failed ones apart.
+    pub prewarms: u64,
+    pub prewarm_invocations: u64,
+    pub prewarm_failures: u64,
 }
 
 impl Activity {
@@ -194,6 +202,18 @@ impl Activity {
             .increment(1);
     }
 
+    /// Accounts for a pre-warm of `invoked` invocations, `warmed` of which
+    /// succeeded (each was accounted for as an invocation already).
+    pub fn record_prewarm(&self, model: &str, invoked: u64, warmed: u64) {
+        self.with_state(|state, _| {
+            state.totals.prewarms += 1;
+            state.totals.prewarm_invocations += invoked;
+            state.totals.prewarm_failures += invoked.saturating_sub(warmed);
+        });
+        metrics::counter!("switchyard_lambda_prewarm_invocations_total", "backend" => self.backend.clone(), "model" => model.to_owned())
+            .increment(invoked);
+    }
+
     /// Accounts for an invocation the function itself failed.
     pub fn record_function_error(&self, model: &str) {
         self.with_state(|state, _| state.totals.function_errors += 1);
@@ -243,6 +263,9 @@ impl Activity {
                 } else {
                     cold as f64 / (cold + warm) as f64
                 },
+                prewarms: t.prewarms,
+                prewarm_invocations: t.prewarm_invocations,
+                prewarm_failures: t.prewarm_failures,
             }
         })
         .unwrap_or(LambdaStats {
@@ -261,6 +284,9 @@ impl Activity {
             recent_window_seconds: self.window.as_secs_f64(),
             recent_throttles: 0,
             recent_cold_start_rate: 0.0,
+            prewarms: 0,
+            prewarm_invocations: 0,
+            prewarm_failures: 0,
         })
     }
 }

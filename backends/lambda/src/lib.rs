@@ -35,6 +35,7 @@ use switchyard_backends::{
 };
 use switchyard_lambda_function::{InvokeEvent, InvokeResponse};
 use switchyard_models::{ModelRepository, ModelSession, SessionOptions, TensorSpecs};
+use switchyard_protocol::InferRequest;
 use tokio::sync::Semaphore;
 
 pub use activity::LambdaStats;
@@ -62,6 +63,8 @@ pub struct LambdaBackend {
     permits: Arc<Semaphore>,
     activity: activity::Activity,
     down: Mutex<Option<Down>>,
+    /// No pre-warm starts before this (one at a time, at most one per hold).
+    next_prewarm: Mutex<Instant>,
 }
 
 impl LambdaBackend {
@@ -95,6 +98,7 @@ impl LambdaBackend {
             invoker,
             models,
             down: Mutex::new(None),
+            next_prewarm: Mutex::new(Instant::now()),
         };
         if let Err(cause) = backend.probe().await {
             backend.mark_down(format!(
@@ -407,5 +411,74 @@ impl Backend for LambdaBackend {
 
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
         Box::pin(self.run(job))
+    }
+
+    /// Warms function instances for `slots` concurrent requests: invokes the
+    /// function that many times at once, minus the instances already warm or
+    /// busy, with a request of zeros (a real inference, billed like one; a
+    /// cold instance pays its init there instead of on a client's request).
+    /// At most half the free reserved concurrency is used, so clients keep
+    /// room, and a pre-warm starts at most once per `hold`.
+    fn prewarm(&self, model: String, slots: u64, hold: Duration) -> BackendFuture<'_, u64> {
+        Box::pin(async move {
+            let Some(info) = self.models.get(&model) else {
+                return 0;
+            };
+            let Some((&version, specs)) = info.versions.iter().next_back() else {
+                return 0;
+            };
+            if self.down_reason().is_some() {
+                return 0;
+            }
+            let busy_or_warm = self.activity.warm_instances().max(self.in_flight());
+            let free = self.permits.available_permits() as u64 / 2;
+            let missing = slots
+                .min(self.config.reserved_concurrency)
+                .saturating_sub(busy_or_warm)
+                .min(free);
+            if missing == 0 {
+                return 0;
+            }
+            let now = Instant::now();
+            match self.next_prewarm.lock() {
+                Ok(mut next) if now >= *next => *next = now + hold.max(self.config.timeout),
+                _ => return 0,
+            }
+            let Some(inputs) = specs
+                .inputs
+                .iter()
+                .map(|spec| spec.zeros())
+                .collect::<Option<Vec<_>>>()
+            else {
+                return 0;
+            };
+            let request = InferRequest {
+                id: Some("switchyard-prewarm".into()),
+                inputs,
+                outputs: Vec::new(),
+                binary_data_output: true,
+                timeout_us: None,
+            };
+            tracing::info!(backend = %self.config.name, %model, slots, missing, "pre-warming function instances");
+            let deadline = now + self.config.timeout;
+            let warmed = futures_util::future::join_all((0..missing).map(|_| {
+                self.run(InferenceJob {
+                    model: model.clone(),
+                    version,
+                    request: request.clone(),
+                    deadline,
+                })
+            }))
+            .await
+            .into_iter()
+            .filter(Result::is_ok)
+            .count() as u64;
+            self.activity.record_prewarm(&model, missing, warmed);
+            // The next pre-warm may start once this one is done.
+            if let Ok(mut next) = self.next_prewarm.lock() {
+                *next = (*next).min(Instant::now() + hold);
+            }
+            missing
+        })
     }
 }

@@ -18,7 +18,7 @@ mod straightline;
 use serde::Serialize;
 use switchyard_backends::BackendSnapshot;
 
-pub use adaptive::{Adaptive, AdaptiveParams, BackendCosts};
+pub use adaptive::{Adaptive, AdaptiveParams, BackendCosts, PrewarmParams};
 pub use simple::{LeastLoaded, Ordered, RoundRobin, Static};
 pub use straightline::Straightline;
 
@@ -84,6 +84,20 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// A backend to warm ahead of demand: get `slots` requests' worth of it
+/// running at once ready (containers started, function instances warm).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prewarm {
+    /// Index into the candidates the policy was given.
+    pub backend: usize,
+    /// Request slots (concurrent requests) it should have ready.
+    pub slots: u64,
+    /// How long to keep them, seconds.
+    pub hold_s: f64,
+    /// One line for the log and stats.
+    pub reason: String,
+}
+
 /// A placement policy.
 pub trait Policy: Send + Sync + std::fmt::Debug {
     /// Its name in config, metrics and stats.
@@ -92,6 +106,12 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
     /// model, minus any that already refused this request); `None` when
     /// none of them can take it.
     fn place(&self, request: &RequestFeatures<'_>, backends: &[BackendView]) -> Option<Decision>;
+    /// Backends to warm now because the model's rate trend predicts more
+    /// load than the ready ones can take. Default: none (a reactive policy).
+    fn prewarm(&self, request: &RequestFeatures<'_>, backends: &[BackendView]) -> Vec<Prewarm> {
+        let _ = (request, backends);
+        Vec::new()
+    }
 }
 
 /// Index of the candidate called `name` that can take the request.
@@ -142,10 +162,7 @@ pub(crate) mod testing {
         RequestFeatures {
             model: "m",
             payload_bytes,
-            rate: RequestRate {
-                window_per_second: rate,
-                ewma_per_second: rate,
-            },
+            rate: RequestRate::steady(rate),
             random: 7,
         }
     }

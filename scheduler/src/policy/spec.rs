@@ -22,8 +22,8 @@ use serde::Deserialize;
 use switchyard_models::toml_config::{TomlError, from_toml};
 
 use super::{
-    Adaptive, AdaptiveParams, BackendCosts, LeastLoaded, Ordered, Policy, RoundRobin, Static,
-    Straightline,
+    Adaptive, AdaptiveParams, BackendCosts, LeastLoaded, Ordered, Policy, PrewarmParams,
+    RoundRobin, Static, Straightline,
 };
 
 /// One policy as written.
@@ -65,7 +65,18 @@ pub enum PolicySpec {
         cold_start_ms: Option<PerKind>,
         #[serde(default)]
         costs: Option<CostsSpec>,
+        #[serde(default)]
+        prewarm: Option<PrewarmSpec>,
     },
+}
+
+/// Pre-warming of `adaptive`, each key defaulting to
+/// [`PrewarmParams::default`]; `horizon_s = 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrewarmSpec {
+    pub horizon_s: Option<f64>,
+    pub utilization: Option<f64>,
 }
 
 /// A value per backend kind.
@@ -250,6 +261,7 @@ fn build(spec: &PolicySpec, backends: &[String], key: &str) -> Result<Arc<dyn Po
             prior_latency_ms,
             cold_start_ms,
             costs,
+            prewarm,
         } => {
             let defaults = AdaptiveParams::default();
             let per_kind = |field: &str,
@@ -354,6 +366,24 @@ fn build(spec: &PolicySpec, backends: &[String], key: &str) -> Result<Arc<dyn Po
                             86400.0,
                         )?,
                     },
+                    prewarm: PrewarmParams {
+                        horizon_s: range(
+                            "prewarm.horizon_s",
+                            prewarm
+                                .and_then(|w| w.horizon_s)
+                                .unwrap_or(defaults.prewarm.horizon_s),
+                            0.0,
+                            3600.0,
+                        )?,
+                        utilization: range(
+                            "prewarm.utilization",
+                            prewarm
+                                .and_then(|w| w.utilization)
+                                .unwrap_or(defaults.prewarm.utilization),
+                            0.05,
+                            1.0,
+                        )?,
+                    },
                 },
             })
         }
@@ -385,6 +415,7 @@ data_size_threshold_bytes = 65536
 policy = "adaptive"
 slo_p99_ms = 800
 costs = { lambda_memory_mb = 3008 }
+prewarm = { horizon_s = 30, utilization = 0.5 }
 "#,
         )
         .expect("parses");
@@ -426,6 +457,11 @@ costs = { lambda_memory_mb = 3008 }
                 "[default]\npolicy = \"ordered\"\norder = []\n",
                 "default.order",
                 "at least one",
+            ),
+            (
+                "[default]\npolicy = \"adaptive\"\nslo_p99_ms = 5\nprewarm = { utilization = 2 }\n",
+                "default.prewarm.utilization",
+                "between",
             ),
         ];
         for (text, key, message) in cases {

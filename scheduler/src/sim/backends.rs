@@ -282,6 +282,8 @@ pub struct ContainerSim {
     ready: u64,
     starting: u64,
     last_fully_used: Time,
+    /// A pre-warm in force: at least this many containers until then.
+    prewarm: Option<(u64, Time)>,
     service: Stream,
     cold: Stream,
     pub activity: ContainerActivity,
@@ -309,6 +311,7 @@ impl ContainerSim {
             waiting: VecDeque::new(),
             starting: 0,
             last_fully_used: 0,
+            prewarm: None,
             service,
             cold,
             activity: ContainerActivity {
@@ -324,6 +327,24 @@ impl ContainerSim {
 
     pub fn scale_interval(&self) -> Time {
         nanos(self.config.scale_interval)
+    }
+
+    /// Keeps containers enough for `slots` running requests until `now +
+    /// hold`, started at the next scaling tick (as the gateway's pool does:
+    /// a pre-warm in force is only raised or extended). Returns the slots
+    /// that adds.
+    pub fn prewarm(&mut self, slots: u64, hold: Time, now: Time) -> u64 {
+        let c = &self.config;
+        let workers = c.workers.max(1);
+        let containers = slots.div_ceil(workers).min(c.max_containers);
+        let until = now.saturating_add(hold);
+        self.prewarm = Some(match self.prewarm {
+            Some((current, current_until)) if now < current_until => {
+                (current.max(containers), current_until.max(until))
+            }
+            _ => (containers, until),
+        });
+        containers.saturating_sub(self.ready + self.starting) * workers
     }
 
     pub fn snapshot(&self) -> BackendSnapshot {
@@ -432,8 +453,13 @@ impl ContainerSim {
         let c = &self.config;
         let peak = self.peak_in_flight.max(self.in_flight);
         self.peak_in_flight = self.in_flight;
+        let floor = self
+            .prewarm
+            .filter(|&(_, until)| now < until)
+            .map_or(0, |(containers, _)| containers);
         let desired = peak
             .div_ceil(c.target_in_flight)
+            .max(floor)
             .clamp(c.min_containers, c.max_containers);
         let live = self.ready;
         if desired >= live {
@@ -590,6 +616,9 @@ pub struct LambdaActivity {
     pub peak_concurrency: u64,
     pub gb_seconds: f64,
     pub cost_dollars: f64,
+    /// Invocations made to warm instances ahead of demand (also counted in
+    /// `invocations` and the cost).
+    pub prewarm_invocations: u64,
 }
 
 /// The Lambda tier.
@@ -601,6 +630,8 @@ pub struct LambdaSim {
     /// Idle warm instances, least recently used first: `(id, idle since)`.
     idle: VecDeque<(u32, Time)>,
     next_instance: u32,
+    /// No pre-warm starts before this.
+    next_prewarm: Time,
     service: Stream,
     cold: Stream,
     pub activity: LambdaActivity,
@@ -614,6 +645,7 @@ impl LambdaSim {
             alive: 0,
             idle: VecDeque::new(),
             next_instance: 0,
+            next_prewarm: 0,
             service,
             cold,
             activity: LambdaActivity::default(),
@@ -692,13 +724,7 @@ impl LambdaSim {
             }
         };
         let duration = handler + init;
-        let step = self.config.billing_granularity_ms * 1_000_000;
-        let billed_ms = (duration.div_ceil(step).max(1) * step) as f64 / 1e6;
-        let gb_seconds = self.config.memory_mb as f64 / 1024.0 * billed_ms / 1000.0;
-        self.activity.invocations += 1;
-        self.activity.gb_seconds += gb_seconds;
-        self.activity.cost_dollars +=
-            self.config.request_dollars + gb_seconds * self.config.gb_second_dollars;
+        self.bill(duration);
         self.in_flight += 1;
         self.activity.peak_concurrency = self.activity.peak_concurrency.max(self.in_flight);
         let done_at = now + duration;
@@ -706,6 +732,70 @@ impl LambdaSim {
         Offer::Accepted {
             done_at: Some(done_at),
         }
+    }
+
+    /// Warms instances for `slots` concurrent invocations of `model` as the
+    /// gateway's backend does: invocations of a request of zeros, billed,
+    /// for the slots not warm or busy, at most half the free reserved
+    /// concurrency, at most one pre-warm per `hold`. Returns the
+    /// invocations started.
+    pub fn prewarm(
+        &mut self,
+        model: usize,
+        slots: u64,
+        hold: Time,
+        now: Time,
+        events: &mut Events,
+    ) -> u64 {
+        let c = &self.config;
+        let Some(LambdaModel {
+            latency,
+            cold_start,
+        }) = c.models.get(model).and_then(Option::as_ref)
+        else {
+            return 0;
+        };
+        let free = c.reserved_concurrency.saturating_sub(self.in_flight) / 2;
+        let missing = slots
+            .min(c.reserved_concurrency)
+            .saturating_sub(self.warm(now).max(self.in_flight))
+            .min(free);
+        if missing == 0 || now < self.next_prewarm {
+            return 0;
+        }
+        self.next_prewarm = now.saturating_add(hold);
+        let (latency, cold_start) = (latency.clone(), *cold_start);
+        for _ in 0..missing {
+            let instance = self.next_instance;
+            self.next_instance = self.next_instance.wrapping_add(1);
+            self.alive += 1;
+            self.activity.cold_starts += 1;
+            self.activity.prewarm_invocations += 1;
+            let duration = latency.for_rows(1).sample_ns(&mut self.service)
+                + cold_start.sample_ns(&mut self.cold);
+            self.bill(duration);
+            self.in_flight += 1;
+            events.schedule(now + duration, Event::LambdaWarmed { instance });
+        }
+        self.activity.peak_concurrency = self.activity.peak_concurrency.max(self.in_flight);
+        missing
+    }
+
+    /// A pre-warm invocation finished: its instance is idle and warm.
+    pub fn warmed(&mut self, instance: u32, now: Time) {
+        self.in_flight -= 1;
+        self.idle.push_back((instance, now));
+    }
+
+    /// Charges one invocation of `duration`.
+    fn bill(&mut self, duration: Time) {
+        let step = self.config.billing_granularity_ms * 1_000_000;
+        let billed_ms = (duration.div_ceil(step).max(1) * step) as f64 / 1e6;
+        let gb_seconds = self.config.memory_mb as f64 / 1024.0 * billed_ms / 1000.0;
+        self.activity.invocations += 1;
+        self.activity.gb_seconds += gb_seconds;
+        self.activity.cost_dollars +=
+            self.config.request_dollars + gb_seconds * self.config.gb_second_dollars;
     }
 
     pub fn done(

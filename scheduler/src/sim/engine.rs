@@ -127,6 +127,8 @@ struct Engine<'a> {
     views: Vec<BackendView>,
     candidates: Vec<usize>,
     arrivals_done: bool,
+    /// Per model: when its policy may next be asked for pre-warm advice.
+    next_prewarm_check: Vec<Time>,
 }
 
 /// Runs `workload` against the tiers of `profile`, placing every request
@@ -219,6 +221,7 @@ pub fn simulate_with(
         views: Vec::new(),
         candidates: Vec::new(),
         arrivals_done: false,
+        next_prewarm_check: vec![0; profile.models.len()],
     };
     if let Some(Tier::Container(pool)) = engine
         .tiers
@@ -363,6 +366,24 @@ impl Engine<'_> {
             rate: request.rate,
             random: request.random,
         };
+        if request.attempts == 0 && now >= self.next_prewarm_check[model] {
+            self.next_prewarm_check[model] = now + nanos(crate::prewarm::CHECK_INTERVAL);
+            for advice in self.policies[model].prewarm(&features, &self.views) {
+                let Some(&backend) = self.candidates.get(advice.backend) else {
+                    continue;
+                };
+                let hold = nanos(Duration::from_secs_f64(advice.hold_s.clamp(0.0, 3600.0)));
+                match &mut self.tiers[backend] {
+                    Tier::Container(pool) => {
+                        pool.prewarm(advice.slots, hold, now);
+                    }
+                    Tier::Lambda(lambda) => {
+                        lambda.prewarm(model, advice.slots, hold, now, &mut self.events);
+                    }
+                    Tier::Local(_) => {}
+                }
+            }
+        }
         let Some(decision) = self.policies[model].place(&features, &self.views) else {
             let reason = match &request.last_refusal {
                 Some(error) => FailureReason::of(error),
@@ -483,6 +504,13 @@ impl Engine<'_> {
                     self.tiers.iter_mut().find(|t| matches!(t, Tier::Lambda(_)))
                 {
                     lambda.done(instance, request, now, answers);
+                }
+            }
+            Event::LambdaWarmed { instance } => {
+                if let Some(Tier::Lambda(lambda)) =
+                    self.tiers.iter_mut().find(|t| matches!(t, Tier::Lambda(_)))
+                {
+                    lambda.warmed(instance, now);
                 }
             }
             Event::Deadline { request } => {

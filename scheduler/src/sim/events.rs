@@ -36,6 +36,8 @@ pub enum Event {
     ContainerTick,
     /// A Lambda instance finished one invocation.
     LambdaDone { instance: u32, request: RequestId },
+    /// A Lambda instance finished a pre-warm invocation.
+    LambdaWarmed { instance: u32 },
     /// A request's deadline: if it is still waiting or running, it times out.
     Deadline { request: RequestId },
 }
