@@ -59,7 +59,7 @@ pub enum Server {
     /// The same gateway process, with binary tensors in and out.
     SwitchyardBinary,
     Flask,
-    MlServer,
+    Mlserver,
     RayServe,
 }
 
@@ -69,7 +69,7 @@ impl Server {
             Server::Switchyard => "Switchyard",
             Server::SwitchyardBinary => "Switchyard, binary tensors",
             Server::Flask => "Flask + gunicorn",
-            Server::MlServer => "MLServer",
+            Server::Mlserver => "MLServer",
             Server::RayServe => "Ray Serve",
         }
     }
@@ -82,7 +82,7 @@ impl Server {
 /// The order servers are started and searched in (see the module docs).
 const START_ORDER: [Server; 4] = [
     Server::Flask,
-    Server::MlServer,
+    Server::Mlserver,
     Server::Switchyard,
     Server::RayServe,
 ];
@@ -103,7 +103,12 @@ pub struct Plan {
     pub binary_row: bool,
     /// The fixed rate is this fraction of the weakest server's maximum.
     pub fixed_fraction: f64,
+    /// Each fixed-rate run lasts this long, or longer (up to
+    /// `fixed_max_s`) until `fixed_min_requests` were due, so that a low
+    /// rate still has a p99 worth the name.
     pub fixed_s: f64,
+    pub fixed_max_s: f64,
+    pub fixed_min_requests: u64,
     pub raw_warmup_s: f64,
     pub raw_s: f64,
     pub request_timeout_s: f64,
@@ -146,6 +151,8 @@ impl Plan {
             binary_row: !quick,
             fixed_fraction: 0.5,
             fixed_s: if quick { 1.0 } else { 5.0 },
+            fixed_max_s: if quick { 1.0 } else { 10.0 },
+            fixed_min_requests: 200,
             raw_warmup_s: if quick { 0.2 } else { 1.0 },
             raw_s: if quick { 1.0 } else { 5.0 },
             request_timeout_s: 0.5,
@@ -157,6 +164,13 @@ impl Plan {
         }
     }
 
+    /// How long a fixed-rate run at `rate` lasts.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn fixed_seconds(&self, rate: f64) -> f64 {
+        let for_requests = self.fixed_min_requests as f64 / rate.max(1e-3);
+        self.fixed_s.max(for_requests).min(self.fixed_max_s)
+    }
+
     /// The longest the measurements can take, start-ups aside: every step
     /// of every search failing (and so settling and timing out), the
     /// fixed-rate runs and the raw loops.
@@ -165,7 +179,7 @@ impl Plan {
         let models = self.models.len() as f64;
         let step = self.step_s + self.request_timeout_s + 1.0 + self.settle_s;
         let search = self.warmup_s + self.search.max_steps as f64 * step;
-        let fixed = self.fixed_s + self.request_timeout_s + 1.0;
+        let fixed = self.fixed_max_s + self.request_timeout_s + 1.0;
         models * (runs * (search + fixed) + self.raw_warmup_s + self.raw_s)
     }
 }
@@ -553,11 +567,12 @@ async fn measure_servers(
                 continue;
             };
             let target = Arc::new(target_for(context, index, variant, &up.endpoint)?);
+            let seconds = plan.fixed_seconds(rate);
             progress(&format!(
-                "{} on {model}: fixed rate {rate:.0}/s",
+                "{} on {model}: fixed rate {rate:.0}/s, {seconds:.1} s",
                 variant.label()
             ));
-            let step = step(&client, &target, rate, plan.fixed_s, plan).await?;
+            let step = step(&client, &target, rate, seconds, plan).await?;
             progress(&format!(
                 "  p50 {} µs, p99 {} µs, errors {}",
                 step.p50_us, step.p99_us, step.errors
@@ -600,7 +615,7 @@ async fn start(
             gateway.wait_ready(client).await?;
             Process::Gateway(gateway)
         }
-        Server::Flask | Server::MlServer | Server::RayServe => {
+        Server::Flask | Server::Mlserver | Server::RayServe => {
             let mut peer = spawn_peer(server, context)?;
             peer.wait_ready(client, models, limit).await?;
             Process::Peer(peer)
@@ -672,7 +687,7 @@ fn spawn_peer(server: Server, context: &Context) -> Result<PeerProcess, BenchErr
                 log,
             )
         }
-        Server::MlServer => {
+        Server::Mlserver => {
             let bin = venv_bin(&context.python)?;
             let folder = write_mlserver_settings(context, port)?;
             PeerProcess::spawn(
@@ -778,7 +793,7 @@ fn describe_setup(server: Server, context: &Context) -> String {
         Server::Flask => format!(
             "gunicorn, {workers} sync worker processes x 1 thread, a session per model per worker (1 intra-op thread)"
         ),
-        Server::MlServer => format!(
+        Server::Mlserver => format!(
             "mlserver start, one uvicorn HTTP process + {workers} parallel inference worker processes, custom ONNX Runtime model class (1 intra-op thread)"
         ),
         Server::RayServe => format!(
@@ -914,8 +929,8 @@ pub fn ratios(runs: &[ServerRun], raw: Option<&RawResult>) -> Vec<Ratio> {
                 Some(TARGET_VS_FLASK),
             ),
             (
-                Server::MlServer.label().to_owned(),
-                throughput(find(Server::MlServer)),
+                Server::Mlserver.label().to_owned(),
+                throughput(find(Server::Mlserver)),
                 Some(TARGET_VS_MLSERVER),
             ),
             (
@@ -1065,9 +1080,11 @@ pub fn tables(results: &PeersResults) -> String {
     );
     let _ = writeln!(
         out,
-        "- Fixed rate: {}% of the weakest server's maximum, {} s per server",
+        "- Fixed rate: {}% of the weakest server's maximum, {} s per server (longer, up to {} s, until {} requests were due)",
         plan.fixed_fraction * 100.0,
-        plan.fixed_s
+        plan.fixed_s,
+        plan.fixed_max_s,
+        plan.fixed_min_requests
     );
     out.push_str("\nServers:\n\n| server | set-up | start-up s | status |\n|---|---|---:|---|\n");
     let _ = writeln!(
@@ -1248,7 +1265,7 @@ mod tests {
     fn results() -> PeersResults {
         let runs = vec![
             server_run(Server::Flask, Some(1_000.0)),
-            server_run(Server::MlServer, Some(400.0)),
+            server_run(Server::Mlserver, Some(400.0)),
             server_run(Server::Switchyard, Some(8_000.0)),
             server_run(Server::SwitchyardBinary, None),
             ServerRun::unavailable(Server::RayServe, "pip install failed"),
@@ -1340,6 +1357,14 @@ mod tests {
         );
         let svg = plot(&results).unwrap();
         assert!(svg.contains("fashion_cnn: p99"));
+    }
+
+    #[test]
+    fn fixed_runs_last_long_enough_for_a_p99_within_bounds() {
+        let plan = Plan::new(false, 2);
+        assert_eq!(plan.fixed_seconds(1_000.0), 5.0);
+        assert_eq!(plan.fixed_seconds(25.0), 8.0);
+        assert_eq!(plan.fixed_seconds(5.0), 10.0);
     }
 
     #[test]

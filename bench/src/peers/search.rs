@@ -222,7 +222,7 @@ mod tests {
     fn errors_fail_a_step_even_with_a_low_p99() {
         let steps = search(&plan(), |rate| (1_000, u64::from(rate > 500.0)));
         let best = best(&steps).unwrap();
-        assert!(best <= 500.0 && best >= 400.0, "{best}");
+        assert!((400.0..=500.0).contains(&best), "{best}");
     }
 
     #[test]
