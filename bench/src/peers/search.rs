@@ -114,17 +114,20 @@ pub trait Probed {
 }
 
 /// Runs the search, calling `probe` for each rate, and returns every step
-/// in the order taken.
+/// in the order taken. A probe that answers `None` (its time budget is
+/// spent) ends the search there.
 pub async fn search_max_rate<S, E, F, Fut>(plan: &SearchPlan, mut probe: F) -> Result<Vec<S>, E>
 where
     S: Probed,
     F: FnMut(f64) -> Fut,
-    Fut: Future<Output = Result<S, E>>,
+    Fut: Future<Output = Result<Option<S>, E>>,
 {
     let mut search = RateSearch::new(plan.clone());
     let mut steps = Vec::new();
     while let Some(rate) = search.next_rate() {
-        let step = probe(rate).await?;
+        let Some(step) = probe(rate).await? else {
+            break;
+        };
         search.record(step.rate(), step.passed());
         steps.push(step);
     }
@@ -170,10 +173,10 @@ mod tests {
         runtime
             .block_on(search_max_rate(plan, |rate| {
                 let (p99, errors) = p99_and_errors(rate);
-                std::future::ready(Ok::<_, ()>(Fake {
+                std::future::ready(Ok::<_, ()>(Some(Fake {
                     rate,
                     passed: passes(1, errors, p99, 50_000),
-                }))
+                })))
             }))
             .unwrap()
     }
@@ -260,5 +263,22 @@ mod tests {
             state.record(rate, true);
         }
         assert_eq!(state.next_rate(), None);
+    }
+
+    #[test]
+    fn a_probe_without_a_step_ends_the_search() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut calls = 0;
+        let steps = runtime
+            .block_on(search_max_rate(&plan(), |rate| {
+                calls += 1;
+                let step = (calls <= 2).then_some(Fake { rate, passed: true });
+                std::future::ready(Ok::<_, ()>(step))
+            }))
+            .unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(calls, 3);
     }
 }
