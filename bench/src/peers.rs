@@ -980,6 +980,10 @@ pub fn ratios(runs: &[ServerRun], raw: Option<&RawResult>) -> Vec<Ratio> {
         .ok_or_else(|| "raw loop not measured".to_owned());
     let mut ratios = Vec::new();
     for numerator in [Server::Switchyard, Server::SwitchyardBinary] {
+        if numerator == Server::SwitchyardBinary && find(numerator).is_none() {
+            // Quick runs have no binary-tensor row.
+            continue;
+        }
         let top = throughput(find(numerator));
         let mut peers: Vec<(String, Result<f64, String>, Option<f64>)> = vec![
             (
@@ -1397,6 +1401,13 @@ mod tests {
         assert_eq!(binary.value, None);
         assert!(binary.note.contains("passed no rate"));
         assert_eq!(binary.target, None);
+        let without_binary: Vec<ServerRun> = results.models[0]
+            .runs
+            .iter()
+            .filter(|r| r.server != Server::SwitchyardBinary)
+            .cloned()
+            .collect();
+        assert_eq!(super::ratios(&without_binary, None).len(), 4);
     }
 
     #[test]
