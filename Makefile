@@ -29,6 +29,7 @@ help:
 	@echo "make test   set up, then run every test, clippy and the format check"
 	@echo "make setup  only the set-up (virtualenv, ONNX Runtime, models)"
 	@echo "make bench-local   gateway vs raw ONNX Runtime benchmark (bench/)"
+	@echo "make bench-peers   gateway vs Flask, MLServer, Ray Serve and the raw loop (PEERS_ARGS=--quick)"
 
 $(VENV_STAMP): models/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -179,6 +180,16 @@ audit: $(TOOLS_DIR)/bin/cargo-deny
 .PHONY: bench-sim bench-profile
 bench-sim:
 	$(CARGO) run --release --locked -p switchyard-bench -- sim
+
+# Switchyard against Flask + gunicorn, MLServer and Ray Serve (each with ONNX
+# Runtime) and the raw ONNX Runtime loop: bench/results/peers.{md,json,svg}.
+# The bench makes its own virtualenvs (bench/.venv-peers, bench/.venv-peers-ray)
+# from bench/peers/requirements*.txt on first use. About 7 minutes;
+# `make bench-peers PEERS_ARGS=--quick` runs a one-minute version.
+.PHONY: bench-peers
+bench-peers: setup
+	$(CARGO) build --release --locked -p switchyard -p switchyard-bench
+	target/release/switchyard-bench peers --no-build $(PEERS_ARGS)
 
 # Measures the local tier through the gateway and writes a simulator
 # profile: bench/results/profile.toml (use with `switchyard sim --profile`).

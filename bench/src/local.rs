@@ -182,15 +182,15 @@ pub struct LocalResults {
 }
 
 /// Raw-loop settings of one model, from the gateway's config.
-struct ModelSetup {
-    model: String,
-    path: PathBuf,
-    workers: usize,
-    intra_op_threads: usize,
+pub(crate) struct ModelSetup {
+    pub(crate) model: String,
+    pub(crate) path: PathBuf,
+    pub(crate) workers: usize,
+    pub(crate) intra_op_threads: usize,
     max_batch_size: Option<u64>,
 }
 
-fn model_setups(config: &Config) -> Result<Vec<ModelSetup>, BenchError> {
+pub(crate) fn model_setups(config: &Config) -> Result<Vec<ModelSetup>, BenchError> {
     let local = config
         .local
         .as_ref()

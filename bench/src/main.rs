@@ -3,7 +3,9 @@
 //! ONNX Runtime loop on this machine (`make bench-local`); `loadgen`
 //! compares the load generator with `wrk` (`make bench-loadgen`); `sim`
 //! compares the placement policies in the simulator (`make bench-sim`);
-//! `soak` runs the paper's ramp with faults injected (`make soak`).
+//! `soak` runs the paper's ramp with faults injected (`make soak`); `peers`
+//! compares the gateway with Flask, MLServer, Ray Serve and the raw loop
+//! (`make bench-peers`).
 
 mod error;
 mod gateway_process;
@@ -11,6 +13,7 @@ mod loadgen_wrk;
 mod local;
 mod machine;
 mod markdown;
+mod peers;
 mod profile;
 mod raw;
 mod sim;
@@ -106,6 +109,27 @@ enum BenchCommand {
         /// The profile to simulate (default: config/profiles/default.toml).
         #[arg(long)]
         profile: Option<PathBuf>,
+    },
+    /// Switchyard against Flask + gunicorn, MLServer and Ray Serve (each
+    /// with ONNX Runtime, from PyPI, in virtualenvs the bench makes under
+    /// bench/) and the raw ONNX Runtime loop: max throughput at p99 ≤ 50 ms
+    /// and latency at one fixed rate. Run from the repository root after
+    /// `make setup`.
+    Peers {
+        /// One model, short steps, no binary-tensor row (< 1 minute once
+        /// the virtualenvs exist).
+        #[arg(long)]
+        quick: bool,
+        /// Folder for peers.md, peers.json and peers.svg (peers-quick.* with --quick).
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The gateway binary to test (default: `switchyard` beside this
+        /// executable, built first with cargo).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// Do not run `cargo build -p switchyard` first.
+        #[arg(long)]
+        no_build: bool,
     },
     /// Measure the local tier through the gateway, by model and batch
     /// size, and write a simulator profile (`switchyard sim --profile`).
@@ -215,6 +239,26 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        BenchCommand::Peers {
+            quick,
+            out,
+            gateway_bin,
+            no_build,
+        } => {
+            let options = peers::PeersOptions {
+                quick,
+                gateway: LocalOptions {
+                    quick,
+                    build_gateway: !no_build && gateway_bin.is_none(),
+                    gateway_bin,
+                    command,
+                },
+            };
+            match peers_bench(&options, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
         BenchCommand::Soak {
             quick,
             out,
@@ -256,6 +300,29 @@ fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(
             results.lost, results.drained_exit_ok, results.containers_left
         )));
     }
+    Ok(())
+}
+
+fn peers_bench(options: &peers::PeersOptions, out: &Path) -> Result<(), BenchError> {
+    let results = peers::run_peers(options)?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let name = if options.quick {
+        "peers-quick"
+    } else {
+        "peers"
+    };
+    let plot_name = format!("{name}.svg");
+    let document = peers::document(&results, &plot_name);
+    write_results(
+        out,
+        &[
+            (&format!("{name}.json"), json + "\n"),
+            (&format!("{name}.md"), document.clone()),
+            (&plot_name, peers::plot(&results)?),
+        ],
+    )?;
+    show(&document);
     Ok(())
 }
 
