@@ -160,11 +160,11 @@ fn scales(quick: bool) -> Vec<Scale> {
         buckets,
     };
     if quick {
-        vec![scale("xception", 0.5, 12.0, 1000.0, 4)]
+        vec![scale("xception", 0.2, 12.0, 1000.0, 4)]
     } else {
         vec![
-            scale("xception", 0.5, 40.0, 1000.0, 10),
-            scale("fashion_cnn", 10.0, 30.0, 50.0, 10),
+            scale("xception", 0.25, 45.0, 1000.0, 10),
+            scale("fashion_cnn", 30.0, 25.0, 50.0, 10),
         ]
     }
 }
