@@ -162,8 +162,8 @@ pub struct PlacementRun {
     pub buckets: Vec<LoadBucket>,
     /// Index of the first failing bucket (see [`saturation`]).
     pub saturation_bucket: Option<usize>,
-    /// Requests by the `switchyard-backend` header that answered them
-    /// (`none`: refused or failed before a backend answered).
+    /// Successful (2xx) requests by the backend that served them (the
+    /// `switchyard-backend` response header).
     pub served_by: Vec<(String, u64)>,
     /// The load generator's whole report (with its 1 s time series).
     pub report: Option<Report>,
@@ -227,7 +227,8 @@ impl PlacementRun {
             served_by: report
                 .per_backend
                 .iter()
-                .map(|(name, group)| (name.clone(), group.sent))
+                .map(|(name, group)| (name.clone(), group.counts.success))
+                .filter(|(_, served)| *served > 0)
                 .collect(),
             report: Some(report),
             samples: None,
@@ -326,10 +327,25 @@ fn percent(share: f64) -> String {
     }
 }
 
+/// Who served the 2xx, as shares of all the run's requests (the rest
+/// failed).
+fn served_shares(run: &PlacementRun) -> String {
+    let mut parts: Vec<String> = run
+        .served_by
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {}", percent(*n as f64 / run.due.max(1) as f64)))
+        .collect();
+    if run.failed > 0 {
+        parts.push(format!("failed {}", percent(run.failure_rate)));
+    }
+    parts.join(", ")
+}
+
 /// The summary table of one model's live runs.
 pub fn summary_table(model: &ModelResults) -> String {
     let mut out = String::from(
-        "| placement | requests | failed | p50 ms | p99 ms | starts failing at (bucket: offered/s, ≈ paper sessions/180 s) | answered by |\n|---|---:|---:|---:|---:|---|---|\n",
+        "| placement | requests | failed | p50 ms | p99 ms | starts failing at (bucket: offered/s, ≈ paper sessions/180 s) | served by (share of all requests) |\n|---|---:|---:|---:|---:|---|---|\n",
     );
     for run in &model.runs {
         if let Some(error) = &run.error {
@@ -353,14 +369,7 @@ pub fn summary_table(model: &ModelResults) -> String {
             ),
             None => "never".into(),
         };
-        let total: u64 = run.served_by.iter().map(|(_, n)| n).sum();
-        let shares = run
-            .served_by
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(name, n)| format!("{name} {}", percent(*n as f64 / total.max(1) as f64)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let shares = served_shares(run);
         let _ = writeln!(
             out,
             "| {} | {} | {} ({}) | {} | {} | {} | {} |",
@@ -548,24 +557,65 @@ pub fn findings(model: &ModelResults) -> String {
         let (Some(run), Some(local)) = (find(model, name), find(model, "local-only")) else {
             continue;
         };
-        let total: u64 = run.served_by.iter().map(|(_, n)| n).sum();
-        let shares = run
-            .served_by
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(b, n)| format!("{b} {}", percent(*n as f64 / total.max(1) as f64)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let shares = served_shares(run);
         let _ = writeln!(
             out,
-            "- **{name}**: failures {} against local-only's {} (same run), p99 {} ms against {} ms; answered by {shares}.",
+            "- **{name}**: failures {} against local-only's {} (same run), p99 {} ms against {} ms; served by {shares}.",
             percent(run.failure_rate),
             percent(local.failure_rate),
             opt_ms(run.p99_ms),
             opt_ms(local.p99_ms)
         );
     }
+    let _ = writeln!(
+        out,
+        "- Checks against the paper's findings: {}.",
+        checks(model)
+    );
     out
+}
+
+fn yes_no(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "n/a",
+    }
+}
+
+/// The paper's three findings, each judged on this model's runs.
+fn checks(model: &ModelResults) -> String {
+    let local = find(model, "local-only");
+    let single_tier: Vec<&PlacementRun> = ["container-only", "lambda-only"]
+        .iter()
+        .filter_map(|name| find(model, name))
+        .collect();
+    // Fails first: no single-tier placement failed in an earlier bucket
+    // (one that never failed counts as later).
+    let fails_first = local.and_then(|l| l.saturation_bucket).map(|at| {
+        single_tier
+            .iter()
+            .all(|r| r.saturation_bucket.is_none_or(|other| other >= at))
+    });
+    let fastest = local
+        .and_then(|l| l.buckets.first().and_then(|b| b.p50_ms))
+        .map(|mine| {
+            single_tier.iter().all(|r| {
+                r.buckets
+                    .first()
+                    .and_then(|b| b.p50_ms)
+                    .is_none_or(|other| mine <= other)
+            })
+        });
+    let lambda_band = model
+        .lambda_median_under_load_ms
+        .map(|m| (300.0..=500.0).contains(&m));
+    format!(
+        "local-only is the first single tier to fail: {}; local-only has the lowest median at the lightest load: {}; Lambda-only's median under load is within 300–500 ms: {}",
+        yes_no(fails_first),
+        yes_no(fastest),
+        yes_no(lambda_band)
+    )
 }
 
 /// The tables of one model, as the README and paper.md show them.
@@ -905,10 +955,7 @@ mod tests {
             p99_ms: median_and_p99(&samples).map(|m| m.1),
             saturation_bucket: saturation(&buckets, 1000.0),
             buckets,
-            served_by: vec![
-                ("local".into(), succeeded),
-                ("none".into(), samples.len() as u64 - succeeded),
-            ],
+            served_by: vec![("local".into(), succeeded)],
             report: None,
             samples: None,
         }
@@ -986,6 +1033,10 @@ mod tests {
         );
         assert!(
             text.contains("fastest median is local-only's, 60.0 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("first single tier to fail: yes; local-only has the lowest median at the lightest load: yes; Lambda-only's median under load is within 300–500 ms: **no**"),
             "{text}"
         );
     }
