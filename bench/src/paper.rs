@@ -59,6 +59,8 @@ const IMAGE_PREFIX: &str = "switchyard-worker-paper";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between two gateway runs, so one run's tail does not load the next.
 const SETTLE: Duration = Duration::from_secs(2);
+/// Warm-up before each ramp: one request at a time, at most 20.
+const WARM_UP: Duration = Duration::from_secs(1);
 /// The policy file of the `adaptive` placement.
 const ADAPTIVE_POLICY: &str = "config/cost-aware.toml";
 
@@ -621,6 +623,17 @@ async fn measure(
     };
     let target =
         Arc::new(Target::prepare(client, gateway.endpoint()?, &scale.model, &payload).await?);
+    // A short warm-up, not counted: ONNX Runtime's first run of a session
+    // is slow, and the ramp's first bucket holds only a few requests.
+    let mut warm_up = RunSettings::new(
+        Load::Closed {
+            concurrency: 1,
+            duration: WARM_UP,
+        },
+        REQUEST_TIMEOUT,
+    );
+    warm_up.max_requests = Some(20);
+    run(client, &target, &warm_up).await?;
     let phases = Phases::new(vec![Phase::ramp(
         format!(
             "paper ramp x{} over {:.0} s",
