@@ -175,6 +175,23 @@ audit: $(TOOLS_DIR)/bin/cargo-deny
 	  echo "advisories not checked: the RustSec advisory database (github.com/rustsec/advisory-db) cannot be fetched from here"; \
 	fi
 
+# The StraightLine paper's experiments scaled to this machine: its ramp
+# against local-only, container-only, Lambda-only, straightline and adaptive
+# placements for xception and fashion_cnn, live through the gateway (Docker
+# worker containers and the Lambda emulator), beside the simulator's replay
+# at full scale; writes bench/results/paper.{md,json} and SVG plots. About
+# 10 minutes; `make bench-paper PAPER_ARGS=--quick` takes under one. The
+# bench removes its containers and images itself; the images are removed
+# here again whatever the outcome.
+.PHONY: bench-paper
+bench-paper: setup
+	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
+	target/release/switchyard-bench paper $(PAPER_ARGS); status=$$?; \
+	if docker info >/dev/null 2>&1; then \
+	  docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=paper | xargs -r docker rm -f >/dev/null; \
+	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-paper*' | xargs -r docker rmi -f >/dev/null; \
+	fi; exit $$status
+
 # The placement policies side by side with the single-tier baselines in the
 # simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.
 .PHONY: bench-sim bench-profile

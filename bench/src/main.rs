@@ -5,7 +5,9 @@
 //! compares the placement policies in the simulator (`make bench-sim`);
 //! `soak` runs the paper's ramp with faults injected (`make soak`); `peers`
 //! compares the gateway with Flask, MLServer, Ray Serve and the raw loop
-//! (`make bench-peers`).
+//! (`make bench-peers`); `paper` reproduces the StraightLine paper's
+//! experiments, scaled to this machine, beside the simulator's replay at
+//! full scale (`make bench-paper`).
 
 mod error;
 mod gateway_process;
@@ -13,6 +15,8 @@ mod loadgen_wrk;
 mod local;
 mod machine;
 mod markdown;
+mod paper;
+mod paper_report;
 mod peers;
 mod profile;
 mod raw;
@@ -94,6 +98,37 @@ enum BenchCommand {
         /// The gateway binary (default: `switchyard` beside this executable).
         #[arg(long)]
         gateway_bin: Option<PathBuf>,
+    },
+    /// The StraightLine paper's experiments, scaled to this machine: its
+    /// ramp against local-only, container-only, Lambda-only, straightline
+    /// and adaptive placements, for xception and fashion_cnn, live through
+    /// the gateway, beside the simulator's replay at full scale. Needs the
+    /// Docker engine and `make setup`; about 10 minutes (`--quick`: < 1).
+    Paper {
+        /// One model (xception), a 12 s ramp, local-only and Lambda-only.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for paper.md, paper.json and the plots (a quick or
+        /// partial run writes paper-quick.* / paper-partial.*).
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The gateway binary (default: `switchyard` beside this executable).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// The simulator profile (default: config/profiles/default.toml).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Only this model (repeat for more): xception, fashion_cnn.
+        #[arg(long)]
+        model: Vec<String>,
+        /// Only this placement (repeat for more): local-only,
+        /// container-only, lambda-only, straightline, adaptive.
+        #[arg(long)]
+        placement: Vec<String>,
+        /// README whose section (between the bench-paper markers) a full
+        /// run rewrites.
+        #[arg(long, default_value = "bench/README.md")]
+        readme: PathBuf,
     },
     /// The placement policies side by side with the local-only,
     /// container-only and Lambda-only baselines, simulated (`switchyard
@@ -259,6 +294,31 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        BenchCommand::Paper {
+            quick,
+            out,
+            gateway_bin,
+            profile,
+            model,
+            placement,
+            readme,
+        } => {
+            let run = || -> Result<(), BenchError> {
+                let options = paper::PaperOptions {
+                    quick,
+                    gateway_bin: gateway_binary(gateway_bin)?,
+                    profile,
+                    models: model,
+                    placements: placement,
+                    command,
+                };
+                paper_bench(&options, &out, &readme)
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
         BenchCommand::Soak {
             quick,
             out,
@@ -270,17 +330,84 @@ fn main() -> ExitCode {
     }
 }
 
-fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(), BenchError> {
-    let gateway_bin = match gateway_bin {
-        Some(path) => path,
-        None => std::env::current_exe()
+/// The gateway binary given, or `switchyard` beside this executable.
+fn gateway_binary(given: Option<PathBuf>) -> Result<PathBuf, BenchError> {
+    match given {
+        Some(path) => Ok(path),
+        None => Ok(std::env::current_exe()
             .map_err(|source| BenchError::Io {
                 context: "cannot locate this executable",
                 path: PathBuf::from("(current exe)"),
                 source,
             })?
-            .with_file_name("switchyard"),
+            .with_file_name("switchyard")),
+    }
+}
+
+const PAPER_README: (&str, &str) = ("<!-- bench-paper:begin -->", "<!-- bench-paper:end -->");
+
+fn paper_bench(options: &paper::PaperOptions, out: &Path, readme: &Path) -> Result<(), BenchError> {
+    let partial = !options.models.is_empty() || !options.placements.is_empty();
+    let name = if options.quick {
+        "paper-quick"
+    } else if partial {
+        "paper-partial"
+    } else {
+        "paper"
     };
+    let results = paper::run_paper(options)?;
+    std::fs::create_dir_all(out).map_err(|source| BenchError::Io {
+        context: "cannot create the results folder",
+        path: out.to_owned(),
+        source,
+    })?;
+    let mut plots = Vec::new();
+    for model in &results.models {
+        let live = format!("{name}-{}.svg", model.model);
+        let path = out.join(&live);
+        switchyard_scheduler::sim::plot::write_svg(&paper::live_plot_input(model), &path)
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+        progress(&format!("wrote {}", path.display()));
+        let mut simulated = String::new();
+        if let Some(replay) = &model.sim {
+            simulated = format!("{name}-sim-{}.svg", model.model);
+            let path = out.join(&simulated);
+            switchyard_scheduler::sim::plot::write_svg(&replay.output, &path)
+                .map_err(|e| BenchError::Other(e.to_string()))?;
+            progress(&format!("wrote {}", path.display()));
+        }
+        plots.push((model.model.clone(), live, simulated));
+    }
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let document = paper_report::document(&results, &plots);
+    write_results(
+        out,
+        &[
+            (&format!("{name}.json"), json + "\n"),
+            (&format!("{name}.md"), document.clone()),
+        ],
+    )?;
+    if !options.quick
+        && !partial
+        && readme.is_file()
+        && markdown::update_readme_between(
+            readme,
+            PAPER_README,
+            &paper_report::readme_section(&results),
+        )?
+    {
+        progress(&format!(
+            "updated the paper section of {}",
+            readme.display()
+        ));
+    }
+    show(&document);
+    Ok(())
+}
+
+fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(), BenchError> {
+    let gateway_bin = gateway_binary(gateway_bin)?;
     let results = soak::soak(&soak::SoakOptions { quick, gateway_bin })?;
     let json = serde_json::to_string_pretty(&results)
         .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;

@@ -280,19 +280,29 @@ pub fn document(results: &LocalResults) -> String {
 
 /// Replaces the README's section between the markers with `section`.
 pub fn update_readme(path: &Path, section: &str) -> Result<bool, BenchError> {
+    update_readme_between(path, (README_BEGIN, README_END), section)
+}
+
+/// Replaces the README's section between the `begin` and `end` marker
+/// lines with `section`; `false` when the README has no such markers.
+pub fn update_readme_between(
+    path: &Path,
+    (begin_marker, end_marker): (&str, &str),
+    section: &str,
+) -> Result<bool, BenchError> {
     let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
         context: "cannot read the README",
         path: path.to_owned(),
         source,
     })?;
-    let (Some(begin), Some(end)) = (text.find(README_BEGIN), text.find(README_END)) else {
+    let (Some(begin), Some(end)) = (text.find(begin_marker), text.find(end_marker)) else {
         return Ok(false);
     };
     if end < begin {
         return Ok(false);
     }
     let updated = format!(
-        "{}{README_BEGIN}\n{section}{}",
+        "{}{begin_marker}\n{section}{}",
         &text[..begin],
         &text[end..]
     );

@@ -69,7 +69,7 @@ struct ThreadResult {
 }
 
 #[allow(clippy::expect_used)]
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // Constant bounds that hdrhistogram accepts: this cannot fail at run time.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid constant histogram bounds")
 }
