@@ -192,6 +192,45 @@ async fn serves_each_model_through_the_emulator_and_classifies_cold_and_warm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarm_warms_as_many_instances_as_asked_with_real_invocations() {
+    let emulator = emulator();
+    let _first = instance(&emulator, "digits");
+    let _second = instance(&emulator, "digits");
+    let gateway = TestGateway::start(&emulator.endpoint(), "models = [\"digits\"]").await;
+    let hold = Duration::from_millis(200);
+
+    // Two slots asked, none warm: two invocations at once, each a cold
+    // start of its own instance.
+    let added = gateway.lambda.prewarm("digits".into(), 2, hold).await;
+    assert_eq!(added, 2);
+    let stats = gateway.lambda.stats();
+    assert_eq!(
+        (
+            stats.prewarms,
+            stats.prewarm_invocations,
+            stats.prewarm_failures
+        ),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!((stats.invocations, stats.cold_starts), (2, 2), "{stats:?}");
+    assert_eq!(stats.warm_instances, 2, "{stats:?}");
+    assert!(stats.cost_dollars > 0.0, "pre-warms are billed: {stats:?}");
+    assert_eq!(gateway.lambda.snapshot().concurrency, 2);
+
+    // Already warm: nothing to do. A model it does not serve: nothing.
+    tokio::time::sleep(hold).await;
+    assert_eq!(gateway.lambda.prewarm("digits".into(), 2, hold).await, 0);
+    assert_eq!(gateway.lambda.prewarm("resnet".into(), 2, hold).await, 0);
+
+    // A client's request now finds a warm instance.
+    let reply = gateway.infer("digits", &digits_request()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let stats = gateway.lambda.stats();
+    assert_eq!((stats.invocations, stats.cold_starts), (3, 2), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_over_the_sync_limit_is_never_sent_to_lambda() {
     let emulator = emulator();
     // No instance: an invocation would wait for one, so a reply proves

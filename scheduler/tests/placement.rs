@@ -157,23 +157,32 @@ async fn start(
         .map(|r| Arc::clone(r) as Arc<dyn Backend>)
         .collect();
     backends.push(Arc::new(local));
+    (serve(&config, backends).await.0, refusing)
+}
+
+/// Serves a gateway over `backends` on a free port.
+async fn serve(config: &Config, backends: Vec<Arc<dyn Backend>>) -> (Running, Arc<Gateway>) {
     let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
-    let gateway = Arc::new(Gateway::with_backends(&config, backends, prometheus).expect("gateway"));
+    let gateway = Arc::new(Gateway::with_backends(config, backends, prometheus).expect("gateway"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(switchyard_scheduler::run(listener, gateway, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(switchyard_scheduler::run(
+        listener,
+        Arc::clone(&gateway),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     (
         Running {
             base,
             stop: Some(stop),
             task,
         },
-        refusing,
+        gateway,
     )
 }
 
@@ -393,4 +402,146 @@ async fn straightline_sends_a_burst_to_the_serverless_tier() {
     );
     assert!(doubles[0].calls.load(Ordering::Relaxed) >= 1);
     gateway.stop().await;
+}
+
+/// A Lambda-like backend that serves `digits` in 20 ms, starts with no warm
+/// instance, and records what it is asked to pre-warm.
+#[derive(Debug)]
+struct Warmable {
+    models: Vec<Arc<ModelInfo>>,
+    warm: AtomicU64,
+    in_flight: AtomicU64,
+    prewarms: std::sync::Mutex<Vec<(String, u64, Duration)>>,
+}
+
+impl Backend for Warmable {
+    fn name(&self) -> &str {
+        "lambda"
+    }
+    fn kind(&self) -> BackendKind {
+        BackendKind::Lambda
+    }
+    fn models(&self) -> Vec<Arc<ModelInfo>> {
+        self.models.clone()
+    }
+    fn ready(&self) -> bool {
+        true
+    }
+    fn snapshot(&self) -> BackendSnapshot {
+        let warm = self.warm.load(Ordering::Relaxed);
+        BackendSnapshot {
+            name: "lambda".into(),
+            kind: BackendKind::Lambda,
+            ready: true,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            queued: 0,
+            concurrency: warm,
+            capacity: 64,
+            headroom: 64 - warm.min(64),
+            max_payload_bytes: None,
+            unready_reason: None,
+        }
+    }
+    fn infer(
+        &self,
+        _job: InferenceJob,
+    ) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
+        Box::pin(async move {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            Ok(InferenceResult {
+                outputs: vec![
+                    Tensor {
+                        name: "label".into(),
+                        shape: vec![1],
+                        data: TensorData::Int64(vec![0]),
+                    },
+                    Tensor {
+                        name: "probabilities".into(),
+                        shape: vec![1, 10],
+                        data: TensorData::Fp32(vec![0.1; 10]),
+                    },
+                ],
+                timing: switchyard_backends::Timing::default(),
+            })
+        })
+    }
+    fn prewarm(&self, model: String, slots: u64, hold: Duration) -> BackendFuture<'_, u64> {
+        Box::pin(async move {
+            let warm = self.warm.load(Ordering::Relaxed);
+            self.prewarms
+                .lock()
+                .expect("lock")
+                .push((model, slots, hold));
+            self.warm.fetch_max(slots, Ordering::Relaxed);
+            slots.saturating_sub(warm)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rising_rate_makes_adaptive_prewarm_a_backend_whose_cold_start_breaks_the_slo() {
+    let mut config = Config::parse(
+        "[backends.local]\nmodels = [\"digits\"]\n",
+        "(test)",
+        &workspace(),
+    )
+    .expect("config");
+    // Lambda's 150 ms cold start breaks a 120 ms SLO, so capacity for the
+    // expected rate must be warm before it arrives.
+    config.placement.inline =
+        PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 120\n").expect("policy");
+    let repository =
+        ModelRepository::load(&workspace().join("models/repository")).expect("repository");
+    let local_config = LocalConfig {
+        name: "local".into(),
+        models: config.local.clone().expect("local").models,
+    };
+    let local =
+        tokio::task::spawn_blocking(move || LocalBackend::start(&local_config, &repository))
+            .await
+            .expect("join")
+            .expect("local starts");
+    let digits: Vec<Arc<ModelInfo>> = local.models();
+    local.shutdown().await;
+    let warmable = Arc::new(Warmable {
+        models: digits,
+        warm: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        prewarms: std::sync::Mutex::new(Vec::new()),
+    });
+    let (running, gateway) = serve(&config, vec![Arc::clone(&warmable) as Arc<dyn Backend>]).await;
+
+    // Open loop, 5/s rising to 65/s over 3 s: about 105 requests.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut at = 0.0_f64;
+    while at < 3.0 && tasks.len() < 200 {
+        let due = started + Duration::from_secs_f64(at);
+        let base = running.base.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            infer_digits(&base).await.status
+        }));
+        at += 1.0 / (5.0 + 20.0 * at);
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("join"), 200);
+    }
+    let prewarms = warmable.prewarms.lock().expect("lock").clone();
+    assert!(!prewarms.is_empty(), "no pre-warm was asked for");
+    let (model, slots, hold) = &prewarms[prewarms.len() - 1];
+    assert_eq!(model, "digits");
+    assert!(*slots >= 2, "{prewarms:?}");
+    assert_eq!(*hold, Duration::from_secs(10));
+    // Asked at most once per 250 ms.
+    assert!(prewarms.len() <= 13, "{prewarms:?}");
+    let stats = gateway.stats_report();
+    let record = &stats["prewarm"]["lambda"];
+    assert!(record["started"].as_u64().unwrap_or(0) >= 1, "{record}");
+    assert_eq!(record["last_model"], "digits");
+    let metrics = send("GET", &format!("{}/metrics", running.base), &[], Vec::new()).await;
+    assert!(String::from_utf8_lossy(&metrics.body).contains("switchyard_prewarm_total"));
+    running.stop().await;
 }
