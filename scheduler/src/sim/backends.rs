@@ -1036,6 +1036,60 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_container_prewarm_starts_containers_at_the_next_tick_and_holds_them() {
+        let mut sim = pool(1, 2);
+        let mut events = Events::default();
+        // pool(1, 2): one container of one worker, at most two.
+        assert_eq!(sim.prewarm(5, 10_000 * MS, 0), 1);
+        sim.scale(0, &mut events);
+        assert_eq!(sim.activity.cold_starts, 1);
+        while let Some((at, Event::ContainerReady { container })) = events.pop() {
+            sim.ready(container, at, &mut events, &|_| true, &mut Vec::new());
+        }
+        assert_eq!(sim.snapshot().concurrency, 2);
+        // Idle, but held: nothing retires until the hold and then the idle
+        // timeout have passed.
+        sim.scale(9_000 * MS, &mut events);
+        assert_eq!(sim.activity.retired, 0);
+        sim.scale(10_000 * MS + 2_000 * MS, &mut events);
+        assert_eq!(sim.activity.retired, 1);
+    }
+
+    #[test]
+    fn a_lambda_prewarm_bills_cold_invocations_and_leaves_warm_instances() {
+        let mut sim = lambda(10);
+        let mut events = Events::default();
+        assert_eq!(sim.prewarm(0, 3, 1_000 * MS, 0, &mut events), 3);
+        // Once per hold.
+        assert_eq!(sim.prewarm(0, 5, 1_000 * MS, 0, &mut events), 0);
+        while let Some((at, event)) = events.pop() {
+            if let Event::LambdaWarmed { instance } = event {
+                sim.warmed(instance, at);
+            }
+        }
+        assert_eq!(sim.snapshot(200 * MS).concurrency, 3);
+        assert_eq!(
+            (sim.activity.cold_starts, sim.activity.prewarm_invocations),
+            (3, 3)
+        );
+        // Three cold invocations of 110 ms at 1 GB, billed.
+        let expected = 3.0 * (0.5 + 0.110);
+        assert!(
+            (sim.activity.cost_dollars - expected).abs() < 1e-9,
+            "{:?}",
+            sim.activity
+        );
+        // A client's request now starts warm.
+        assert_eq!(
+            sim.offer(id(0), 0, 200 * MS, &mut events),
+            Offer::Accepted {
+                done_at: Some(210 * MS)
+            }
+        );
+        assert_eq!(sim.activity.cold_starts, 3);
+    }
+
     fn lambda(reserved: u64) -> LambdaSim {
         let profile = LambdaProfile {
             name: "lambda".into(),
