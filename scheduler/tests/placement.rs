@@ -124,17 +124,7 @@ async fn start(
     if config.placement.policy_file.is_none() {
         config.placement.inline = PolicyFile::parse(policies).expect("policies parse");
     }
-    let repository =
-        ModelRepository::load(&workspace().join("models/repository")).expect("repository");
-    let local_config = LocalConfig {
-        name: "local".into(),
-        models: config.local.clone().expect("local").models,
-    };
-    let local =
-        tokio::task::spawn_blocking(move || LocalBackend::start(&local_config, &repository))
-            .await
-            .expect("join")
-            .expect("local starts");
+    let local = start_local(&config).await;
     let digits = local
         .models()
         .into_iter()
@@ -158,6 +148,20 @@ async fn start(
         .collect();
     backends.push(Arc::new(local));
     (serve(&config, backends).await.0, refusing)
+}
+
+/// The real local backend of `config`.
+async fn start_local(config: &Config) -> LocalBackend {
+    let repository =
+        ModelRepository::load(&workspace().join("models/repository")).expect("repository");
+    let local_config = LocalConfig {
+        name: "local".into(),
+        models: config.local.clone().expect("local").models,
+    };
+    tokio::task::spawn_blocking(move || LocalBackend::start(&local_config, &repository))
+        .await
+        .expect("join")
+        .expect("local starts")
 }
 
 /// Serves a gateway over `backends` on a free port.
@@ -492,17 +496,7 @@ async fn a_rising_rate_makes_adaptive_prewarm_a_backend_whose_cold_start_breaks_
     // expected rate must be warm before it arrives.
     config.placement.inline =
         PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 120\n").expect("policy");
-    let repository =
-        ModelRepository::load(&workspace().join("models/repository")).expect("repository");
-    let local_config = LocalConfig {
-        name: "local".into(),
-        models: config.local.clone().expect("local").models,
-    };
-    let local =
-        tokio::task::spawn_blocking(move || LocalBackend::start(&local_config, &repository))
-            .await
-            .expect("join")
-            .expect("local starts");
+    let local = start_local(&config).await;
     let digits: Vec<Arc<ModelInfo>> = local.models();
     local.shutdown().await;
     let warmable = Arc::new(Warmable {
