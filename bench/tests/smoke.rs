@@ -1,0 +1,77 @@
+//! Smoke runs of the benchmarks, so the commands do not rot: `sim --quick`
+//! (the simulator only) and `paper --quick` (the release gateway on its
+//! local and Lambda tiers through the emulator, a 12 s ramp). They check
+//! that each command finishes and writes its table and JSON; no timing is
+//! asserted (the numbers of a run on a busy machine mean little).
+//!
+//! Needs `make setup` and the release binaries of the workspace, which
+//! `cargo test --release --workspace` builds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Runs `switchyard-bench ARGS --out DIR` from the workspace root.
+fn bench(args: &[&str], out: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .current_dir(workspace())
+        .output()
+        .expect("the bench runs");
+    assert!(
+        output.status.success(),
+        "switchyard-bench {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn sim_quick_writes_its_table_and_json() {
+    let out = tempfile::tempdir().expect("temp dir");
+    bench(&["sim", "--quick"], out.path());
+    let table = read(&out.path().join("sim.md"));
+    assert!(table.contains("## paper:"), "{table}");
+    for policy in ["| straightline |", "| cost-aware |", "| local-only |"] {
+        assert!(table.contains(policy), "no {policy} row:\n{table}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&out.path().join("sim.json"))).expect("sim.json parses");
+    assert!(json.is_object());
+}
+
+#[test]
+fn paper_quick_runs_the_ramp_live_and_in_the_simulator() {
+    let out = tempfile::tempdir().expect("temp dir");
+    bench(&["paper", "--quick"], out.path());
+    let table = read(&out.path().join("paper-quick.md"));
+    let live = table
+        .split("## The simulator")
+        .next()
+        .expect("a live section");
+    for placement in ["| local-only | ", "| lambda-only | "] {
+        assert!(
+            live.contains(placement),
+            "no live {placement} row:\n{table}"
+        );
+    }
+    assert!(table.contains("## The simulator"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&read(&out.path().join("paper-quick.json")))
+        .expect("paper-quick.json parses");
+    assert!(json.is_object());
+    assert!(out.path().join("paper-quick-xception.svg").exists());
+}
