@@ -543,7 +543,6 @@ impl Gateway {
         }
     }
 
-    /// The stats report as served at `/v2/switchyard/stats`.
     /// Asks the policy, at most once per check interval per model, which
     /// backends to warm ahead of demand, and starts those pre-warms.
     fn prewarm(
@@ -565,6 +564,7 @@ impl Gateway {
         }
     }
 
+    /// The stats report as served at `/v2/switchyard/stats`.
     pub fn stats_report(&self) -> serde_json::Value {
         let report = self.stats.report();
         serde_json::json!({
