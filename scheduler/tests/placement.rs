@@ -492,10 +492,10 @@ async fn a_rising_rate_makes_adaptive_prewarm_a_backend_whose_cold_start_breaks_
         &workspace(),
     )
     .expect("config");
-    // Lambda's 150 ms cold start breaks a 120 ms SLO, so capacity for the
+    // Lambda's 150 ms cold start breaks a 150 ms SLO, so capacity for the
     // expected rate must be warm before it arrives.
     config.placement.inline =
-        PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 120\n").expect("policy");
+        PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 150\n").expect("policy");
     let local = start_local(&config).await;
     let digits: Vec<Arc<ModelInfo>> = local.models();
     local.shutdown().await;
