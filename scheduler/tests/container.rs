@@ -308,6 +308,24 @@ async fn join_load(tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>) -> V
     all
 }
 
+/// Stops the load of `tasks` and asserts that every request it sent was
+/// answered 200.
+async fn stop_load_all_answered_200(
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+) {
+    stop.store(true, Ordering::Release);
+    let replies = join_load(tasks).await;
+    let failed: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed, e.g. {:?}",
+        failed.len(),
+        replies.len(),
+        failed.first()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_the_image_from_nothing_and_serves_every_model() {
     let _turn = ENGINE.lock().await;
@@ -431,13 +449,7 @@ async fn scales_up_under_load_and_down_when_idle() {
         },
     )
     .await;
-    stop.store(true, Ordering::Release);
-    let replies = join_load(tasks).await;
-    assert!(
-        replies.iter().all(|(s, _)| *s == 200),
-        "failed: {:?}",
-        replies.iter().find(|(s, _)| *s != 200)
-    );
+    stop_load_all_answered_200(&stop, tasks).await;
     eventually(
         "a scale-down to 1 container",
         Duration::from_secs(30),
@@ -515,16 +527,7 @@ async fn a_killed_container_is_replaced_and_its_requests_still_answered() {
         || async { (answered.load(Ordering::Acquire) >= killed_at + 200).then_some(()) },
     )
     .await;
-    stop.store(true, Ordering::Release);
-    let replies = join_load(tasks).await;
-    let failed: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed, e.g. {:?}",
-        failed.len(),
-        replies.len(),
-        failed.first()
-    );
+    stop_load_all_answered_200(&stop, tasks).await;
     gateway.shutdown().await;
     assert!(containers(&docker, &scope).await.is_empty());
     assert_nothing_left(&docker).await;
@@ -769,16 +772,7 @@ async fn the_engine_going_away_and_back_loses_no_request_and_the_pool_recovers()
         || async { (answered.load(Ordering::Acquire) >= now + 100).then_some(()) },
     )
     .await;
-    stop.store(true, Ordering::Release);
-    let replies = join_load(tasks).await;
-    let failed: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed, e.g. {:?}",
-        failed.len(),
-        replies.len(),
-        failed.first()
-    );
+    stop_load_all_answered_200(&stop, tasks).await;
     gateway.shutdown().await;
     assert!(containers(&docker, &scope).await.is_empty());
     assert_nothing_left(&docker).await;
