@@ -13,10 +13,21 @@
 //! coming (a 50 µs silence ends the wait). A request arriving at an idle
 //! pool runs at once: batching costs nothing at low load and raises
 //! throughput at high load.
+//!
+//! The inline path. Handing a request to a worker thread and its answer
+//! back costs two thread wake-ups, and on a virtual machine an idle CPU
+//! takes 50-150 µs to wake, far more than a small model's run. So when a
+//! pool is idle (nothing queued or running) and its measured one-row run
+//! takes at most `inline_max_compute_us`, the request runs on the calling
+//! (async) thread with one of the pool's idle sessions. Sessions therefore
+//! live behind a mutex each: a worker locks its own for a batch, the inline
+//! path takes any free one with `try_lock` and falls back to the queue
+//! when there is none. Under load the pool is never idle, so every request
+//! goes through the queue and batching is unchanged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,6 +53,9 @@ pub struct LocalModelConfig {
     pub intra_op_threads: usize,
     /// Requests that may wait for a worker before new ones are refused.
     pub queue_capacity: usize,
+    /// Run a request on the calling thread when the pool is idle and a
+    /// one-row run has been measured at most this long (zero: never).
+    pub inline_max_compute: Duration,
 }
 
 /// The local backend's configuration.
@@ -65,7 +79,128 @@ struct VersionPool {
     sender: Sender<Job>,
     workers: usize,
     queue_capacity: usize,
+    shared: Arc<PoolShared>,
     _threads: Vec<JoinHandle<()>>,
+}
+
+/// What a pool's worker threads and its inline path share.
+#[derive(Debug)]
+struct PoolShared {
+    backend: String,
+    model: String,
+    version: u64,
+    /// One session per worker; worker `i` runs its batches on `sessions[i]`.
+    sessions: Vec<Mutex<ModelSession>>,
+    /// Requests of this pool waiting in the queue or running.
+    active: AtomicUsize,
+    /// Moving average of a one-row run's compute time, ns (0: not measured).
+    one_row_ns: AtomicU64,
+    inline_max_compute: Duration,
+    /// Requests that took the inline path.
+    inline_runs: AtomicU64,
+}
+
+impl PoolShared {
+    fn session(&self, index: usize) -> Option<MutexGuard<'_, ModelSession>> {
+        // A run that panicked leaves the session as ONNX Runtime left it,
+        // which is usable: poisoning is ignored.
+        self.sessions
+            .get(index)
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `inputs` on `session` and records the run in the metrics.
+    fn run(
+        &self,
+        session: &mut ModelSession,
+        inputs: Vec<Tensor>,
+        rows: u64,
+    ) -> (Result<Vec<Tensor>, String>, Duration) {
+        let started = Instant::now();
+        let outputs = session.run(inputs).map_err(|e| e.to_string());
+        let compute = started.elapsed();
+        self.record(rows, compute);
+        (outputs, compute)
+    }
+
+    fn record(&self, rows: u64, compute: Duration) {
+        metrics::histogram!("switchyard_batch_size", "model" => self.model.clone())
+            .record(rows as f64);
+        metrics::histogram!("switchyard_inference_compute_seconds", "backend" => self.backend.clone(), "model" => self.model.clone())
+            .record(compute.as_secs_f64());
+        if rows == 1 {
+            // An eighth of each new run: a few slow runs (a busy machine)
+            // move the average, one outlier does not. Workers update it
+            // without coordination; a lost update only delays the average.
+            let sample = u64::try_from(compute.as_nanos()).unwrap_or(u64::MAX).max(1);
+            let old = self.one_row_ns.load(Ordering::Relaxed);
+            let new = if old == 0 {
+                sample
+            } else {
+                old - old / 8 + sample / 8
+            };
+            self.one_row_ns.store(new.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a request may take the inline path: the model is known to
+    /// run fast enough and the pool is idle. On `true` the caller counts as
+    /// active and must call [`PoolShared::leave`].
+    fn enter_inline(&self) -> bool {
+        let measured = self.one_row_ns.load(Ordering::Relaxed);
+        measured != 0
+            && u128::from(measured) <= self.inline_max_compute.as_nanos()
+            && self
+                .active
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The inline path: runs `inputs` on any idle session, or gives them
+    /// back (`Err`) when every session is busy.
+    #[allow(clippy::type_complexity)]
+    fn run_inline(
+        &self,
+        inputs: Vec<Tensor>,
+    ) -> Result<Result<InferenceResult, BackendError>, Vec<Tensor>> {
+        let Some(mut session) = self.sessions.iter().find_map(|m| match m.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }) else {
+            return Err(inputs);
+        };
+        let rows = batch::batch_size(&inputs);
+        let (outputs, compute) = self.run(&mut session, inputs, rows);
+        drop(session);
+        self.inline_runs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("switchyard_local_inline_requests_total", "model" => self.model.clone())
+            .increment(1);
+        Ok(match outputs {
+            Ok(outputs) => Ok(InferenceResult {
+                outputs,
+                timing: Timing {
+                    queue: Duration::ZERO,
+                    compute,
+                    batch_rows: rows,
+                },
+            }),
+            Err(message) => Err(self.failed(message)),
+        })
+    }
+
+    /// The error every request of a failed run gets (logged once, here).
+    fn failed(&self, message: String) -> BackendError {
+        tracing::warn!(backend = %self.backend, model = %self.model, version = self.version, %message, "inference failed");
+        BackendError::Failed {
+            backend: self.backend.clone(),
+            message,
+        }
+    }
+
+    fn leave(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug)]
@@ -150,39 +285,40 @@ fn start_model(
     let mut pools = BTreeMap::new();
     let mut versions = BTreeMap::new();
     for version in &model.versions {
-        let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut threads = Vec::with_capacity(config.workers);
-        for worker in 0..config.workers.max(1) {
-            let worker_ctx = WorkerContext {
-                backend: backend.to_owned(),
+        let options = SessionOptions {
+            intra_op_threads: config.intra_op_threads,
+        };
+        let sessions = load_sessions(name, &version.path, options, config.workers.max(1))?;
+        let specs = sessions
+            .first()
+            .map(|s| Arc::clone(s.specs()))
+            .ok_or_else(|| ModelError::Load {
                 model: name.clone(),
-                version: version.version,
+                path: version.path.clone(),
+                message: "no worker loaded the model".into(),
+            })?;
+        let shared = Arc::new(PoolShared {
+            backend: backend.to_owned(),
+            model: name.clone(),
+            version: version.version,
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            active: AtomicUsize::new(0),
+            one_row_ns: AtomicU64::new(0),
+            inline_max_compute: config.inline_max_compute,
+            inline_runs: AtomicU64::new(0),
+        });
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let mut threads = Vec::with_capacity(shared.sessions.len());
+        for worker in 0..shared.sessions.len() {
+            let worker_ctx = WorkerContext {
+                shared: Arc::clone(&shared),
+                index: worker,
                 receiver: receiver.clone(),
                 batching,
             };
-            let path = version.path.clone();
-            let options = SessionOptions {
-                intra_op_threads: config.intra_op_threads,
-            };
-            let ready_tx = ready_tx.clone();
-            let model_name = name.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ort-{name}-{worker}"))
-                .spawn(
-                    move || match ModelSession::load(&model_name, &path, options) {
-                        Ok(session) => {
-                            let _ = ready_tx.send(Ok(Arc::clone(session.specs())));
-                            // Start-up waits for one answer per worker; release
-                            // the channel before serving for the process's life.
-                            drop(ready_tx);
-                            worker_ctx.run(session);
-                        }
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(error));
-                        }
-                    },
-                )
+                .spawn(move || worker_ctx.run())
                 .map_err(|e| ModelError::Load {
                     model: name.clone(),
                     path: version.path.clone(),
@@ -190,20 +326,6 @@ fn start_model(
                 })?;
             threads.push(thread);
         }
-        drop(ready_tx);
-        let mut specs: Option<Arc<TensorSpecs>> = None;
-        for _ in 0..threads.len() {
-            match ready_rx.recv() {
-                Ok(result) => specs = Some(result?),
-                // Every sender is gone without an answer: a worker panicked.
-                Err(_) => break,
-            }
-        }
-        let specs = specs.ok_or_else(|| ModelError::Load {
-            model: name.clone(),
-            path: version.path.clone(),
-            message: "no worker loaded the model".into(),
-        })?;
         validate_batch_dimension(name, &specs, model.config.max_batch_size > 0)?;
         versions.insert(version.version, specs);
         pools.insert(
@@ -212,6 +334,7 @@ fn start_model(
                 sender,
                 workers: threads.len(),
                 queue_capacity: config.queue_capacity.max(1),
+                shared,
                 _threads: threads,
             },
         );
@@ -226,6 +349,33 @@ fn start_model(
             versions,
         }),
         pools,
+    })
+}
+
+/// Loads `count` sessions of one model file, in parallel (loading is
+/// mostly graph optimisation, one core each).
+fn load_sessions(
+    model: &str,
+    path: &std::path::Path,
+    options: SessionOptions,
+    count: usize,
+) -> Result<Vec<ModelSession>, ModelError> {
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..count)
+            .map(|_| scope.spawn(|| ModelSession::load(model, path, options)))
+            .collect();
+        loads
+            .into_iter()
+            .map(|load| {
+                load.join().unwrap_or_else(|_| {
+                    Err(ModelError::Load {
+                        model: model.to_owned(),
+                        path: path.to_owned(),
+                        message: "loading the session panicked".into(),
+                    })
+                })
+            })
+            .collect()
     })
 }
 
@@ -268,16 +418,16 @@ struct Batching {
 
 /// What one worker thread needs besides its session.
 struct WorkerContext {
-    backend: String,
-    model: String,
-    version: u64,
+    shared: Arc<PoolShared>,
+    /// This worker's session in `shared.sessions`.
+    index: usize,
     receiver: Receiver<Job>,
     batching: Batching,
 }
 
 impl WorkerContext {
     /// Serves jobs until every sender is gone (the backend was dropped).
-    fn run(self, mut session: ModelSession) {
+    fn run(self) {
         let mut carried: Option<Job> = None;
         loop {
             let first = match carried.take() {
@@ -292,7 +442,10 @@ impl WorkerContext {
             };
             let (batch, next) = self.collect(first);
             carried = next;
-            self.execute(&mut session, batch);
+            match self.shared.session(self.index) {
+                Some(mut session) => self.execute(&mut session, batch),
+                None => return,
+            }
         }
     }
 
@@ -305,7 +458,7 @@ impl WorkerContext {
         if now >= job.deadline {
             let waited = now - job.enqueued;
             let _ = job.reply.send(Err(BackendError::DeadlineExceeded {
-                backend: self.backend.clone(),
+                backend: self.shared.backend.clone(),
                 waited,
             }));
             return None;
@@ -363,27 +516,26 @@ impl WorkerContext {
         let started = Instant::now();
         let sizes: Vec<u64> = jobs.iter().map(|j| batch::batch_size(&j.inputs)).collect();
         let rows: u64 = sizes.iter().sum();
-        let outcome = if jobs.len() == 1 {
+        let (outcome, compute) = if jobs.len() == 1 {
             let inputs = std::mem::take(&mut jobs[0].inputs);
-            session
-                .run(inputs)
-                .map(|outputs| vec![outputs])
-                .map_err(|e| e.to_string())
+            let (outputs, compute) = self.shared.run(session, inputs, rows);
+            (outputs.map(|outputs| vec![outputs]), compute)
         } else {
             let parts: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
             match batch::merge(&parts) {
-                Some(merged) => session
-                    .run(merged)
-                    .map_err(|e| e.to_string())
-                    .and_then(|outputs| batch::split(outputs, &sizes)),
-                None => Err("internal error: incompatible requests were batched".to_owned()),
+                Some(merged) => {
+                    let (outputs, compute) = self.shared.run(session, merged, rows);
+                    (
+                        outputs.and_then(|outputs| batch::split(outputs, &sizes)),
+                        compute,
+                    )
+                }
+                None => (
+                    Err("internal error: incompatible requests were batched".to_owned()),
+                    Duration::ZERO,
+                ),
             }
         };
-        let compute = started.elapsed();
-        metrics::histogram!("switchyard_batch_size", "model" => self.model.clone())
-            .record(rows as f64);
-        metrics::histogram!("switchyard_inference_compute_seconds", "backend" => self.backend.clone(), "model" => self.model.clone())
-            .record(compute.as_secs_f64());
         match outcome {
             Ok(per_job) => {
                 for (job, outputs) in jobs.into_iter().zip(per_job) {
@@ -396,15 +548,33 @@ impl WorkerContext {
                 }
             }
             Err(message) => {
-                tracing::warn!(backend = %self.backend, model = %self.model, version = self.version, %message, "inference failed");
+                let error = self.shared.failed(message);
                 for job in jobs {
-                    let _ = job.reply.send(Err(BackendError::Failed {
-                        backend: self.backend.clone(),
-                        message: message.clone(),
-                    }));
+                    let _ = job.reply.send(Err(error.clone()));
                 }
             }
         }
+    }
+}
+
+/// Counts a request as active in its pool until it ends, however it ends.
+struct Active<'a>(&'a PoolShared);
+
+impl<'a> Active<'a> {
+    fn enter(pool: &'a PoolShared) -> Self {
+        pool.active.fetch_add(1, Ordering::AcqRel);
+        Self(pool)
+    }
+
+    /// For a request that [`PoolShared::enter_inline`] already counted.
+    fn entered(pool: &'a PoolShared) -> Self {
+        Self(pool)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -456,6 +626,40 @@ impl Backend for LocalBackend {
         }
     }
 
+    /// Per model and version: the pool, its measured one-row compute time
+    /// and how many requests took the inline path.
+    fn details(&self) -> serde_json::Value {
+        let models: serde_json::Map<String, serde_json::Value> = self
+            .models
+            .iter()
+            .map(|(name, model)| {
+                let versions: serde_json::Map<String, serde_json::Value> = model
+                    .pools
+                    .iter()
+                    .map(|(version, pool)| {
+                        let shared = &pool.shared;
+                        let one_row_ns = shared.one_row_ns.load(Ordering::Relaxed);
+                        (
+                            version.to_string(),
+                            serde_json::json!({
+                                "workers": pool.workers,
+                                "queue_capacity": pool.queue_capacity,
+                                "queued": pool.sender.len(),
+                                "active": shared.active.load(Ordering::Relaxed),
+                                "one_row_compute_us": (one_row_ns > 0)
+                                    .then(|| one_row_ns as f64 / 1000.0),
+                                "inline_max_compute_us": shared.inline_max_compute.as_micros(),
+                                "inline_requests": shared.inline_runs.load(Ordering::Relaxed),
+                            }),
+                        )
+                    })
+                    .collect();
+                (name.clone(), serde_json::Value::Object(versions))
+            })
+            .collect();
+        serde_json::json!({ "models": models })
+    }
+
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {
         Box::pin(async move {
             let _in_flight = InFlight::enter(&self.in_flight);
@@ -468,9 +672,25 @@ impl Backend for LocalBackend {
                     model: job.model.clone(),
                     version: job.version,
                 })?;
+            let mut inputs = job.request.inputs;
+            if pool.shared.enter_inline() {
+                let _active = Active::entered(&pool.shared);
+                if Instant::now() >= job.deadline {
+                    return Err(BackendError::DeadlineExceeded {
+                        backend: self.name.clone(),
+                        waited: Duration::ZERO,
+                    });
+                }
+                match pool.shared.run_inline(inputs) {
+                    Ok(result) => return result,
+                    // Every session is busy after all: queue it.
+                    Err(back) => inputs = back,
+                }
+            }
+            let _active = Active::enter(&pool.shared);
             let (reply, answer) = oneshot::channel();
             let queued = Job {
-                inputs: job.request.inputs,
+                inputs,
                 deadline: job.deadline,
                 enqueued: Instant::now(),
                 reply,
@@ -532,17 +752,84 @@ mod tests {
         )
     }
 
-    fn worker(receiver: Receiver<Job>, max_delay: Duration) -> WorkerContext {
-        WorkerContext {
+    fn pool(inline_max_compute: Duration) -> PoolShared {
+        PoolShared {
             backend: "local".into(),
             model: "m".into(),
             version: 1,
+            sessions: Vec::new(),
+            active: AtomicUsize::new(0),
+            one_row_ns: AtomicU64::new(0),
+            inline_max_compute,
+            inline_runs: AtomicU64::new(0),
+        }
+    }
+
+    fn worker(receiver: Receiver<Job>, max_delay: Duration) -> WorkerContext {
+        WorkerContext {
+            shared: Arc::new(pool(Duration::ZERO)),
+            index: 0,
             receiver,
             batching: Batching {
                 enabled: true,
                 max_rows: 64,
                 max_delay,
             },
+        }
+    }
+
+    #[test]
+    fn the_inline_path_needs_a_measured_fast_model_and_an_idle_pool() {
+        let pool = pool(Duration::from_micros(200));
+        assert!(
+            !pool.enter_inline(),
+            "nothing measured yet: the first requests go to the workers"
+        );
+        pool.record(8, Duration::from_micros(50));
+        assert!(
+            !pool.enter_inline(),
+            "a batch's time says nothing of one row"
+        );
+        pool.record(1, Duration::from_micros(50));
+        assert!(pool.enter_inline(), "fast and idle");
+        assert_eq!(pool.active.load(Ordering::Relaxed), 1, "the caller counts");
+        assert!(!pool.enter_inline(), "one inline request at a time");
+        pool.leave();
+        assert!(pool.enter_inline());
+        pool.leave();
+        {
+            let _queued = Active::enter(&pool);
+            assert!(!pool.enter_inline(), "a queued request: batch with it");
+        }
+        assert_eq!(pool.active.load(Ordering::Relaxed), 0);
+        assert!(pool.enter_inline());
+        pool.leave();
+    }
+
+    #[test]
+    fn a_slow_model_or_a_zero_limit_never_runs_inline() {
+        let slow = pool(Duration::from_micros(200));
+        // Runs of 1 ms move the average past the limit within a few runs.
+        slow.record(1, Duration::from_micros(50));
+        for _ in 0..16 {
+            slow.record(1, Duration::from_millis(1));
+        }
+        assert!(slow.one_row_ns.load(Ordering::Relaxed) > 200_000);
+        assert!(!slow.enter_inline());
+        let off = pool(Duration::ZERO);
+        off.record(1, Duration::from_nanos(500));
+        assert!(!off.enter_inline());
+    }
+
+    #[test]
+    fn with_every_session_busy_the_inputs_come_back_for_the_queue() {
+        let pool = pool(Duration::from_micros(200));
+        let (job, _answer) = job(Instant::now());
+        let inputs = job.inputs.clone();
+        // No idle session (here: none at all) must hand the request back.
+        match pool.run_inline(job.inputs) {
+            Err(back) => assert_eq!(back, inputs),
+            Ok(_) => panic!("ran without a session"),
         }
     }
 

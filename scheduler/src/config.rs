@@ -193,6 +193,8 @@ struct LocalFile {
     intra_op_threads: usize,
     #[serde(default = "default_queue_capacity")]
     queue_capacity: usize,
+    #[serde(default = "default_inline_max_compute_us")]
+    inline_max_compute_us: u64,
     #[serde(default)]
     overrides: BTreeMap<String, LocalOverrideFile>,
 }
@@ -203,6 +205,7 @@ struct LocalOverrideFile {
     workers: Option<usize>,
     intra_op_threads: Option<usize>,
     queue_capacity: Option<usize>,
+    inline_max_compute_us: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -217,12 +220,25 @@ fn default_queue_capacity() -> usize {
     256
 }
 
+/// Models whose one-row run takes at most this long (digits, fashion_cnn)
+/// run on the HTTP thread when their pool is idle; see the local backend.
+pub const DEFAULT_INLINE_MAX_COMPUTE_US: u64 = 200;
+
+/// Beyond about a millisecond an inline run would hold up every other
+/// request on that HTTP thread.
+const MAX_INLINE_MAX_COMPUTE_US: u64 = 1_000;
+
+fn default_inline_max_compute_us() -> u64 {
+    DEFAULT_INLINE_MAX_COMPUTE_US
+}
+
 /// Serving settings of `switchyard worker`, for every model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerSettings {
     pub workers: usize,
     pub intra_op_threads: usize,
     pub queue_capacity: usize,
+    pub inline_max_compute_us: u64,
 }
 
 /// HTTP server settings: address, limits, deadlines and authentication.
@@ -368,6 +384,7 @@ impl Config {
                     workers: settings.workers,
                     intra_op_threads: settings.intra_op_threads,
                     queue_capacity: settings.queue_capacity,
+                    inline_max_compute_us: settings.inline_max_compute_us,
                     overrides: BTreeMap::new(),
                 }),
                 container: None,
@@ -703,6 +720,22 @@ fn validate_local(
                         .unwrap_or(file.queue_capacity),
                     1 << 20,
                 )?,
+                inline_max_compute: {
+                    let us = o
+                        .and_then(|o| o.inline_max_compute_us)
+                        .unwrap_or(file.inline_max_compute_us);
+                    if us > MAX_INLINE_MAX_COMPUTE_US {
+                        return Err(error(
+                            &key("inline_max_compute_us"),
+                            format!(
+                                "is {us}; it must be at most {MAX_INLINE_MAX_COMPUTE_US} (a \
+                                 longer run would stall the HTTP thread; 0 turns the inline \
+                                 path off)"
+                            ),
+                        ));
+                    }
+                    Duration::from_micros(us)
+                },
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -860,6 +893,7 @@ mod tests {
                 workers: 1,
                 intra_op_threads: 1,
                 queue_capacity: 4,
+                inline_max_compute_us: DEFAULT_INLINE_MAX_COMPUTE_US,
             },
         )
         .unwrap();

@@ -55,6 +55,10 @@ enum Command {
         /// Requests that may wait per model before new ones get 429.
         #[arg(long, default_value_t = 256)]
         queue_capacity: usize,
+        /// Run a request on the HTTP thread when its model's pool is idle and
+        /// a one-row run takes at most this many µs (0: never).
+        #[arg(long, default_value_t = switchyard_scheduler::config::DEFAULT_INLINE_MAX_COMPUTE_US)]
+        inline_max_compute_us: u64,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
             workers,
             intra_op_threads,
             queue_capacity,
+            inline_max_compute_us,
             log_format,
         } => {
             telemetry::init_logging(matches!(log_format, LogFormat::Json));
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
                 workers,
                 intra_op_threads,
                 queue_capacity,
+                inline_max_compute_us,
             };
             match Config::worker(&repository, listen, settings) {
                 Ok(config) => serve_config(config),

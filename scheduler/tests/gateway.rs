@@ -688,6 +688,59 @@ async fn a_model_without_a_ready_backend_is_503_not_ready() {
     gateway.shutdown().await;
 }
 
+/// Sends `count` fashion_cnn requests one after the other (an idle pool
+/// each time) and returns their outputs and the local backend's details.
+async fn sequential_fashion(config: &str, count: usize) -> (Vec<Vec<Tensor>>, serde_json::Value) {
+    let gateway = TestGateway::start(config).await;
+    let mut outputs = Vec::new();
+    for n in 0..count {
+        let request = fp32_request(vec![1, 1, 28, 28], |i| ((i + n) % 17) as f32 / 17.0);
+        outputs.push(decode(&infer(&gateway.base(), "fashion_cnn", &request, true).await).outputs);
+    }
+    let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
+    gateway.shutdown().await;
+    let details = stats["backend_details"]["local"]["models"]["fashion_cnn"]["1"].clone();
+    (outputs, details)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pool_runs_a_small_model_inline_with_the_same_answers() {
+    // A limit no machine's fashion_cnn run comes near, so the test does not
+    // depend on this machine's speed.
+    let inline = r#"
+[backends.local]
+models = ["fashion_cnn"]
+inline_max_compute_us = 1000
+"#;
+    let queued = r#"
+[backends.local]
+models = ["fashion_cnn"]
+inline_max_compute_us = 0
+"#;
+    let (inline_outputs, inline_details) = sequential_fashion(inline, 12).await;
+    let (queued_outputs, queued_details) = sequential_fashion(queued, 12).await;
+    assert_eq!(queued_details["inline_requests"], 0, "{queued_details}");
+    assert_eq!(queued_details["inline_max_compute_us"], 0);
+    // The first request is measured on a worker; after that each one finds
+    // the pool idle and a measured run well under the limit.
+    let taken = inline_details["inline_requests"].as_u64().expect("a count");
+    assert!(taken >= 10, "{inline_details}");
+    assert!(
+        inline_details["one_row_compute_us"]
+            .as_f64()
+            .is_some_and(|us| us > 0.0),
+        "{inline_details}"
+    );
+    assert_eq!(
+        inline_details["active"], 0,
+        "nothing left counted as running"
+    );
+    assert_eq!(
+        inline_outputs, queued_outputs,
+        "the inline path computes what the workers compute"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_stats_describe_served_requests() {
     let gateway = TestGateway::start(DIGITS_AND_FASHION).await;
