@@ -687,6 +687,15 @@ async fn closed_loop(
                         // A refused connection fails in microseconds; without
                         // a pause a dead server would be hammered in a hot loop.
                         tokio::time::sleep(Duration::from_millis(1)).await;
+                    } else {
+                        // Let the runtime first read every other answer that
+                        // is ready, then write the next requests together:
+                        // the server wakes once for a burst of them instead
+                        // of once per request. wrk does the same (it writes
+                        // on the next writable event), and on a VM, where a
+                        // wake-up costs 50-150 µs, this is worth 1.2-1.6x
+                        // the requests per second of a closed loop.
+                        tokio::task::yield_now().await;
                     }
                 }
             })
