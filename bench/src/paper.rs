@@ -661,6 +661,7 @@ async fn measure(
         placement.name(),
         load_before,
         &samples,
+        recording.recorder.backend_names(),
         recording.report,
         scale,
     );
@@ -717,7 +718,8 @@ fn sim_replay(
 /// The live runs of a model in the simulator's report shape, so the
 /// simulator's plot draws them (offered load, p99 and failures per
 /// bucket, side by side). Only those fields are filled: the live runs
-/// have no cost, and which tier served each bucket is not recorded.
+/// have no cost; which tier served each bucket is in the shares table
+/// (`paper_report::shares_table`), not in the plot.
 pub fn live_plot_input(model: &ModelResults) -> SimOutput {
     let runs = model
         .runs
