@@ -426,31 +426,45 @@ fn paper_bench(options: &paper::PaperOptions, out: &Path, readme: &Path) -> Resu
         }
         plots.push((model.model.clone(), live, simulated));
     }
-    let json = serde_json::to_string_pretty(&results)
+    let section = paper_report::readme_section(&results);
+    publish(
+        out,
+        name,
+        &results,
+        &paper_report::document(&results, &plots),
+        (!options.quick && !partial).then_some((readme, PAPER_README, section.as_str())),
+    )
+}
+
+/// Writes a finished run as `name.json` and `name.md`, rewrites the
+/// README's section between `markers` when one is given, and shows the page.
+fn publish(
+    out: &Path,
+    name: &str,
+    results: &impl serde::Serialize,
+    document: &str,
+    readme: Option<(&Path, (&str, &str), &str)>,
+) -> Result<(), BenchError> {
+    let json = serde_json::to_string_pretty(results)
         .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
-    let document = paper_report::document(&results, &plots);
     write_results(
         out,
         &[
             (&format!("{name}.json"), json + "\n"),
-            (&format!("{name}.md"), document.clone()),
+            (&format!("{name}.md"), document.to_owned()),
         ],
     )?;
-    if !options.quick
-        && !partial
+    if let Some((readme, markers, section)) = readme
         && readme.is_file()
-        && markdown::update_readme_between(
-            readme,
-            PAPER_README,
-            &paper_report::readme_section(&results),
-        )?
+        && markdown::update_readme_between(readme, markers, section)?
     {
         progress(&format!(
-            "updated the paper section of {}",
+            "updated the {} section of {}",
+            markers.0,
             readme.display()
         ));
     }
-    show(&document);
+    show(document);
     Ok(())
 }
 
@@ -474,32 +488,14 @@ fn overhead_bench(
         "overhead".to_owned()
     };
     let results = overhead::run_overhead(options)?;
-    let json = serde_json::to_string_pretty(&results)
-        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
-    let document = overhead_report::document(&results);
-    write_results(
+    let section = overhead_report::readme_section(&results);
+    publish(
         out,
-        &[
-            (&format!("{name}.json"), json + "\n"),
-            (&format!("{name}.md"), document.clone()),
-        ],
-    )?;
-    if !options.quick
-        && !partial
-        && readme.is_file()
-        && markdown::update_readme_between(
-            readme,
-            OVERHEAD_README,
-            &overhead_report::readme_section(&results),
-        )?
-    {
-        progress(&format!(
-            "updated the overhead section of {}",
-            readme.display()
-        ));
-    }
-    show(&document);
-    Ok(())
+        &name,
+        &results,
+        &overhead_report::document(&results),
+        (!options.quick && !partial).then_some((readme, OVERHEAD_README, section.as_str())),
+    )
 }
 
 fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(), BenchError> {

@@ -15,7 +15,8 @@
 //!   same function on the same `cargo lambda` emulator.
 //!
 //! Each backend's paths are measured in rounds, the order of the paths
-//! reversed every other cell, so drift in the machine's load favours none.
+//! reversed every other round (the two rates in opposite orders), so
+//! drift in the machine's load favours none.
 //! Cold starts: container create → ready over 20 starts (as the pool
 //! measures it), and the first Invoke of a fresh Lambda function instance.
 //!
@@ -56,7 +57,7 @@ use crate::machine::{Machine, MachineCpu, load_average, utc_now};
 use crate::overhead_report::{BackendSection, Cell, ColdStarts, OverheadResults, target_checks};
 use crate::paper::{
     ContainerScope, LambdaTier, Placement, Tiers, config_text, function_path, gateway_table,
-    lambda_instances, remove_containers, remove_created,
+    lambda_instances, remove_containers, run_scoped,
 };
 use crate::raw::{RawPlan, histogram, run_raw};
 
@@ -77,7 +78,7 @@ pub const BACKENDS: [&str; 3] = ["local", "container", "lambda"];
 pub struct Plan {
     pub quick: bool,
     /// Rounds over every path and rate; each round reverses the order of
-    /// the paths of every other cell.
+    /// the paths at each rate.
     pub rounds: usize,
     /// Measured seconds per path, rate and round.
     pub cell_s: f64,
@@ -133,31 +134,8 @@ pub fn chosen_backends(options: &OverheadOptions) -> Result<Vec<&'static str>, B
 
 /// Runs the benchmark from the repository root.
 pub fn run_overhead(options: &OverheadOptions) -> Result<OverheadResults, BenchError> {
-    let root = std::env::current_dir().map_err(|source| BenchError::Io {
-        context: "cannot read the current directory",
-        path: PathBuf::from("."),
-        source,
-    })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
-        let docker =
-            Docker::connect_with_unix("/var/run/docker.sock", 120, &engine::API_VERSION).ok();
-        let result = tokio::select! {
-            result = overhead_async(options, &root, docker.as_ref()) => result,
-            // Ctrl-C or SIGTERM: child processes are killed as their handles
-            // drop, and the containers are removed below.
-            () = switchyard_scheduler::server::shutdown_signal() => {
-                Err(BenchError::Other("interrupted".into()))
-            }
-        };
-        if let Some(docker) = &docker {
-            remove_created(docker, CONTAINERS).await;
-        }
-        result
+    run_scoped(CONTAINERS, |root, docker| async move {
+        overhead_async(options, &root, docker.as_ref()).await
     })
 }
 
@@ -613,8 +591,8 @@ struct Measured {
     errors: BTreeMap<&'static str, u64>,
 }
 
-/// Every path of `variants` at every rate, `plan.rounds` times, the order
-/// of the paths reversed every other cell; the rounds merged.
+/// Every path of `variants` at every rate, `plan.rounds` times, in
+/// [`round_order`]; the rounds merged.
 async fn rounds(
     context: &Context<'_>,
     backend: &str,
@@ -622,14 +600,9 @@ async fn rounds(
 ) -> Result<Vec<Cell>, BenchError> {
     let plan = context.plan;
     let mut tallies: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
-    let mut step = 0_usize;
     for round in 0..plan.rounds {
         for (r, &rate) in RATES.iter().enumerate() {
-            let mut order: Vec<usize> = (0..variants.len()).collect();
-            if step % 2 == 1 {
-                order.reverse();
-            }
-            step += 1;
+            let order = round_order(variants.len(), round, r);
             for v in order {
                 let variant = &variants[v];
                 let before = MachineCpu::read();
@@ -682,6 +655,17 @@ async fn rounds(
             )
         })
         .collect())
+}
+
+/// The order of `paths` paths in `round` at rate number `rate`: reversed
+/// every other round, and the two rates of a round in opposite orders, so
+/// that each path runs early and late as often at every rate.
+fn round_order(paths: usize, round: usize, rate: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..paths).collect();
+    if (round + rate) % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// One measured cell, after its warm-up.
@@ -809,5 +793,34 @@ impl Drop for Nginx {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rate_alternates_its_order_across_rounds() {
+        assert_eq!(round_order(3, 0, 0), [0, 1, 2]);
+        assert_eq!(round_order(3, 0, 1), [2, 1, 0]);
+        assert_eq!(round_order(3, 1, 0), [2, 1, 0]);
+        assert_eq!(round_order(3, 1, 1), [0, 1, 2]);
+    }
+
+    #[test]
+    fn backends_are_chosen_by_name_in_run_order() {
+        let options = |names: &[&str]| OverheadOptions {
+            quick: true,
+            gateway_bin: PathBuf::new(),
+            backends: names.iter().map(|n| (*n).to_owned()).collect(),
+            command: String::new(),
+        };
+        assert_eq!(chosen_backends(&options(&[])).unwrap(), BACKENDS);
+        assert_eq!(
+            chosen_backends(&options(&["lambda", "local"])).unwrap(),
+            ["local", "lambda"]
+        );
+        assert!(chosen_backends(&options(&["gpu"])).is_err());
     }
 }

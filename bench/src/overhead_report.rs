@@ -425,7 +425,7 @@ pub fn cold_table(results: &OverheadResults) -> String {
 pub fn conditions(results: &OverheadResults) -> String {
     let p = &results.plan;
     format!(
-        "{}, {} CPUs ({}), load average {} at the start and {} at the end; `{}`, {:.0} s. `{}` batch 1, binary tensors in and out, open loop at each rate (latency from the intended send time), {} round(s) of {} s per path and rate after a {} s warm-up, the order of the paths reversed every other cell so drift favours none. Loopback only, every backend on the same machine: the ratios matter, the absolute numbers drift.",
+        "{}, {} CPUs ({}), load average {} at the start and {} at the end; `{}`, {:.0} s. `{}` batch 1, binary tensors in and out, open loop at each rate (latency from the intended send time), {} round(s) of {} s per path and rate after a {} s warm-up, the order of the paths reversed every other round (the two rates in opposite orders) so drift favours none. Loopback only, every backend on the same machine: the ratios matter, the absolute numbers drift.",
         results.date,
         results.machine.nproc,
         results.machine.cpu_model,

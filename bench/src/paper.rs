@@ -417,6 +417,22 @@ pub(crate) fn function_path() -> Result<PathBuf, BenchError> {
 
 /// Runs the benchmark from the repository root.
 pub fn run_paper(options: &PaperOptions) -> Result<PaperResults, BenchError> {
+    run_scoped(PAPER_SCOPE, |root, docker| async move {
+        paper_async(options, &root, docker.as_ref()).await
+    })
+}
+
+/// Runs `work` from the repository root on a two-thread runtime, with the
+/// Docker engine if it answers; then removes the containers and images of
+/// `scope`, also when `work` failed or Ctrl-C or SIGTERM came (the child
+/// processes are killed as their handles drop).
+pub(crate) fn run_scoped<T, Work>(
+    scope: ContainerScope,
+    work: impl FnOnce(PathBuf, Option<Docker>) -> Work,
+) -> Result<T, BenchError>
+where
+    Work: Future<Output = Result<T, BenchError>>,
+{
     let root = std::env::current_dir().map_err(io_error(
         "cannot read the current directory",
         Path::new("."),
@@ -430,15 +446,13 @@ pub fn run_paper(options: &PaperOptions) -> Result<PaperResults, BenchError> {
         let docker =
             Docker::connect_with_unix("/var/run/docker.sock", 120, &engine::API_VERSION).ok();
         let result = tokio::select! {
-            result = paper_async(options, &root, docker.as_ref()) => result,
-            // Ctrl-C or SIGTERM: the child processes are killed as their
-            // handles drop, and the containers are removed below.
+            result = work(root, docker.clone()) => result,
             () = switchyard_scheduler::server::shutdown_signal() => {
                 Err(BenchError::Other("interrupted".into()))
             }
         };
         if let Some(docker) = &docker {
-            remove_created(docker, PAPER_SCOPE).await;
+            remove_created(docker, scope).await;
         }
         result
     })

@@ -417,14 +417,22 @@ pub fn summary_table(model: &ModelResults) -> String {
     out
 }
 
-/// Response time and failures along the ramp, one column per placement.
-pub fn ramp_table(model: &ModelResults) -> String {
+/// A table along the ramp with one column per placement that ran: `head`
+/// and `align` are the leading columns, `row` writes them for a bucket,
+/// `cell` a placement's cell for bucket `i`.
+fn per_placement_table(
+    model: &ModelResults,
+    (head, align): (&str, &str),
+    row: impl Fn(usize, &LoadBucket) -> String,
+    cell: impl Fn(&PlacementRun, usize, &LoadBucket) -> String,
+) -> String {
     let runs: Vec<&PlacementRun> = model.runs.iter().filter(|r| r.error.is_none()).collect();
-    let mut out = String::from("| bucket | s | offered/s | ≈ paper sessions/180 s |");
+    let mut out = String::from(head);
     for run in &runs {
         let _ = write!(out, " {} |", run.placement);
     }
-    out.push_str("\n|---:|---|---:|---:|");
+    out.push('\n');
+    out.push_str(align);
     for _ in &runs {
         out.push_str("---|");
     }
@@ -433,37 +441,51 @@ pub fn ramp_table(model: &ModelResults) -> String {
         return out;
     };
     for (i, bucket) in first.buckets.iter().enumerate() {
-        let _ = write!(
-            out,
-            "| {} | {:.0}–{:.0} | {:.1} | {:.0} |",
-            i + 1,
-            bucket.start_s,
-            bucket.end_s,
-            bucket.offered_per_s,
-            model.scale.paper_sessions(bucket.offered_per_s)
-        );
+        out.push_str(&row(i, bucket));
         for run in &runs {
-            let cell = run.buckets.get(i).map_or_else(
-                || "–".to_owned(),
-                |b| {
-                    let mark = if run.saturation_bucket == Some(i) {
-                        " **←**"
-                    } else {
-                        ""
-                    };
-                    format!(
-                        "{} / {} · {}{mark}",
-                        opt_ms(b.p50_ms),
-                        opt_ms(b.p99_ms),
-                        percent(b.failure_rate)
-                    )
-                },
-            );
-            let _ = write!(out, " {cell} |");
+            let text = run
+                .buckets
+                .get(i)
+                .map_or_else(|| "–".to_owned(), |b| cell(run, i, b));
+            let _ = write!(out, " {text} |");
         }
         out.push('\n');
     }
     out
+}
+
+/// Response time and failures along the ramp, one column per placement.
+pub fn ramp_table(model: &ModelResults) -> String {
+    per_placement_table(
+        model,
+        (
+            "| bucket | s | offered/s | ≈ paper sessions/180 s |",
+            "|---:|---|---:|---:|",
+        ),
+        |i, bucket| {
+            format!(
+                "| {} | {:.0}–{:.0} | {:.1} | {:.0} |",
+                i + 1,
+                bucket.start_s,
+                bucket.end_s,
+                bucket.offered_per_s,
+                model.scale.paper_sessions(bucket.offered_per_s)
+            )
+        },
+        |run, i, b| {
+            let mark = if run.saturation_bucket == Some(i) {
+                " **←**"
+            } else {
+                ""
+            };
+            format!(
+                "{} / {} · {}{mark}",
+                opt_ms(b.p50_ms),
+                opt_ms(b.p99_ms),
+                percent(b.failure_rate)
+            )
+        },
+    )
 }
 
 /// The letter of a backend in the shares table, as the simulator's table
@@ -501,28 +523,12 @@ pub fn bucket_shares(bucket: &LoadBucket) -> String {
 
 /// Which backend served each bucket of the live ramp, per placement.
 pub fn shares_table(model: &ModelResults) -> String {
-    let runs: Vec<&PlacementRun> = model.runs.iter().filter(|r| r.error.is_none()).collect();
-    let mut out = String::from("| bucket | offered/s |");
-    for run in &runs {
-        let _ = write!(out, " {} |", run.placement);
-    }
-    out.push_str("\n|---:|---:|");
-    for _ in &runs {
-        out.push_str("---|");
-    }
-    out.push('\n');
-    let Some(first) = runs.first() else {
-        return out;
-    };
-    for (i, bucket) in first.buckets.iter().enumerate() {
-        let _ = write!(out, "| {} | {:.1} |", i + 1, bucket.offered_per_s);
-        for run in &runs {
-            let cell = run.buckets.get(i).map_or_else(|| "–".into(), bucket_shares);
-            let _ = write!(out, " {cell} |");
-        }
-        out.push('\n');
-    }
-    out
+    per_placement_table(
+        model,
+        ("| bucket | offered/s |", "|---:|---:|"),
+        |i, bucket| format!("| {} | {:.1} |", i + 1, bucket.offered_per_s),
+        |_, _, bucket| bucket_shares(bucket),
+    )
 }
 
 /// The simulator's replay along the ramp: failure rate and p99 per bucket.
