@@ -185,14 +185,18 @@ audit: $(TOOLS_DIR)/bin/cargo-deny
 # 10 minutes; `make bench-paper PAPER_ARGS=--quick` takes under one. The
 # bench removes its containers and images itself; the images are removed
 # here again whatever the outcome.
+# A bench's containers (scope $(1)) and images (switchyard-worker-$(1)*),
+# removed whatever the bench's outcome, if the Docker engine answers.
+remove_bench_scope = if docker info >/dev/null 2>&1; then \
+	  docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=$(1) | xargs -r docker rm -f >/dev/null; \
+	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-$(1)*' | xargs -r docker rmi -f >/dev/null; \
+	fi
+
 .PHONY: bench-paper
 bench-paper: setup
 	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
 	target/release/switchyard-bench paper $(PAPER_ARGS); status=$$?; \
-	if docker info >/dev/null 2>&1; then \
-	  docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=paper | xargs -r docker rm -f >/dev/null; \
-	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-paper*' | xargs -r docker rmi -f >/dev/null; \
-	fi; exit $$status
+	$(call remove_bench_scope,paper); exit $$status
 
 # What the gateway adds in front of each backend (local, container, Lambda)
 # against going direct in the same run, nginx in front of the same worker
@@ -205,10 +209,7 @@ bench-paper: setup
 bench-overhead: setup
 	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
 	target/release/switchyard-bench overhead $(OVERHEAD_ARGS); status=$$?; \
-	if docker info >/dev/null 2>&1; then \
-	  docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=overhead | xargs -r docker rm -f >/dev/null; \
-	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-overhead*' | xargs -r docker rmi -f >/dev/null; \
-	fi; exit $$status
+	$(call remove_bench_scope,overhead); exit $$status
 
 # The placement policies side by side with the single-tier baselines in the
 # simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.
