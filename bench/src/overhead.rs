@@ -223,6 +223,11 @@ impl Drop for TempDir {
 enum Probe {
     /// Requests over loopback HTTP.
     Http(Arc<Target>),
+    /// The same, with at most this many requests outstanding: the emulator
+    /// queues Invokes beyond its instances without limit (real Lambda
+    /// throttles), so a direct Invoke gets the gateway's reserved
+    /// concurrency, or a backlog would outlive the cell.
+    Bounded(Arc<Target>, usize),
     /// The ONNX Runtime call in this process, paced at the rate.
     Raw(RawPlan),
 }
@@ -495,10 +500,11 @@ async fn lambda_section(context: &Context<'_>) -> Result<BackendSection, BenchEr
     }
     let endpoint = lambda.ready_for(context.root, MODEL)?;
     let gateway = start_gateway(context, Placement::LambdaOnly, Some(&endpoint), |_| {}).await?;
+    let (reserved, _) = lambda_instances()?;
     let variants = vec![
         Variant {
             name: "direct invoke",
-            probe: Probe::Http(target),
+            probe: Probe::Bounded(target, usize::try_from(reserved).unwrap_or(1)),
         },
         named(
             "switchyard",
@@ -684,11 +690,15 @@ async fn measure(context: &Context<'_>, probe: &Probe, rate: f64) -> Result<Meas
                 errors: BTreeMap::new(),
             })
         }
-        Probe::Http(target) => {
+        Probe::Http(target) | Probe::Bounded(target, _) => {
+            let max_in_flight = match probe {
+                Probe::Bounded(_, limit) => *limit,
+                _ => plan.max_in_flight,
+            };
             let settings = |seconds: f64| -> Result<RunSettings, BenchError> {
                 let duration = Duration::from_secs_f64(seconds);
                 let mut settings = RunSettings::new(
-                    Load::constant_rate(rate, duration, plan.max_in_flight)?,
+                    Load::constant_rate(rate, duration, max_in_flight)?,
                     Duration::from_secs_f64(plan.request_timeout_s),
                 );
                 settings.max_requests = Some(10_000_000);
