@@ -578,7 +578,11 @@ mod tests {
         failing.comparisons = compare(&failing.cells, &[("switchyard", "direct")]);
         let checks = target_checks(&[failing]);
         assert_eq!(checks[3].met, Some(false));
-        assert!(checks[3].measured.contains("50.0% direct"), "{:?}", checks[3]);
+        assert!(
+            checks[3].measured.contains("50.0% direct"),
+            "{:?}",
+            checks[3]
+        );
         assert!(target_checks(&[BackendSection::failed("local", "x".into())]).is_empty());
         let unmeasured = target_checks(&[BackendSection::failed("container", "no Docker".into())]);
         assert!(unmeasured.iter().all(|c| c.met.is_none()));
