@@ -30,6 +30,7 @@ help:
 	@echo "make setup  only the set-up (virtualenv, ONNX Runtime, models)"
 	@echo "make bench-local   gateway vs raw ONNX Runtime benchmark (bench/)"
 	@echo "make bench-peers   gateway vs Flask, MLServer, Ray Serve and the raw loop (PEERS_ARGS=--quick)"
+	@echo "make bench-overhead  gateway added latency per backend vs direct, nginx, cold starts (OVERHEAD_ARGS=--quick)"
 
 $(VENV_STAMP): models/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,7 +76,7 @@ test-rust: setup
 	$(CARGO) test --release --locked --workspace; status=$$?; \
 	if docker info >/dev/null 2>&1; then \
 	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-test*' | xargs -r docker rmi -f >/dev/null; \
-	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-bench*' | xargs -r docker rmi -f >/dev/null; \
+	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-overhead*' | xargs -r docker rmi -f >/dev/null; \
 	fi; exit $$status
 
 lint:
@@ -88,12 +89,13 @@ fmt:
 bench-local: setup
 	$(CARGO) run --release --locked -p switchyard-bench -- local
 
-bench-container: build
-	$(CARGO) run --release --locked -p switchyard-backend-container --bin container-bench
+# The container and Lambda parts of bench-overhead alone:
+# bench/results/overhead-container.* and overhead-lambda.*.
+bench-container: OVERHEAD_ARGS = --backend container
+bench-container: bench-overhead
 
-bench-lambda: setup
-	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-backend-lambda
-	target/release/lambda-bench
+bench-lambda: OVERHEAD_ARGS = --backend lambda
+bench-lambda: bench-overhead
 
 # The Lambda emulator alone, on 127.0.0.1:$(LAMBDA_EMULATOR_PORT).
 lambda-emulator: setup
@@ -183,14 +185,31 @@ audit: $(TOOLS_DIR)/bin/cargo-deny
 # 10 minutes; `make bench-paper PAPER_ARGS=--quick` takes under one. The
 # bench removes its containers and images itself; the images are removed
 # here again whatever the outcome.
+# A bench's containers (scope $(1)) and images (switchyard-worker-$(1)*),
+# removed whatever the bench's outcome, if the Docker engine answers.
+remove_bench_scope = if docker info >/dev/null 2>&1; then \
+	  docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=$(1) | xargs -r docker rm -f >/dev/null; \
+	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-$(1)*' | xargs -r docker rmi -f >/dev/null; \
+	fi
+
 .PHONY: bench-paper
 bench-paper: setup
 	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
 	target/release/switchyard-bench paper $(PAPER_ARGS); status=$$?; \
-	if docker info >/dev/null 2>&1; then \
-	  docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=paper | xargs -r docker rm -f >/dev/null; \
-	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-paper*' | xargs -r docker rmi -f >/dev/null; \
-	fi; exit $$status
+	$(call remove_bench_scope,paper); exit $$status
+
+# What the gateway adds in front of each backend (local, container, Lambda)
+# against going direct in the same run, nginx in front of the same worker
+# container beside it, at 200 and 2,000 requests/s; container and Lambda cold
+# starts; issue 4's targets met or not. Writes bench/results/overhead.{md,json}.
+# About 5 minutes; `make bench-overhead OVERHEAD_ARGS=--quick` takes under
+# one. The bench removes its containers and images itself; they are removed
+# here again whatever the outcome.
+.PHONY: bench-overhead
+bench-overhead: setup
+	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
+	target/release/switchyard-bench overhead $(OVERHEAD_ARGS); status=$$?; \
+	$(call remove_bench_scope,overhead); exit $$status
 
 # The placement policies side by side with the single-tier baselines in the
 # simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.

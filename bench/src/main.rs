@@ -7,7 +7,9 @@
 //! compares the gateway with Flask, MLServer, Ray Serve and the raw loop
 //! (`make bench-peers`); `paper` reproduces the StraightLine paper's
 //! experiments, scaled to this machine, beside the simulator's replay at
-//! full scale (`make bench-paper`).
+//! full scale (`make bench-paper`); `overhead` measures what the gateway
+//! adds in front of each backend against going direct, and cold starts
+//! (`make bench-overhead`).
 
 mod error;
 mod gateway_process;
@@ -15,6 +17,8 @@ mod loadgen_wrk;
 mod local;
 mod machine;
 mod markdown;
+mod overhead;
+mod overhead_report;
 mod paper;
 mod paper_report;
 mod peers;
@@ -127,6 +131,29 @@ enum BenchCommand {
         placement: Vec<String>,
         /// README whose section (between the bench-paper markers) a full
         /// run rewrites.
+        #[arg(long, default_value = "bench/README.md")]
+        readme: PathBuf,
+    },
+    /// What the gateway adds in front of each backend (local, container,
+    /// Lambda) against going direct in the same run, nginx beside it, at
+    /// 200 and 2,000 requests/s; container and Lambda cold starts. Needs
+    /// the Docker engine and `make setup`; about 5 minutes (`--quick`: < 1).
+    Overhead {
+        /// One short round, 10 container and 5 Lambda cold starts.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for overhead.md and overhead.json (a quick run writes
+        /// overhead-quick.*, a run of some backends overhead-BACKEND.*).
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The gateway binary (default: `switchyard` beside this executable).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// Only this backend (repeat for more): local, container, lambda.
+        #[arg(long)]
+        backend: Vec<String>,
+        /// README whose section (between the bench-overhead markers) a
+        /// full run rewrites.
         #[arg(long, default_value = "bench/README.md")]
         readme: PathBuf,
     },
@@ -319,6 +346,27 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        BenchCommand::Overhead {
+            quick,
+            out,
+            gateway_bin,
+            backend,
+            readme,
+        } => {
+            let run = || -> Result<(), BenchError> {
+                let options = overhead::OverheadOptions {
+                    quick,
+                    gateway_bin: gateway_binary(gateway_bin)?,
+                    backends: backend,
+                    command,
+                };
+                overhead_bench(&options, &out, &readme)
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
         BenchCommand::Soak {
             quick,
             out,
@@ -378,32 +426,76 @@ fn paper_bench(options: &paper::PaperOptions, out: &Path, readme: &Path) -> Resu
         }
         plots.push((model.model.clone(), live, simulated));
     }
-    let json = serde_json::to_string_pretty(&results)
+    let section = paper_report::readme_section(&results);
+    publish(
+        out,
+        name,
+        &results,
+        &paper_report::document(&results, &plots),
+        (!options.quick && !partial).then_some((readme, PAPER_README, section.as_str())),
+    )
+}
+
+/// Writes a finished run as `name.json` and `name.md`, rewrites the
+/// README's section between `markers` when one is given, and shows the page.
+fn publish(
+    out: &Path,
+    name: &str,
+    results: &impl serde::Serialize,
+    document: &str,
+    readme: Option<(&Path, (&str, &str), &str)>,
+) -> Result<(), BenchError> {
+    let json = serde_json::to_string_pretty(results)
         .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
-    let document = paper_report::document(&results, &plots);
     write_results(
         out,
         &[
             (&format!("{name}.json"), json + "\n"),
-            (&format!("{name}.md"), document.clone()),
+            (&format!("{name}.md"), document.to_owned()),
         ],
     )?;
-    if !options.quick
-        && !partial
+    if let Some((readme, markers, section)) = readme
         && readme.is_file()
-        && markdown::update_readme_between(
-            readme,
-            PAPER_README,
-            &paper_report::readme_section(&results),
-        )?
+        && markdown::update_readme_between(readme, markers, section)?
     {
         progress(&format!(
-            "updated the paper section of {}",
+            "updated the {} section of {}",
+            markers.0,
             readme.display()
         ));
     }
-    show(&document);
+    show(document);
     Ok(())
+}
+
+const OVERHEAD_README: (&str, &str) = (
+    "<!-- bench-overhead:begin -->",
+    "<!-- bench-overhead:end -->",
+);
+
+fn overhead_bench(
+    options: &overhead::OverheadOptions,
+    out: &Path,
+    readme: &Path,
+) -> Result<(), BenchError> {
+    let backends = overhead::chosen_backends(options)?;
+    let partial = backends.len() < overhead::BACKENDS.len();
+    let name = if options.quick {
+        "overhead-quick".to_owned()
+    } else if partial {
+        format!("overhead-{}", backends.join("-"))
+    } else {
+        "overhead".to_owned()
+    };
+    let results = overhead::run_overhead(options)?;
+    let section = overhead_report::readme_section(&results);
+    publish(
+        out,
+        &name,
+        &results,
+        &overhead_report::document(&results),
+        (!options.quick && !partial).then_some((readme, OVERHEAD_README, section.as_str())),
+    )
 }
 
 fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(), BenchError> {

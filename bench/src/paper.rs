@@ -51,10 +51,19 @@ use crate::paper_report::{
     saturation_point, sim_buckets,
 };
 
-/// Container scope label and image name prefix of this benchmark: the
-/// clean-up removes exactly these.
-const SCOPE: &str = "paper";
-const IMAGE_PREFIX: &str = "switchyard-worker-paper";
+/// The container scope label and image name prefix of one benchmark: its
+/// clean-up removes exactly these, and nothing of another user's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContainerScope {
+    pub(crate) scope: &'static str,
+    pub(crate) image_prefix: &'static str,
+}
+
+/// This benchmark's containers and images.
+const PAPER_SCOPE: ContainerScope = ContainerScope {
+    scope: "paper",
+    image_prefix: "switchyard-worker-paper",
+};
 /// Per-request deadline, client and gateway: 10 x xception's SLO.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between two gateway runs, so one run's tail does not load the next.
@@ -107,7 +116,7 @@ impl Placement {
 
     /// The baseline config whose `[placement]` a single-tier run takes, or
     /// the policy file of a multi-tier one.
-    fn source(self) -> &'static str {
+    pub(crate) fn source(self) -> &'static str {
         match self {
             Placement::LocalOnly => "config/local-only.toml",
             Placement::ContainerOnly => "config/container-only.toml",
@@ -234,10 +243,11 @@ fn one_model(model: &str) -> toml::Value {
 }
 
 /// Everything a gateway config needs besides the placement.
-struct Tiers<'a> {
-    model: &'a str,
-    gateway_bin: &'a Path,
-    lambda_endpoint: Option<&'a str>,
+pub(crate) struct Tiers<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) gateway_bin: &'a Path,
+    pub(crate) lambda_endpoint: Option<&'a str>,
+    pub(crate) containers: ContainerScope,
 }
 
 /// The gateway config of `placement`: each tier as its baseline file sets
@@ -245,6 +255,27 @@ struct Tiers<'a> {
 /// image name and the emulator's endpoint; `[placement]` from the baseline
 /// file, or the policy file for straightline and adaptive.
 fn gateway_config(placement: Placement, tiers: &Tiers<'_>) -> Result<String, BenchError> {
+    config_text(placement, tiers.model, &gateway_table(placement, tiers)?)
+}
+
+/// A gateway config table as a file, with a comment saying where it came from.
+pub(crate) fn config_text(
+    placement: Placement,
+    model: &str,
+    config: &toml::Table,
+) -> Result<String, BenchError> {
+    Ok(format!(
+        "# Written by switchyard-bench: {} for {model}.\n{}",
+        placement.name(),
+        toml::to_string(config).map_err(|e| BenchError::Config(e.to_string()))?
+    ))
+}
+
+/// [`gateway_config`] as a table, for callers that change it further.
+pub(crate) fn gateway_table(
+    placement: Placement,
+    tiers: &Tiers<'_>,
+) -> Result<toml::Table, BenchError> {
     let model = tiers.model;
     let mut server = toml::Table::new();
     let timeout_ms = i64::try_from(REQUEST_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
@@ -287,12 +318,16 @@ fn gateway_config(placement: Placement, tiers: &Tiers<'_>) -> Result<String, Ben
         let file = "config/container-only.toml";
         let mut tier = table_at(&read_table(file)?, &["backends", "container"], file)?;
         tier.insert("models".into(), one_model(model));
-        tier.insert("scope".into(), string(SCOPE));
+        tier.insert("scope".into(), string(tiers.containers.scope));
         // One image per model: the gateway removes other tags of its image
         // name as stale, so models sharing one name would rebuild each time.
         tier.insert(
             "image".into(),
-            string(&format!("{IMAGE_PREFIX}-{}", model.replace('_', "-"))),
+            string(&format!(
+                "{}-{}",
+                tiers.containers.image_prefix,
+                model.replace('_', "-")
+            )),
         );
         tier.insert(
             "worker_binary".into(),
@@ -311,16 +346,12 @@ fn gateway_config(placement: Placement, tiers: &Tiers<'_>) -> Result<String, Ben
         backends.insert("lambda".into(), toml::Value::Table(tier));
     }
     config.insert("backends".into(), toml::Value::Table(backends));
-    Ok(format!(
-        "# Written by switchyard-bench paper: {} for {model}.\n{}",
-        placement.name(),
-        toml::to_string(&config).map_err(|e| BenchError::Config(e.to_string()))?
-    ))
+    Ok(config)
 }
 
 /// The `[backends.lambda]` reserved concurrency and memory of the
 /// baseline: how many function instances to start, and their size.
-fn lambda_instances() -> Result<(u64, u64), BenchError> {
+pub(crate) fn lambda_instances() -> Result<(u64, u64), BenchError> {
     let file = "config/lambda-only.toml";
     let tier = table_at(&read_table(file)?, &["backends", "lambda"], file)?;
     let number = |key: &str, default: i64| {
@@ -336,46 +367,72 @@ fn lambda_instances() -> Result<(u64, u64), BenchError> {
 /// The processes of the Lambda tier: the emulator and, per model, as many
 /// function instances as the reserved concurrency (all killed on drop).
 #[derive(Debug, Default)]
-struct LambdaTier {
+pub(crate) struct LambdaTier {
     emulator: Option<LocalEmulator>,
     instances: Vec<ChildProcess>,
     model: Option<String>,
 }
 
 impl LambdaTier {
-    /// The endpoint, with instances of `model` running.
-    fn ready_for(&mut self, root: &Path, model: &str) -> Result<String, BenchError> {
+    /// The emulator, started on first use (with no function instance).
+    pub(crate) fn emulator(&mut self, root: &Path) -> Result<&LocalEmulator, BenchError> {
         if self.emulator.is_none() {
             self.emulator = Some(LocalEmulator::start(root).map_err(BenchError::Other)?);
         }
-        let Some(emulator) = &self.emulator else {
-            return Err(BenchError::Other(
-                "the Lambda emulator did not start".into(),
-            ));
-        };
+        self.emulator
+            .as_ref()
+            .ok_or_else(|| BenchError::Other("the Lambda emulator did not start".into()))
+    }
+
+    /// The endpoint, with instances of `model` running.
+    pub(crate) fn ready_for(&mut self, root: &Path, model: &str) -> Result<String, BenchError> {
         if self.model.as_deref() != Some(model) {
             self.instances.clear();
-            let exe = std::env::current_exe().map_err(io_error(
-                "cannot find this executable",
-                Path::new("switchyard-bench"),
-            ))?;
-            let function = function_binary(&exe).map_err(BenchError::Other)?;
+            let function = function_path()?;
             let (count, memory_mb) = lambda_instances()?;
+            let emulator = self.emulator(root)?;
+            let mut instances = Vec::new();
             for _ in 0..count {
-                self.instances.push(
+                instances.push(
                     emulator
                         .instance(&function, model, memory_mb)
                         .map_err(BenchError::Other)?,
                 );
             }
+            self.instances = instances;
             self.model = Some(model.to_owned());
         }
-        Ok(emulator.endpoint())
+        Ok(self.emulator(root)?.endpoint())
     }
+}
+
+/// The workspace's function binary, beside this executable.
+pub(crate) fn function_path() -> Result<PathBuf, BenchError> {
+    let exe = std::env::current_exe().map_err(io_error(
+        "cannot find this executable",
+        Path::new("switchyard-bench"),
+    ))?;
+    function_binary(&exe).map_err(BenchError::Other)
 }
 
 /// Runs the benchmark from the repository root.
 pub fn run_paper(options: &PaperOptions) -> Result<PaperResults, BenchError> {
+    run_scoped(PAPER_SCOPE, |root, docker| async move {
+        paper_async(options, &root, docker.as_ref()).await
+    })
+}
+
+/// Runs `work` from the repository root on a two-thread runtime, with the
+/// Docker engine if it answers; then removes the containers and images of
+/// `scope`, also when `work` failed or Ctrl-C or SIGTERM came (the child
+/// processes are killed as their handles drop).
+pub(crate) fn run_scoped<T, Work>(
+    scope: ContainerScope,
+    work: impl FnOnce(PathBuf, Option<Docker>) -> Work,
+) -> Result<T, BenchError>
+where
+    Work: Future<Output = Result<T, BenchError>>,
+{
     let root = std::env::current_dir().map_err(io_error(
         "cannot read the current directory",
         Path::new("."),
@@ -386,30 +443,38 @@ pub fn run_paper(options: &PaperOptions) -> Result<PaperResults, BenchError> {
         .build()
         .map_err(|e| BenchError::Other(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let docker = Docker::connect_with_unix("/var/run/docker.sock", 120, &engine::API_VERSION)
-            .ok();
-        let result = paper_async(options, &root, docker.as_ref()).await;
+        let docker =
+            Docker::connect_with_unix("/var/run/docker.sock", 120, &engine::API_VERSION).ok();
+        let result = tokio::select! {
+            result = work(root, docker.clone()) => result,
+            () = switchyard_scheduler::server::shutdown_signal() => {
+                Err(BenchError::Other("interrupted".into()))
+            }
+        };
         if let Some(docker) = &docker {
-            let (containers, images) = remove_created(docker).await;
-            progress(&format!(
-                "clean-up: removed {containers} container(s) and {images} image(s) of scope {SCOPE:?}"
-            ));
+            remove_created(docker, scope).await;
         }
         result
     })
 }
 
-/// Removes the containers of this benchmark's scope and its images.
-async fn remove_created(docker: &Docker) -> (usize, usize) {
-    (remove_containers(docker).await, remove_images(docker).await)
+/// Removes the containers of `scope` and its images, and says so.
+pub(crate) async fn remove_created(docker: &Docker, scope: ContainerScope) {
+    let containers = remove_containers(docker, scope).await;
+    let images = remove_images(docker, scope).await;
+    progress(&format!(
+        "clean-up: removed {containers} container(s) and {images} image(s) of scope {:?}",
+        scope.scope
+    ));
 }
 
-async fn remove_containers(docker: &Docker) -> usize {
+/// Removes the containers of `scope`; how many.
+pub(crate) async fn remove_containers(docker: &Docker, scope: ContainerScope) -> usize {
     let listed = engine::list_labelled(
         docker,
         &[
             (engine::LABEL_MANAGED, "true"),
-            (engine::LABEL_SCOPE, SCOPE),
+            (engine::LABEL_SCOPE, scope.scope),
         ],
     )
     .await
@@ -423,13 +488,14 @@ async fn remove_containers(docker: &Docker) -> usize {
     removed
 }
 
-async fn remove_images(docker: &Docker) -> usize {
+async fn remove_images(docker: &Docker, scope: ContainerScope) -> usize {
+    let prefix = scope.image_prefix;
     let filters = HashMap::from([
         (
             "label".to_owned(),
             vec![format!("{}=true", engine::LABEL_MANAGED)],
         ),
-        ("reference".to_owned(), vec![format!("{IMAGE_PREFIX}*")]),
+        ("reference".to_owned(), vec![format!("{prefix}*")]),
     ]);
     let listed = docker
         .list_images(Some(ListImagesOptions {
@@ -440,11 +506,7 @@ async fn remove_images(docker: &Docker) -> usize {
         .unwrap_or_default();
     let mut removed = 0;
     for image in listed {
-        for tag in image
-            .repo_tags
-            .iter()
-            .filter(|t| t.starts_with(IMAGE_PREFIX))
-        {
+        for tag in image.repo_tags.iter().filter(|t| t.starts_with(prefix)) {
             let options = RemoveImageOptions {
                 force: true,
                 noprune: false,
@@ -479,7 +541,7 @@ async fn paper_async(
         match docker {
             Some(docker) => {
                 // Containers of this scope left by an earlier, killed run.
-                let containers = remove_containers(docker).await;
+                let containers = remove_containers(docker, PAPER_SCOPE).await;
                 if containers > 0 {
                     progress(&format!(
                         "removed {containers} container(s) left by an earlier run"
@@ -589,6 +651,7 @@ async fn run_placement(
             model: &scale.model,
             gateway_bin: &options.gateway_bin,
             lambda_endpoint: lambda_endpoint.as_deref(),
+            containers: PAPER_SCOPE,
         },
     )?;
     let config_path = std::env::temp_dir().join(format!(
@@ -661,6 +724,7 @@ async fn measure(
         placement.name(),
         load_before,
         &samples,
+        recording.recorder.backend_names(),
         recording.report,
         scale,
     );
@@ -717,7 +781,8 @@ fn sim_replay(
 /// The live runs of a model in the simulator's report shape, so the
 /// simulator's plot draws them (offered load, p99 and failures per
 /// bucket, side by side). Only those fields are filled: the live runs
-/// have no cost, and which tier served each bucket is not recorded.
+/// have no cost; which tier served each bucket is in the shares table
+/// (`paper_report::shares_table`), not in the plot.
 pub fn live_plot_input(model: &ModelResults) -> SimOutput {
     let runs = model
         .runs

@@ -34,6 +34,9 @@ pub struct LoadBucket {
     /// Latency of the 2xx, from the intended send time; `None` when none.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The 2xx by the backend that served them (the `switchyard-backend`
+    /// header), in order of the backend's first answer in the run.
+    pub served_by: Vec<(String, u64)>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -42,11 +45,19 @@ fn ms(us: u64) -> f64 {
 
 /// Splits `[0, span_s)` into `count` equal buckets and puts each request
 /// into the bucket of its intended send time (late ones into the last).
-pub fn bucket_samples(samples: &[Sample], span_s: f64, count: usize) -> Vec<LoadBucket> {
+/// `backends` names the samples' backend ids
+/// ([`switchyard_loadgen::Recorder::backend_names`]).
+pub fn bucket_samples(
+    samples: &[Sample],
+    backends: &[String],
+    span_s: f64,
+    count: usize,
+) -> Vec<LoadBucket> {
     let count = count.max(1);
     let width = span_s.max(1e-9) / count as f64;
     let mut due = vec![0_u64; count];
     let mut succeeded = vec![0_u64; count];
+    let mut served = vec![vec![0_u64; backends.len()]; count];
     let mut latency: Vec<Histogram<u64>> = (0..count).map(|_| histogram()).collect();
     for sample in samples {
         let at = sample.intended_offset_us as f64 / 1e6;
@@ -55,6 +66,12 @@ pub fn bucket_samples(samples: &[Sample], span_s: f64, count: usize) -> Vec<Load
         if sample.outcome == Outcome::Success {
             succeeded[index] += 1;
             latency[index].saturating_record(sample.latency_us.max(1));
+            if let Some(slot) = sample
+                .backend
+                .and_then(|id| served[index].get_mut(usize::from(id.0)))
+            {
+                *slot += 1;
+            }
         }
     }
     (0..count)
@@ -75,6 +92,12 @@ pub fn bucket_samples(samples: &[Sample], span_s: f64, count: usize) -> Vec<Load
                 },
                 p50_ms: (!h.is_empty()).then(|| ms(h.value_at_quantile(0.5))),
                 p99_ms: (!h.is_empty()).then(|| ms(h.value_at_quantile(0.99))),
+                served_by: backends
+                    .iter()
+                    .zip(&served[i])
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(name, n)| (name.clone(), *n))
+                    .collect(),
             }
         })
         .collect()
@@ -115,6 +138,13 @@ pub fn sim_buckets(run: &switchyard_scheduler::sim::SimReport) -> Vec<LoadBucket
                 failure_rate: b.failure_rate,
                 p50_ms: (succeeded > 0).then_some(b.p50_ms),
                 p99_ms: (succeeded > 0).then_some(b.p99_ms),
+                served_by: run
+                    .backends
+                    .iter()
+                    .zip(&b.served)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(backend, n)| (backend.name.clone(), *n))
+                    .collect(),
             }
         })
         .collect()
@@ -198,10 +228,11 @@ impl PlacementRun {
         placement: &str,
         load_average_before: String,
         samples: &[Sample],
+        backends: &[String],
         report: Report,
         scale: &Scale,
     ) -> Self {
-        let buckets = bucket_samples(samples, scale.ramp_s, scale.buckets);
+        let buckets = bucket_samples(samples, backends, scale.ramp_s, scale.buckets);
         let due = samples.len() as u64;
         let succeeded = samples
             .iter()
@@ -386,14 +417,22 @@ pub fn summary_table(model: &ModelResults) -> String {
     out
 }
 
-/// Response time and failures along the ramp, one column per placement.
-pub fn ramp_table(model: &ModelResults) -> String {
+/// A table along the ramp with one column per placement that ran: `head`
+/// and `align` are the leading columns, `row` writes them for a bucket,
+/// `cell` a placement's cell for bucket `i`.
+fn per_placement_table(
+    model: &ModelResults,
+    (head, align): (&str, &str),
+    row: impl Fn(usize, &LoadBucket) -> String,
+    cell: impl Fn(&PlacementRun, usize, &LoadBucket) -> String,
+) -> String {
     let runs: Vec<&PlacementRun> = model.runs.iter().filter(|r| r.error.is_none()).collect();
-    let mut out = String::from("| bucket | s | offered/s | ≈ paper sessions/180 s |");
+    let mut out = String::from(head);
     for run in &runs {
         let _ = write!(out, " {} |", run.placement);
     }
-    out.push_str("\n|---:|---|---:|---:|");
+    out.push('\n');
+    out.push_str(align);
     for _ in &runs {
         out.push_str("---|");
     }
@@ -402,37 +441,94 @@ pub fn ramp_table(model: &ModelResults) -> String {
         return out;
     };
     for (i, bucket) in first.buckets.iter().enumerate() {
-        let _ = write!(
-            out,
-            "| {} | {:.0}–{:.0} | {:.1} | {:.0} |",
-            i + 1,
-            bucket.start_s,
-            bucket.end_s,
-            bucket.offered_per_s,
-            model.scale.paper_sessions(bucket.offered_per_s)
-        );
+        out.push_str(&row(i, bucket));
         for run in &runs {
-            let cell = run.buckets.get(i).map_or_else(
-                || "–".to_owned(),
-                |b| {
-                    let mark = if run.saturation_bucket == Some(i) {
-                        " **←**"
-                    } else {
-                        ""
-                    };
-                    format!(
-                        "{} / {} · {}{mark}",
-                        opt_ms(b.p50_ms),
-                        opt_ms(b.p99_ms),
-                        percent(b.failure_rate)
-                    )
-                },
-            );
-            let _ = write!(out, " {cell} |");
+            let text = run
+                .buckets
+                .get(i)
+                .map_or_else(|| "–".to_owned(), |b| cell(run, i, b));
+            let _ = write!(out, " {text} |");
         }
         out.push('\n');
     }
     out
+}
+
+/// Response time and failures along the ramp, one column per placement.
+pub fn ramp_table(model: &ModelResults) -> String {
+    per_placement_table(
+        model,
+        (
+            "| bucket | s | offered/s | ≈ paper sessions/180 s |",
+            "|---:|---|---:|---:|",
+        ),
+        |i, bucket| {
+            format!(
+                "| {} | {:.0}–{:.0} | {:.1} | {:.0} |",
+                i + 1,
+                bucket.start_s,
+                bucket.end_s,
+                bucket.offered_per_s,
+                model.scale.paper_sessions(bucket.offered_per_s)
+            )
+        },
+        |run, i, b| {
+            let mark = if run.saturation_bucket == Some(i) {
+                " **←**"
+            } else {
+                ""
+            };
+            format!(
+                "{} / {} · {}{mark}",
+                opt_ms(b.p50_ms),
+                opt_ms(b.p99_ms),
+                percent(b.failure_rate)
+            )
+        },
+    )
+}
+
+/// The letter of a backend in the shares table, as the simulator's table
+/// writes its tiers; other names as they are.
+fn backend_symbol(name: &str) -> &str {
+    match name {
+        "local" => "L",
+        "container" => "C",
+        "lambda" => "λ",
+        other => other,
+    }
+}
+
+/// One bucket's shares: `L 70 C 10 λ 20` (and `F n` for the failed), in %
+/// of the bucket's requests; `–` for an empty bucket.
+pub fn bucket_shares(bucket: &LoadBucket) -> String {
+    if bucket.due == 0 {
+        return "–".into();
+    }
+    let share = |n: u64| n as f64 / bucket.due as f64 * 100.0;
+    let mut parts: Vec<String> = bucket
+        .served_by
+        .iter()
+        .map(|(name, n)| format!("{} {:.0}", backend_symbol(name), share(*n)))
+        .collect();
+    let unnamed = bucket.succeeded - bucket.served_by.iter().map(|(_, n)| n).sum::<u64>();
+    if unnamed > 0 {
+        parts.push(format!("? {:.0}", share(unnamed)));
+    }
+    if bucket.failed > 0 {
+        parts.push(format!("F {:.0}", share(bucket.failed)));
+    }
+    parts.join(" ")
+}
+
+/// Which backend served each bucket of the live ramp, per placement.
+pub fn shares_table(model: &ModelResults) -> String {
+    per_placement_table(
+        model,
+        ("| bucket | offered/s |", "|---:|---:|"),
+        |i, bucket| format!("| {} | {:.1} |", i + 1, bucket.offered_per_s),
+        |_, _, bucket| bucket_shares(bucket),
+    )
 }
 
 /// The simulator's replay along the ramp: failure rate and p99 per bucket.
@@ -636,6 +732,10 @@ pub fn model_section(model: &ModelResults, plot: &str) -> String {
         s.slo_p99_ms
     );
     out.push_str(&ramp_table(model));
+    out.push_str(
+        "\nServed by, along the ramp (share of each bucket's requests in %: L = local, C = container, λ = lambda, F = failed):\n\n",
+    );
+    out.push_str(&shares_table(model));
     out.push('\n');
     out.push_str(&findings(model));
     out
@@ -828,12 +928,18 @@ const DIFFERENCES: &str = "What differs, and why:\n\n\
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_loadgen::BackendId;
 
     fn sample(at_s: f64, latency_ms: u64, outcome: Outcome) -> Sample {
+        served(at_s, latency_ms, outcome, None)
+    }
+
+    fn served(at_s: f64, latency_ms: u64, outcome: Outcome, backend: Option<u16>) -> Sample {
         Sample {
             intended_offset_us: (at_s * 1e6) as u64,
             latency_us: latency_ms * 1000,
             outcome,
+            backend: backend.map(BackendId),
         }
     }
 
@@ -861,7 +967,7 @@ mod tests {
             // Due at the very end: the last bucket, not a fifth one.
             sample(40.0, 90, Outcome::Success),
         ];
-        let buckets = bucket_samples(&samples, 40.0, 4);
+        let buckets = bucket_samples(&samples, &[], 40.0, 4);
         assert_eq!(buckets.len(), 4);
         assert_eq!(
             buckets.iter().map(|b| b.due).collect::<Vec<_>>(),
@@ -882,7 +988,7 @@ mod tests {
 
     #[test]
     fn no_samples_give_empty_buckets() {
-        let buckets = bucket_samples(&[], 10.0, 5);
+        let buckets = bucket_samples(&[], &[], 10.0, 5);
         assert_eq!(buckets.len(), 5);
         assert!(buckets.iter().all(|b| b.due == 0 && b.failure_rate == 0.0));
         assert_eq!(saturation(&buckets, 50.0), None);
@@ -899,7 +1005,43 @@ mod tests {
             failure_rate,
             p50_ms: p99_ms,
             p99_ms,
+            served_by: Vec::new(),
         }
+    }
+
+    #[test]
+    fn buckets_count_who_served_each_request() {
+        let names = [
+            "local".to_owned(),
+            "lambda".to_owned(),
+            "container".to_owned(),
+        ];
+        let samples = vec![
+            served(1.0, 5, Outcome::Success, Some(0)),
+            served(2.0, 5, Outcome::Success, Some(0)),
+            served(3.0, 5, Outcome::Success, Some(1)),
+            served(4.0, 5, Outcome::Throttled, Some(0)),
+            served(12.0, 5, Outcome::Success, Some(2)),
+            served(13.0, 5, Outcome::Success, Some(1)),
+            served(14.0, 5, Outcome::Success, None),
+            served(15.0, 0, Outcome::Dropped, None),
+            // An id the names do not cover is not counted for anyone.
+            served(16.0, 5, Outcome::Success, Some(9)),
+        ];
+        let buckets = bucket_samples(&samples, &names, 20.0, 2);
+        assert_eq!(
+            buckets[0].served_by,
+            [("local".to_owned(), 2), ("lambda".to_owned(), 1)]
+        );
+        // A failed request is not served, whoever answered it.
+        assert_eq!(buckets[0].failed, 1);
+        assert_eq!(bucket_shares(&buckets[0]), "L 50 λ 25 F 25");
+        assert_eq!(
+            buckets[1].served_by,
+            [("lambda".to_owned(), 1), ("container".to_owned(), 1)]
+        );
+        assert_eq!(bucket_shares(&buckets[1]), "λ 20 C 20 ? 40 F 20");
+        assert_eq!(bucket_shares(&bucket_samples(&[], &names, 1.0, 1)[0]), "–");
     }
 
     #[test]
@@ -938,7 +1080,7 @@ mod tests {
 
     fn run(placement: &str, outcomes: &[(f64, u64, Outcome)]) -> PlacementRun {
         let samples: Vec<Sample> = outcomes.iter().map(|&(t, l, o)| sample(t, l, o)).collect();
-        let buckets = bucket_samples(&samples, 40.0, 4);
+        let buckets = bucket_samples(&samples, &[], 40.0, 4);
         let succeeded = samples
             .iter()
             .filter(|s| s.outcome == Outcome::Success)
@@ -1022,6 +1164,9 @@ mod tests {
         // HDR keeps 3 significant digits: 2 s reads back as 2001 ms.
         assert!(ramp.contains("2001 / 2001 · 0% **←**"), "{ramp}");
         assert!(ramp.contains("– / – · 100.0%"), "{ramp}");
+        let shares = shares_table(&model);
+        assert_eq!(shares.lines().count(), 2 + 4, "{shares}");
+        assert!(shares.contains("| 4 | 0.1 | F 100 | ? 100 |"), "{shares}");
         let text = findings(&model);
         assert!(
             text.contains("local-only starts failing** in bucket 3"),

@@ -60,6 +60,9 @@ pub struct RawResult {
     /// Cores that other processes used during the window (a build, say).
     pub other_cores: f64,
     pub cpu_us_per_item: f64,
+    /// Every call's latency, µs, for merging runs.
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
 }
 
 /// One thread's part of a run.
@@ -150,6 +153,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawResult, BenchError> {
         calls_per_s: calls as f64 / seconds,
         items_per_s: items as f64 / seconds,
         latency_us: LatencySummary::of(&merged),
+        histogram: merged,
         cpu_s,
         other_cores: other_cores((machine_before, machine_after), cpu_s, elapsed),
         cpu_us_per_item: if items > 0 {

@@ -1,6 +1,8 @@
 //! Smoke runs of the benchmarks, so the commands do not rot: `sim --quick`
 //! (the simulator only) and `paper --quick` (the release gateway on its
-//! local and Lambda tiers through the emulator, a 12 s ramp). They check
+//! local and Lambda tiers through the emulator, a 12 s ramp), and
+//! `overhead --quick --backend local` (the gateway against the raw ONNX
+//! Runtime call and the HTTP floor, a few seconds). They check
 //! that each command finishes and writes its table and JSON; no timing is
 //! asserted (the numbers of a run on a busy machine mean little).
 //!
@@ -74,4 +76,21 @@ fn paper_quick_runs_the_ramp_live_and_in_the_simulator() {
         .expect("paper-quick.json parses");
     assert!(json.is_object());
     assert!(out.path().join("paper-quick-xception.svg").exists());
+}
+
+#[test]
+fn overhead_quick_measures_the_local_paths_against_their_baselines() {
+    let out = tempfile::tempdir().expect("temp dir");
+    bench(&["overhead", "--quick", "--backend", "local"], out.path());
+    let table = read(&out.path().join("overhead-quick.md"));
+    for row in [
+        "| local | switchyard | raw ort | 200 |",
+        "| local | switchyard | HTTP floor | 2000 |",
+    ] {
+        assert!(table.contains(row), "no {row} row:\n{table}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&out.path().join("overhead-quick.json")))
+            .expect("overhead-quick.json parses");
+    assert_eq!(json["sections"][0]["backend"], "local");
 }

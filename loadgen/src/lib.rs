@@ -50,7 +50,7 @@ pub use error::LoadgenError;
 pub use mix::{MixEntry, MixSpec};
 pub use payload::{PayloadSpec, RequestBody};
 pub use phases::{Due, Phase, PhaseLoad, Phases, Process};
-pub use record::{LatencySummary, Outcome, Recorder, Report, SCHEMA_VERSION, Sample};
+pub use record::{BackendId, LatencySummary, Outcome, Recorder, Report, SCHEMA_VERSION, Sample};
 pub use runfile::RunFile;
 pub use runner::{Live, Load, Recording, RunSettings, run, run_observed};
 pub use summary::summary_table;

@@ -234,13 +234,15 @@ fn write_outputs(cli: &Cli, recording: &Recording) -> Result<(), String> {
         write(path, svg)?;
     }
     if let Some(path) = &cli.samples_csv {
-        let mut csv = String::from("intended_offset_us,latency_us,outcome\n");
+        let mut csv = String::from("intended_offset_us,latency_us,outcome,backend\n");
+        let names = recording.recorder.backend_names();
         for sample in recording.recorder.samples().unwrap_or_default() {
             csv.push_str(&format!(
-                "{},{},{}\n",
+                "{},{},{},{}\n",
                 sample.intended_offset_us,
                 sample.latency_us,
-                sample.outcome.label()
+                sample.outcome.label(),
+                sample.backend_name(names).unwrap_or("")
             ));
         }
         write(path, csv)?;

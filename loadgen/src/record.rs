@@ -85,6 +85,8 @@ pub struct ServerTiming {
 }
 
 /// One request, kept when a run keeps samples (for time-series plots).
+/// 24 bytes: the backend is an index into [`Recorder::backend_names`],
+/// not a string per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Sample {
     /// Intended send time, from the start of the run.
@@ -92,6 +94,23 @@ pub struct Sample {
     /// From intended send time to the end of the response (0 if dropped).
     pub latency_us: u64,
     pub outcome: Outcome,
+    /// The `switchyard-backend` header of the answer, as an index into
+    /// [`Recorder::backend_names`]; `None` without one (or without an answer).
+    pub backend: Option<BackendId>,
+}
+
+/// A backend name interned by the [`Recorder`] of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct BackendId(pub u16);
+
+impl Sample {
+    /// The backend that answered, by name, from the run's `names`
+    /// ([`Recorder::backend_names`]).
+    pub fn backend_name<'a>(&self, names: &'a [String]) -> Option<&'a str> {
+        self.backend
+            .and_then(|id| names.get(usize::from(id.0)))
+            .map(String::as_str)
+    }
 }
 
 /// A finished request as the runner hands it to the recorder.
@@ -368,6 +387,8 @@ pub struct Recorder {
     series: TimeSeries,
     last_done: Option<Instant>,
     samples: Option<Vec<Sample>>,
+    /// The backend names samples refer to, in order of first appearance.
+    backend_names: Vec<String>,
 }
 
 fn slot(groups: &mut Vec<Group>, index: usize) -> &mut Group {
@@ -393,6 +414,7 @@ impl Recorder {
             series: TimeSeries::default(),
             last_done: None,
             samples: keep_samples.then(Vec::new),
+            backend_names: Vec::new(),
         }
     }
 
@@ -441,7 +463,24 @@ impl Recorder {
             self.last_done
                 .map_or(completed.done, |t| t.max(completed.done)),
         );
-        self.push_sample(completed.intended, latency, outcome);
+        let backend = match (&self.samples, &completed.exchange.backend) {
+            (Some(_), Some(name)) => self.intern_backend(name),
+            _ => None,
+        };
+        self.push_sample(completed.intended, latency, outcome, backend);
+    }
+
+    /// The id of backend `name`, added on first sight. A run sees a handful
+    /// of backends; past `u16::MAX` names, further ones get no id.
+    fn intern_backend(&mut self, name: &str) -> Option<BackendId> {
+        if let Some(index) = self.backend_names.iter().position(|n| n == name) {
+            return u16::try_from(index).ok().map(BackendId);
+        }
+        let id = u16::try_from(self.backend_names.len())
+            .ok()
+            .map(BackendId)?;
+        self.backend_names.push(name.to_owned());
+        Some(id)
     }
 
     /// Records a request that was due at `intended` but not sent.
@@ -452,16 +491,23 @@ impl Recorder {
         let second = self.second_of(intended);
         self.series.record_due(second);
         self.series.record_end(second, Outcome::Dropped, 0);
-        self.push_sample(intended, 0, Outcome::Dropped);
+        self.push_sample(intended, 0, Outcome::Dropped, None);
     }
 
-    fn push_sample(&mut self, intended: Instant, latency_us: u64, outcome: Outcome) {
+    fn push_sample(
+        &mut self,
+        intended: Instant,
+        latency_us: u64,
+        outcome: Outcome,
+        backend: Option<BackendId>,
+    ) {
         let start = self.start;
         if let Some(samples) = &mut self.samples {
             samples.push(Sample {
                 intended_offset_us: micros(intended.saturating_duration_since(start)),
                 latency_us,
                 outcome,
+                backend,
             });
         }
     }
@@ -524,6 +570,12 @@ impl Recorder {
     /// When the last request ended.
     pub fn last_done(&self) -> Option<Instant> {
         self.last_done
+    }
+
+    /// The backend names the samples' [`BackendId`]s index, in order of
+    /// first appearance.
+    pub fn backend_names(&self) -> &[String] {
+        &self.backend_names
     }
 
     /// Every request's sample, ordered by intended time, if kept.
@@ -1038,10 +1090,47 @@ mod tests {
         let samples = r.samples().unwrap();
         assert_eq!(samples.len(), 3);
         assert_eq!(samples[0].outcome, Outcome::Dropped);
+        assert_eq!(samples[0].backend, None);
+        let names = r.backend_names();
+        let served: Vec<Option<&str>> = samples.iter().map(|s| s.backend_name(names)).collect();
+        assert!(served.contains(&Some("local")) && served.contains(&None));
+        assert_eq!(names, ["local"]);
         let second = r.series().seconds()[0];
         assert_eq!(second.due, 3);
         assert_eq!(second.ended[Outcome::Success.index()], 1);
         assert!(second.p50_us.is_some_and(|p| (4900..=5100).contains(&p)));
+    }
+
+    #[test]
+    fn samples_intern_each_backend_once() {
+        let start = Instant::now();
+        let mut r = Recorder::new(start, true);
+        for name in ["lambda", "local", "lambda", "container", "local"] {
+            let answer = exchange(Outcome::Success, Some(name));
+            r.record(&completed(start, 0, 1, 0, 0, &answer));
+        }
+        assert_eq!(r.backend_names(), ["lambda", "local", "container"]);
+        let ids: Vec<u16> = r
+            .samples()
+            .unwrap()
+            .iter()
+            .map(|s| s.backend.unwrap().0)
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 0, 1, 1, 2]);
+        assert_eq!(std::mem::size_of::<Sample>(), 24);
+        // Without samples nothing is interned.
+        let mut quiet = Recorder::new(start, false);
+        quiet.record(&completed(
+            start,
+            0,
+            1,
+            0,
+            0,
+            &exchange(Outcome::Success, Some("local")),
+        ));
+        assert!(quiet.backend_names().is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod pool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchyard_backends::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
@@ -98,6 +98,33 @@ impl ContainerBackend {
     /// This gateway instance's id, as in the `io.switchyard.instance` label.
     pub fn instance(&self) -> &str {
         &self.pool.identity.instance
+    }
+
+    /// One cold start, as the benchmarks measure it: starts a pool of
+    /// `config` (give it `min_containers = 1`), waits up to `limit` for it to
+    /// be ready, stops it (removing its container) and returns the
+    /// create → ready time the pool measured.
+    pub async fn measure_cold_start(
+        config: ContainerConfig,
+        repository: &ModelRepository,
+        limit: Duration,
+    ) -> Result<Duration, StartError> {
+        let backend = Self::start(config, repository).await?;
+        let deadline = Instant::now() + limit;
+        while !backend.ready() {
+            if Instant::now() > deadline {
+                let reason = backend.status().unready_reason;
+                backend.shutdown().await;
+                return Err(StartError(format!(
+                    "not ready after {limit:?}: {}",
+                    reason.unwrap_or_else(|| "no reason given".into())
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seconds = backend.stats().cold_start_last_seconds;
+        backend.shutdown().await;
+        Ok(Duration::from_secs_f64(seconds.max(0.0)))
     }
 }
 

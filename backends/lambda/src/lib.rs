@@ -33,7 +33,9 @@ use switchyard_backends::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
     InferenceResult, ModelInfo, Timing,
 };
-use switchyard_lambda_function::{InvokeEvent, InvokeResponse};
+// The event format, for clients that invoke the function themselves (the
+// benchmarks call it directly to measure the gateway against).
+pub use switchyard_lambda_function::{InvokeEvent, InvokeResponse};
 use switchyard_models::{ModelRepository, ModelSession, SessionOptions, TensorSpecs};
 use switchyard_protocol::InferRequest;
 use tokio::sync::Semaphore;
