@@ -12,6 +12,19 @@
 //! p99    = tail_factor * base * (1 + ahead / concurrency) + cold
 //! ```
 //!
+//! The cold start is the one the backend measured (the mean of its recent
+//! ones, [`BackendSnapshot::cold_start_ms`]: a container's create → ready, a
+//! Lambda instance's extra round trip on its cold invocation); the
+//! configured `cold_start_ms` of the kind is only the prior until the
+//! backend has measured one (and what the simulator starts from too, whose
+//! tier models measure theirs the same way). Lambda GB-seconds are priced
+//! at the memory size the backend reports ([`BackendSnapshot::memory_mb`],
+//! its `memory_mb` or what its instances say); `costs.lambda_memory_mb` is
+//! the fallback for a backend that reports none.
+//!
+//! [`BackendSnapshot::cold_start_ms`]: switchyard_backends::BackendSnapshot::cold_start_ms
+//! [`BackendSnapshot::memory_mb`]: switchyard_backends::BackendSnapshot::memory_mb
+//!
 //! The queue term is the M/M/c intuition that each request ahead of ours
 //! costs one service time divided among the servers. A candidate that cannot
 //! take the payload, has no room (it would refuse), or fails more than
@@ -79,7 +92,7 @@ pub struct BackendCosts {
     pub lambda_per_gb_second: f64,
     /// Lambda, per request.
     pub lambda_per_request: f64,
-    /// Lambda function memory in MB.
+    /// Lambda function memory in MB, when the backend reports none.
     pub lambda_memory_mb: f64,
     /// Seconds a container started for a request is paid for at least.
     pub container_min_seconds: f64,
@@ -127,7 +140,7 @@ pub struct AdaptiveParams {
     pub tail_factor: f64,
     /// Assumed latency per kind before anything was measured, ms.
     pub prior_latency_ms: [f64; 3],
-    /// Cold-start time per kind, ms.
+    /// Cold-start time per kind, ms, until the backend reports a measured one.
     pub cold_start_ms: [f64; 3],
     pub costs: BackendCosts,
     pub prewarm: PrewarmParams,
@@ -179,6 +192,23 @@ impl Adaptive {
             .max(0.001)
     }
 
+    /// The backend's cold start: as it measured its recent ones, or the
+    /// configured prior of its kind before it has measured one.
+    fn cold_start_ms(&self, view: &BackendView) -> f64 {
+        view.snapshot
+            .cold_start_ms
+            .unwrap_or(self.params.cold_start_ms[slot(view.snapshot.kind)])
+            .max(0.0)
+    }
+
+    /// Lambda memory in GB: as the backend reports it, else as configured.
+    fn lambda_memory_gb(&self, view: &BackendView) -> f64 {
+        view.snapshot
+            .memory_mb
+            .map_or(self.params.costs.lambda_memory_mb, |mb| mb as f64)
+            / 1024.0
+    }
+
     /// Usable at all: can take the request and does not fail too often.
     fn usable(&self, request: &RequestFeatures<'_>, view: &BackendView) -> bool {
         view.can_take(request) && view.observed.failure_rate <= self.params.max_failure_rate
@@ -186,14 +216,13 @@ impl Adaptive {
 
     fn estimate(&self, index: usize, view: &BackendView) -> Estimate {
         let p = &self.params;
-        let kind = slot(view.snapshot.kind);
         let base = self.base_ms(view);
         let concurrency = view.snapshot.concurrency.max(1) as f64;
         let ahead = (view.snapshot.in_flight + 1).saturating_sub(view.snapshot.concurrency) as f64;
         let must_scale =
             view.snapshot.in_flight >= view.snapshot.concurrency && view.snapshot.headroom > 0;
         let cold = if must_scale {
-            p.cold_start_ms[kind]
+            self.cold_start_ms(view)
         } else {
             0.0
         };
@@ -212,7 +241,7 @@ impl Adaptive {
             BackendKind::Lambda => {
                 // Lambda bills whole milliseconds, a cold start's init too.
                 let billed = (base + cold).ceil() / 1000.0;
-                p.costs.lambda_per_gb_second * p.costs.lambda_memory_mb / 1024.0 * billed
+                p.costs.lambda_per_gb_second * self.lambda_memory_gb(view) * billed
                     + p.costs.lambda_per_request
             }
         };
@@ -307,7 +336,7 @@ impl Policy for Adaptive {
                 }
                 continue;
             }
-            let cold = p.cold_start_ms[slot(view.snapshot.kind)];
+            let cold = self.cold_start_ms(view);
             if p.tail_factor * base + cold <= p.slo_p99_ms {
                 // It can scale out on demand and still keep the SLO.
                 break;
@@ -525,5 +554,46 @@ mod tests {
         let estimate = adaptive(100.0).estimate(0, &lambda);
         let expected = 0.0000166667 * 2.0 * 0.100 + 0.0000002;
         assert!((estimate.cost - expected).abs() < 1e-15, "{estimate:?}");
+    }
+
+    #[test]
+    fn lambda_is_priced_at_the_memory_size_the_backend_reports() {
+        let mut lambda = measured("lambda", BackendKind::Lambda, 0, 99.2);
+        lambda.snapshot.memory_mb = Some(512);
+        let estimate = adaptive(100.0).estimate(0, &lambda);
+        // 0.5 GB, not the policy file's 2048 MB.
+        let expected = 0.0000166667 * 0.5 * 0.100 + 0.0000002;
+        assert!((estimate.cost - expected).abs() < 1e-15, "{estimate:?}");
+    }
+
+    #[test]
+    fn a_measured_cold_start_replaces_the_configured_prior() {
+        // Lambda with no idle warm instance must start one: 1 ahead of 2
+        // slots, 1.5 * 10 * 1.5 = 22.5 ms plus the cold start.
+        let mut lambda = measured("lambda", BackendKind::Lambda, 2, 10.0);
+        lambda.snapshot.headroom = 10;
+        let policy = adaptive(300.0);
+        let prior = policy.estimate(0, &lambda);
+        assert!((prior.p99_ms - (22.5 + 150.0)).abs() < 1e-9, "{prior:?}");
+        lambda.snapshot.cold_start_ms = Some(700.0);
+        let measured_cold = policy.estimate(0, &lambda);
+        assert!(
+            (measured_cold.p99_ms - (22.5 + 700.0)).abs() < 1e-9,
+            "{measured_cold:?}"
+        );
+        // It decides: with the prior Lambda fits a 300 ms SLO and beats a
+        // busy free local tier that does not; measured, it does not fit,
+        // and the faster of the two wins.
+        let local = measured("local", BackendKind::Local, 8, 100.0);
+        let mut with_prior = lambda.clone();
+        with_prior.snapshot.cold_start_ms = None;
+        let decision = policy
+            .place(&request(1.0, 100), &[local.clone(), with_prior])
+            .expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
+        let decision = policy
+            .place(&request(1.0, 100), &[local, lambda])
+            .expect("placed");
+        assert_eq!(decision.backend, 0, "{}", decision.reason);
     }
 }

@@ -153,6 +153,8 @@ pub(crate) mod testing {
                 headroom: 0,
                 max_payload_bytes: None,
                 unready_reason: None,
+                cold_start_ms: None,
+                memory_mb: None,
             },
             observed: Observed::default(),
         }

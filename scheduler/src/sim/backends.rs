@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 
-use switchyard_backends::{BackendError, BackendKind, BackendSnapshot};
+use switchyard_backends::{BackendError, BackendKind, BackendSnapshot, RecentColdStarts};
 
 use super::dist::{BatchLatency, Stream};
 use super::events::{Answer, Event, Events, Offer, RequestId, Time, nanos};
@@ -56,6 +56,8 @@ fn snapshot(name: &str, kind: BackendKind) -> BackendSnapshot {
         headroom: 0,
         max_payload_bytes: None,
         unready_reason: None,
+        cold_start_ms: None,
+        memory_mb: None,
     }
 }
 
@@ -286,6 +288,8 @@ pub struct ContainerSim {
     prewarm: Option<(u64, Time)>,
     service: Stream,
     cold: Stream,
+    /// Create -> ready of the latest containers, as the pool measures it.
+    cold_starts: RecentColdStarts,
     pub activity: ContainerActivity,
 }
 
@@ -314,6 +318,7 @@ impl ContainerSim {
             prewarm: None,
             service,
             cold,
+            cold_starts: RecentColdStarts::default(),
             activity: ContainerActivity {
                 peak_containers: config.min_containers,
                 ..ContainerActivity::default()
@@ -359,6 +364,7 @@ impl ContainerSim {
         s.concurrency = self.ready * c.workers;
         s.capacity = self.ready * c.max_in_flight;
         s.headroom = c.max_containers.saturating_sub(self.ready + self.starting) * c.max_in_flight;
+        s.cold_start_ms = self.cold_starts.mean_ms();
         s
     }
 
@@ -531,6 +537,8 @@ impl ContainerSim {
             return;
         }
         container.state = ContainerState::Ready;
+        self.cold_starts
+            .record(now.saturating_sub(container.created) as f64 / 1e6);
         self.starting -= 1;
         self.ready += 1;
         let waiting = std::mem::take(&mut self.waiting);
@@ -634,6 +642,10 @@ pub struct LambdaSim {
     next_prewarm: Time,
     service: Stream,
     cold: Stream,
+    /// Instances on their first (cold) invocation and its init, ms: the
+    /// gateway learns a cold start's cost when the invocation answers.
+    starting: Vec<(u32, f64)>,
+    cold_starts: RecentColdStarts,
     pub activity: LambdaActivity,
 }
 
@@ -648,6 +660,8 @@ impl LambdaSim {
             next_prewarm: 0,
             service,
             cold,
+            starting: Vec::new(),
+            cold_starts: RecentColdStarts::default(),
             activity: LambdaActivity::default(),
         }
     }
@@ -676,6 +690,8 @@ impl LambdaSim {
         s.capacity = c.reserved_concurrency;
         s.headroom = c.reserved_concurrency - warm;
         s.max_payload_bytes = Some(c.max_payload_bytes);
+        s.cold_start_ms = self.cold_starts.mean_ms();
+        s.memory_mb = Some(c.memory_mb);
         s
     }
 
@@ -720,7 +736,9 @@ impl LambdaSim {
                 self.next_instance = self.next_instance.wrapping_add(1);
                 self.alive += 1;
                 self.activity.cold_starts += 1;
-                (instance, cold_start.sample_ns(&mut self.cold))
+                let init = cold_start.sample_ns(&mut self.cold);
+                self.starting.push((instance, init as f64 / 1e6));
+                (instance, init)
             }
         };
         let duration = handler + init;
@@ -771,8 +789,9 @@ impl LambdaSim {
             self.alive += 1;
             self.activity.cold_starts += 1;
             self.activity.prewarm_invocations += 1;
-            let duration = latency.for_rows(1).sample_ns(&mut self.service)
-                + cold_start.sample_ns(&mut self.cold);
+            let init = cold_start.sample_ns(&mut self.cold);
+            self.starting.push((instance, init as f64 / 1e6));
+            let duration = latency.for_rows(1).sample_ns(&mut self.service) + init;
             self.bill(duration);
             self.in_flight += 1;
             events.schedule(now + duration, Event::LambdaWarmed { instance });
@@ -783,6 +802,7 @@ impl LambdaSim {
 
     /// A pre-warm invocation finished: its instance is idle and warm.
     pub fn warmed(&mut self, instance: u32, now: Time) {
+        self.answered(instance);
         self.in_flight -= 1;
         self.idle.push_back((instance, now));
     }
@@ -805,9 +825,19 @@ impl LambdaSim {
         now: Time,
         answers: &mut Vec<Answer>,
     ) {
+        self.answered(instance);
         self.in_flight -= 1;
         self.idle.push_back((instance, now));
         answers.push(Answer::Served(request));
+    }
+
+    /// An invocation of `instance` answered: if it was the instance's
+    /// first, its init is now known.
+    fn answered(&mut self, instance: u32) {
+        if let Some(i) = self.starting.iter().position(|&(id, _)| id == instance) {
+            let (_, init_ms) = self.starting.swap_remove(i);
+            self.cold_starts.record(init_ms);
+        }
     }
 }
 
@@ -981,6 +1011,8 @@ mod tests {
         }
         assert_eq!(ready_at, Some(500 * MS));
         assert_eq!(sim.snapshot().concurrency, 2);
+        // The pool reports the cold start it measured, as the real one does.
+        assert_eq!(sim.snapshot().cold_start_ms, Some(500.0));
         // The waiting requests went one to each container (the first had
         // finished its two by then). Two more fill them (2 + 2): no more
         // can start, so the next request is refused at once.
@@ -1132,10 +1164,17 @@ mod tests {
         );
         assert_eq!(sim.activity.throttles, 1);
         assert_eq!(sim.snapshot(0).headroom, 0);
+        assert_eq!(sim.snapshot(0).memory_mb, Some(1024));
+        assert_eq!(
+            sim.snapshot(0).cold_start_ms,
+            None,
+            "a cold start is known once its invocation answers"
+        );
         let mut answers = Vec::new();
         while let Some((at, Event::LambdaDone { instance, request })) = events.pop() {
             sim.done(instance, request, at, &mut answers);
         }
+        assert_eq!(sim.snapshot(200 * MS).cold_start_ms, Some(100.0));
         // Warm now: the next invocation pays no cold start.
         assert_eq!(
             sim.offer(id(3), 0, 200 * MS, &mut events),
