@@ -255,14 +255,21 @@ impl Pool {
             })?;
         let mut attempt = 0;
         loop {
+            let asked = Instant::now();
             let lease = self.acquire(deadline, started).await?;
+            let waited = asked.elapsed();
             attempt += 1;
             let result = self
                 .client
                 .infer(lease.worker.address, &request, deadline)
                 .await;
             let error = match result {
-                Ok(result) => return Ok(result),
+                Ok(mut result) => {
+                    // Waiting here for a container with room (or one that
+                    // is starting) is queueing too, before the worker's own.
+                    result.timing.queue += waited;
+                    return Ok(result);
+                }
                 Err(error) => error,
             };
             if let CallError::Transport { .. } = error {
