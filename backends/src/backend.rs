@@ -136,6 +136,15 @@ pub struct BackendSnapshot {
     pub max_payload_bytes: Option<u64>,
     /// Why it is not ready, for `/v2/health/ready` and the logs.
     pub unready_reason: Option<String>,
+    /// Measured time a new slot takes to serve: a container's create →
+    /// ready, the extra round trip of a Lambda instance's cold invocation;
+    /// mean of the recent ones, ms. `None` before one was measured and for
+    /// a fixed pool. Placement prefers it to its configured prior.
+    pub cold_start_ms: Option<f64>,
+    /// Memory of one instance in MB where it is billed by memory (a Lambda
+    /// function's memory size), `None` otherwise. Placement prices Lambda
+    /// GB-seconds with it.
+    pub memory_mb: Option<u64>,
 }
 
 impl BackendSnapshot {

@@ -4,9 +4,11 @@
 //! a config section, not editing the gateway.
 
 mod backend;
+mod cold_start;
 pub mod local;
 
 pub use backend::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
     InferenceResult, ModelInfo, Timing,
 };
+pub use cold_start::{COLD_STARTS_AVERAGED, RecentColdStarts};

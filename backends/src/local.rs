@@ -623,6 +623,8 @@ impl Backend for LocalBackend {
             headroom: 0,
             max_payload_bytes: None,
             unready_reason: None,
+            cold_start_ms: None,
+            memory_mb: None,
         }
     }
 

@@ -20,8 +20,8 @@ use crate::error::GatewayError;
 use crate::measure::RateMeter;
 use crate::outlier::{Admission, Answer, OutlierDetector};
 use crate::placement::{
-    DecisionLog, DecisionRecord, Observations, Policies, PolicySource, Random, ReloadError,
-    RetryBudget,
+    AnswerTime, DecisionLog, DecisionRecord, Observations, Policies, PolicySource, Random,
+    ReloadError, RetryBudget,
 };
 use crate::policy::{BackendView, Policy, RequestFeatures};
 use crate::prewarm::{self, Prewarmer};
@@ -463,13 +463,14 @@ impl Gateway {
             let error = match outcome {
                 Ok(Ok(result)) => {
                     self.outliers.record(index, Answer::Success, Instant::now());
-                    self.observations.record(
-                        index,
-                        name,
-                        Some(started.elapsed()),
-                        false,
-                        Instant::now(),
-                    );
+                    // The policies' service-time estimate leaves out what
+                    // the backend says the request waited in its queue.
+                    let time = AnswerTime {
+                        latency: started.elapsed(),
+                        queue: result.timing.queue,
+                    };
+                    self.observations
+                        .record(index, name, Some(time), false, Instant::now());
                     let outputs = if wanted.is_empty() {
                         result.outputs
                     } else {

@@ -1,6 +1,6 @@
 //! The placement engine around the pure policies: what the gateway has
-//! observed of each backend (peak-EWMA latency and failure rate per backend
-//! and model), the policy set (swapped atomically on reload), the retry
+//! observed of each backend (peak-EWMA latency and service time, and the
+//! failure rate, per backend and model), the policy set (swapped atomically on reload), the retry
 //! budget that bounds failover, and the sampled decision log.
 
 use std::collections::HashMap;
@@ -25,10 +25,42 @@ const FAILURE_WEIGHT: f64 = 0.05;
 /// no requests, so a backend that failed once is tried again.
 const FAILURE_DECAY: Duration = Duration::from_secs(10);
 
+/// How long one successful answer took, split as its backend reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerTime {
+    /// Sent to answered, as the gateway (or the simulator) measured it.
+    pub latency: Duration,
+    /// Of that, the time the backend reports the request waited before it
+    /// ran ([`Timing::queue`](switchyard_backends::Timing::queue)).
+    pub queue: Duration,
+}
+
+impl AnswerTime {
+    /// The answer's latency without its queue wait.
+    pub fn service(&self) -> Duration {
+        self.latency.saturating_sub(self.queue)
+    }
+}
+
+/// Peak-EWMA update: a slower sample counts at once, a faster one pulls
+/// the estimate down with the weight of the `elapsed` time since the last
+/// answer over [`LATENCY_DECAY`], so recovery is gradual.
+fn peak_ewma(current: Option<f64>, sample: Duration, elapsed: Duration) -> f64 {
+    let ms = sample.as_secs_f64() * 1000.0;
+    match current {
+        Some(current) if ms < current => {
+            let weight = 1.0 - (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp();
+            current + weight * (ms - current)
+        }
+        _ => ms,
+    }
+}
+
 /// What answers of one backend for one model looked like recently: the
-/// peak-EWMA latency and the failure-rate EWMA, updated answer by answer.
-/// The gateway keeps one per backend and model in [`Observations`]; the
-/// simulator keeps its own, so policies see the same numbers in both.
+/// peak-EWMAs of latency and of service time, and the failure-rate EWMA,
+/// updated answer by answer. The gateway keeps one per backend and model
+/// in [`Observations`]; the simulator keeps its own, so policies see the
+/// same numbers in both.
 #[derive(Debug, Clone, Copy)]
 pub struct ObservedTracker {
     observed: Observed,
@@ -56,29 +88,23 @@ impl ObservedTracker {
         if idle > 0.0 {
             let fade = |tau: Duration| (-idle / tau.as_secs_f64()).exp();
             observed.latency_ms = observed.latency_ms.map(|ms| ms * fade(LATENCY_DECAY));
+            observed.service_ms = observed.service_ms.map(|ms| ms * fade(LATENCY_DECAY));
             observed.failure_rate *= fade(FAILURE_DECAY);
         }
         observed
     }
 
-    /// Records one answer at `now`: its latency if it succeeded, and
+    /// Records one answer at `now`: how long it took if it succeeded, and
     /// whether the backend failed it.
-    pub fn record(&mut self, latency: Option<Duration>, failed: bool, now: Instant) {
+    pub fn record(&mut self, time: Option<AnswerTime>, failed: bool, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         let o = &mut self.observed;
         o.samples += 1;
         o.failure_rate += FAILURE_WEIGHT * (f64::from(u8::from(failed)) - o.failure_rate);
-        if let Some(latency) = latency {
-            let ms = latency.as_secs_f64() * 1000.0;
-            o.latency_ms = Some(match o.latency_ms {
-                // Peak-EWMA: a slow answer counts at once, recovery is gradual.
-                Some(current) if ms < current => {
-                    let weight = 1.0 - (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp();
-                    current + weight * (ms - current)
-                }
-                _ => ms,
-            });
+        if let Some(time) = time {
+            o.latency_ms = Some(peak_ewma(o.latency_ms, time.latency, elapsed));
+            o.service_ms = Some(peak_ewma(o.service_ms, time.service(), elapsed));
         }
     }
 }
@@ -98,19 +124,19 @@ impl Observations {
             .unwrap_or_default()
     }
 
-    /// Records one answer: its latency if it succeeded, and whether the
-    /// backend failed it.
+    /// Records one answer: how long it took if it succeeded, and whether
+    /// the backend failed it.
     pub fn record(
         &self,
         backend: usize,
         model: &str,
-        latency: Option<Duration>,
+        time: Option<AnswerTime>,
         failed: bool,
         now: Instant,
     ) {
         let update = |state: &Mutex<ObservedTracker>| {
             if let Ok(mut s) = state.lock() {
-                s.record(latency, failed, now);
+                s.record(time, failed, now);
             }
         };
         let key = (backend, model.to_owned());
@@ -403,24 +429,26 @@ impl Random {
 mod tests {
     use super::*;
 
+    /// An answer of `ms` with no queue wait.
+    fn served(ms: u64) -> Option<AnswerTime> {
+        Some(AnswerTime {
+            latency: Duration::from_millis(ms),
+            queue: Duration::ZERO,
+        })
+    }
+
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
         let observations = Observations::default();
         let t0 = Instant::now();
-        observations.record(0, "m", Some(Duration::from_millis(10)), false, t0);
-        observations.record(0, "m", Some(Duration::from_millis(100)), false, t0);
+        observations.record(0, "m", served(10), false, t0);
+        observations.record(0, "m", served(100), false, t0);
         assert_eq!(
             observations.get(0, "m", t0).latency_ms,
             Some(100.0),
             "a slow answer counts at once"
         );
-        observations.record(
-            0,
-            "m",
-            Some(Duration::from_millis(10)),
-            false,
-            t0 + Duration::from_secs(5),
-        );
+        observations.record(0, "m", served(10), false, t0 + Duration::from_secs(5));
         let after = observations
             .get(0, "m", t0 + Duration::from_secs(5))
             .latency_ms
@@ -441,6 +469,33 @@ mod tests {
     }
 
     #[test]
+    fn service_time_leaves_out_the_queue_wait_latency_keeps_it() {
+        let observations = Observations::default();
+        let t0 = Instant::now();
+        observations.record(0, "m", served(70), false, t0);
+        // Waited 300 ms behind others, then ran 75 ms.
+        let queued = AnswerTime {
+            latency: Duration::from_millis(375),
+            queue: Duration::from_millis(300),
+        };
+        observations.record(0, "m", Some(queued), false, t0);
+        let observed = observations.get(0, "m", t0);
+        assert_eq!(
+            observed.latency_ms,
+            Some(375.0),
+            "end to end, queue included"
+        );
+        assert_eq!(observed.service_ms, Some(75.0), "the queue wait left out");
+        // A backend reporting more queue than latency (clocks apart) counts
+        // as no service time rather than a negative one.
+        let skewed = AnswerTime {
+            latency: Duration::from_millis(5),
+            queue: Duration::from_millis(9),
+        };
+        assert_eq!(skewed.service(), Duration::ZERO);
+    }
+
+    #[test]
     fn failure_rate_tracks_failures() {
         let observations = Observations::default();
         let now = Instant::now();
@@ -456,7 +511,7 @@ mod tests {
             "fades while idle: {later}"
         );
         for _ in 0..100 {
-            observations.record(0, "m", Some(Duration::from_millis(1)), false, now);
+            observations.record(0, "m", served(1), false, now);
         }
         assert!(observations.get(0, "m", now).failure_rate < 0.01);
     }

@@ -124,6 +124,8 @@ fn synthetic_backends(names: &[String], local_busy: bool) -> Vec<BackendView> {
                     headroom,
                     max_payload_bytes,
                     unready_reason: None,
+                    cold_start_ms: None,
+                    memory_mb: None,
                 },
                 observed: Observed::default(),
             }

@@ -798,6 +798,8 @@ impl Backend for StandIn {
             headroom: 64,
             max_payload_bytes: None,
             unready_reason: None,
+            cold_start_ms: None,
+            memory_mb: None,
         }
     }
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {

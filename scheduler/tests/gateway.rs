@@ -616,6 +616,8 @@ impl Backend for NotReady {
             headroom: 0,
             max_payload_bytes: None,
             unready_reason: Some("not started".into()),
+            cold_start_ms: None,
+            memory_mb: None,
         }
     }
     fn infer(

@@ -68,6 +68,8 @@ impl Backend for Refusing {
             headroom: 0,
             max_payload_bytes: None,
             unready_reason: None,
+            cold_start_ms: None,
+            memory_mb: None,
         }
     }
     fn infer(
@@ -444,6 +446,8 @@ impl Backend for Warmable {
             headroom: 64 - warm.min(64),
             max_payload_bytes: None,
             unready_reason: None,
+            cold_start_ms: None,
+            memory_mb: None,
         }
     }
     fn infer(

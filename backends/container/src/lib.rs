@@ -196,6 +196,8 @@ impl Backend for ContainerBackend {
             headroom: status.can_start as u64 * config.max_in_flight,
             max_payload_bytes: None,
             unready_reason: status.unready_reason,
+            cold_start_ms: self.pool.recent_cold_start_ms(),
+            memory_mb: None,
         }
     }
 

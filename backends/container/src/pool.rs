@@ -26,7 +26,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use serde::Serialize;
-use switchyard_backends::{BackendError, InferenceJob, InferenceResult};
+use switchyard_backends::{BackendError, InferenceJob, InferenceResult, RecentColdStarts};
 use switchyard_models::ModelRepository;
 use tokio::sync::{Notify, watch};
 
@@ -97,6 +97,8 @@ struct Counters {
     cold_starts: u64,
     /// The latest cold starts in seconds, oldest first.
     recent_cold_starts: VecDeque<f64>,
+    /// The last few, for placement.
+    placement_cold_starts: RecentColdStarts,
     start_failures: u64,
     deaths: u64,
     retired: u64,
@@ -207,6 +209,7 @@ impl Pool {
             counters: Mutex::new(Counters {
                 cold_starts: 0,
                 recent_cold_starts: VecDeque::new(),
+                placement_cold_starts: RecentColdStarts::default(),
                 start_failures: 0,
                 deaths: 0,
                 retired: 0,
@@ -252,14 +255,21 @@ impl Pool {
             })?;
         let mut attempt = 0;
         loop {
+            let asked = Instant::now();
             let lease = self.acquire(deadline, started).await?;
+            let waited = asked.elapsed();
             attempt += 1;
             let result = self
                 .client
                 .infer(lease.worker.address, &request, deadline)
                 .await;
             let error = match result {
-                Ok(result) => return Ok(result),
+                Ok(mut result) => {
+                    // Waiting here for a container with room (or one that
+                    // is starting) is queueing too, before the worker's own.
+                    result.timing.queue += waited;
+                    return Ok(result);
+                }
                 Err(error) => error,
             };
             if let CallError::Transport { .. } = error {
@@ -454,6 +464,12 @@ impl Pool {
 
     pub fn waiting(&self) -> u64 {
         self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Mean create → ready time of the latest containers, ms (`None`
+    /// before the first was ready).
+    pub fn recent_cold_start_ms(&self) -> Option<f64> {
+        lock(&self.counters).placement_cold_starts.mean_ms()
     }
 
     /// Keeps at least `containers` (within the pool's maximum) running for
@@ -886,6 +902,9 @@ impl Pool {
                     counters
                         .recent_cold_starts
                         .push_back(cold_start.as_secs_f64());
+                    counters
+                        .placement_cold_starts
+                        .record(cold_start.as_secs_f64() * 1e3);
                 }
                 metrics::histogram!("switchyard_container_cold_start_seconds", "backend" => name.clone())
                     .record(cold_start.as_secs_f64());

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use switchyard_backends::RecentColdStarts;
 use switchyard_lambda_function::{HandlerTiming, InstanceReport};
 
 use crate::config::LambdaConfig;
@@ -44,6 +45,10 @@ struct State {
     recent: VecDeque<(Instant, Event)>,
     /// Instance id → when it last answered.
     instances: HashMap<String, Instant>,
+    /// What the latest cold starts added to an invocation's round trip.
+    cold_starts: RecentColdStarts,
+    /// Memory size the latest instance reported, MB.
+    reported_memory_mb: Option<u64>,
 }
 
 /// Shared activity record of one backend.
@@ -158,6 +163,16 @@ impl Activity {
             if instance.cold {
                 totals.cold_starts += 1;
                 totals.cold_latency_total += latency;
+                // What the cold start added: the round trip beyond the
+                // handler's own time (a warm call's invoke overhead, well
+                // under a millisecond, is counted in too).
+                let handler = Duration::from_micros(timing.handler_us);
+                state
+                    .cold_starts
+                    .record(latency.saturating_sub(handler).as_secs_f64() * 1e3);
+            }
+            if instance.memory_mb.is_some() {
+                state.reported_memory_mb = instance.memory_mb;
             }
             state.recent.push_back((
                 now,
@@ -222,6 +237,21 @@ impl Activity {
     }
 
     /// Instances that answered within the idle window (and forgets older).
+    /// Mean extra round trip of the latest cold invocations, ms (`None`
+    /// before the first).
+    pub fn recent_cold_start_ms(&self) -> Option<f64> {
+        self.with_state(|state, _| state.cold_starts.mean_ms())
+            .flatten()
+    }
+
+    /// The function's memory size: as its instances report it, else as
+    /// configured.
+    pub fn memory_mb(&self) -> u64 {
+        self.with_state(|state, _| state.reported_memory_mb)
+            .flatten()
+            .unwrap_or(self.memory_mb)
+    }
+
     pub fn warm_instances(&self) -> u64 {
         let idle = self.idle;
         self.with_state(|state, now| {

@@ -408,6 +408,8 @@ impl Backend for LambdaBackend {
             headroom: capacity - warm,
             max_payload_bytes: Some(self.config.max_tensor_bytes()),
             unready_reason,
+            cold_start_ms: self.activity.recent_cold_start_ms(),
+            memory_mb: Some(self.activity.memory_mb()),
         }
     }
 

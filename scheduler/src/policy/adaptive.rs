@@ -3,14 +3,49 @@
 //! For each candidate the policy predicts this request's p99 latency:
 //!
 //! ```text
-//! base   = observed peak-EWMA latency of the backend for this model
-//!          (or a per-kind prior before the first answer)
+//! base   = observed peak-EWMA service time of the backend for this model:
+//!          each answer's latency minus the queue time the backend
+//!          reported for it (or prior_latency_ms of the kind before the
+//!          first answer)
 //! ahead  = requests that would wait before this one
 //!        = max(0, in_flight - concurrency + 1)
 //! cold   = cold-start time of the kind, if no slot is free and the
 //!          backend must scale out (start a container, a Lambda instance)
 //! p99    = tail_factor * base * (1 + ahead / concurrency) + cold
 //! ```
+//!
+//! Parameters (policy file): `slo_p99_ms`, the target; `tail_factor`, how
+//! much slower than the recent peak service time a p99 answer is assumed
+//! to be; `max_failure_rate`; `prior_latency_ms` and `cold_start_ms` per
+//! kind, used until measured; `costs`; `prewarm`.
+//!
+//! `base` leaves the queue out because `ahead` puts in the queue there is
+//! now. The end-to-end latency (which the gateway also tracks, for
+//! `least_loaded` and the stats) has the queue each answer waited in: a
+//! base made of it counted a past queue again on top of the present one,
+//! so one answer that had waited lifted the prediction of an idle backend
+//! far over the SLO until the peak-EWMA decayed. On the paper's ramp that
+//! took the free local tier from all of the traffic to 10-17% of it. The
+//! queue time is what each backend reports in its `Timing`: the local
+//! backend's wait for a worker; the container pool's wait for a container
+//! with room (or one that is starting) plus the worker's own queue; for
+//! Lambda all but the function's compute (the invoke overhead and, on a
+//! cold start, the init, which `cold` accounts for). The simulator's tier
+//! models report the same, and both feed one
+//! [`ObservedTracker`](crate::placement::ObservedTracker).
+//!
+//! The cold start is the one the backend measured (the mean of its recent
+//! ones, [`BackendSnapshot::cold_start_ms`]: a container's create → ready, a
+//! Lambda instance's extra round trip on its cold invocation); the
+//! configured `cold_start_ms` of the kind is only the prior until the
+//! backend has measured one (and what the simulator starts from too, whose
+//! tier models measure theirs the same way). Lambda GB-seconds are priced
+//! at the memory size the backend reports ([`BackendSnapshot::memory_mb`],
+//! its `memory_mb` or what its instances say); `costs.lambda_memory_mb` is
+//! the fallback for a backend that reports none.
+//!
+//! [`BackendSnapshot::cold_start_ms`]: switchyard_backends::BackendSnapshot::cold_start_ms
+//! [`BackendSnapshot::memory_mb`]: switchyard_backends::BackendSnapshot::memory_mb
 //!
 //! The queue term is the M/M/c intuition that each request ahead of ours
 //! costs one service time divided among the servers. A candidate that cannot
@@ -79,7 +114,7 @@ pub struct BackendCosts {
     pub lambda_per_gb_second: f64,
     /// Lambda, per request.
     pub lambda_per_request: f64,
-    /// Lambda function memory in MB.
+    /// Lambda function memory in MB, when the backend reports none.
     pub lambda_memory_mb: f64,
     /// Seconds a container started for a request is paid for at least.
     pub container_min_seconds: f64,
@@ -127,7 +162,7 @@ pub struct AdaptiveParams {
     pub tail_factor: f64,
     /// Assumed latency per kind before anything was measured, ms.
     pub prior_latency_ms: [f64; 3],
-    /// Cold-start time per kind, ms.
+    /// Cold-start time per kind, ms, until the backend reports a measured one.
     pub cold_start_ms: [f64; 3],
     pub costs: BackendCosts,
     pub prewarm: PrewarmParams,
@@ -170,13 +205,32 @@ struct Estimate {
 }
 
 impl Adaptive {
-    /// The backend's latency for this model with no queue: measured, or the
-    /// prior of its kind.
+    /// The backend's latency for this model with no queue: its measured
+    /// service time (latency minus the queue time it reported, so that
+    /// the `ahead` term does not count a past queue twice), or the prior of
+    /// its kind.
     fn base_ms(&self, view: &BackendView) -> f64 {
         view.observed
-            .latency_ms
+            .service_ms
             .unwrap_or(self.params.prior_latency_ms[slot(view.snapshot.kind)])
             .max(0.001)
+    }
+
+    /// The backend's cold start: as it measured its recent ones, or the
+    /// configured prior of its kind before it has measured one.
+    fn cold_start_ms(&self, view: &BackendView) -> f64 {
+        view.snapshot
+            .cold_start_ms
+            .unwrap_or(self.params.cold_start_ms[slot(view.snapshot.kind)])
+            .max(0.0)
+    }
+
+    /// Lambda memory in GB: as the backend reports it, else as configured.
+    fn lambda_memory_gb(&self, view: &BackendView) -> f64 {
+        view.snapshot
+            .memory_mb
+            .map_or(self.params.costs.lambda_memory_mb, |mb| mb as f64)
+            / 1024.0
     }
 
     /// Usable at all: can take the request and does not fail too often.
@@ -186,14 +240,13 @@ impl Adaptive {
 
     fn estimate(&self, index: usize, view: &BackendView) -> Estimate {
         let p = &self.params;
-        let kind = slot(view.snapshot.kind);
         let base = self.base_ms(view);
         let concurrency = view.snapshot.concurrency.max(1) as f64;
         let ahead = (view.snapshot.in_flight + 1).saturating_sub(view.snapshot.concurrency) as f64;
         let must_scale =
             view.snapshot.in_flight >= view.snapshot.concurrency && view.snapshot.headroom > 0;
         let cold = if must_scale {
-            p.cold_start_ms[kind]
+            self.cold_start_ms(view)
         } else {
             0.0
         };
@@ -212,7 +265,7 @@ impl Adaptive {
             BackendKind::Lambda => {
                 // Lambda bills whole milliseconds, a cold start's init too.
                 let billed = (base + cold).ceil() / 1000.0;
-                p.costs.lambda_per_gb_second * p.costs.lambda_memory_mb / 1024.0 * billed
+                p.costs.lambda_per_gb_second * self.lambda_memory_gb(view) * billed
                     + p.costs.lambda_per_request
             }
         };
@@ -307,7 +360,7 @@ impl Policy for Adaptive {
                 }
                 continue;
             }
-            let cold = p.cold_start_ms[slot(view.snapshot.kind)];
+            let cold = self.cold_start_ms(view);
             if p.tail_factor * base + cold <= p.slo_p99_ms {
                 // It can scale out on demand and still keep the SLO.
                 break;
@@ -333,13 +386,18 @@ impl Policy for Adaptive {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
+    use crate::placement::{AnswerTime, ObservedTracker};
     use crate::policy::testing::{request, view};
 
     fn measured(name: &str, kind: BackendKind, in_flight: u64, latency_ms: f64) -> BackendView {
         let mut v = view(name, kind, in_flight, 64);
         v.snapshot.concurrency = 2;
+        // Answers that did not wait: latency and service time agree.
         v.observed.latency_ms = Some(latency_ms);
+        v.observed.service_ms = Some(latency_ms);
         v.observed.samples = 100;
         v
     }
@@ -388,6 +446,45 @@ mod tests {
             "with a looser SLO the free backend wins: {}",
             decision.reason
         );
+    }
+
+    #[test]
+    fn a_queued_answer_does_not_knock_out_a_local_tier_whose_service_time_fits() {
+        // Local answered in 70 ms, then once after 330 ms in its queue. The
+        // gateway's tracker keeps the end-to-end peak (400 ms) and the
+        // service time (70 ms) apart.
+        let t0 = Instant::now();
+        let mut tracker = ObservedTracker::new(t0);
+        let answer = |latency_ms, queue_ms| AnswerTime {
+            latency: Duration::from_millis(latency_ms),
+            queue: Duration::from_millis(queue_ms),
+        };
+        tracker.record(Some(answer(70, 0)), false, t0);
+        tracker.record(Some(answer(400, 330)), false, t0);
+        let mut local = view("local", BackendKind::Local, 0, 64);
+        local.snapshot.concurrency = 2;
+        local.observed = tracker.observed(t0);
+        assert_eq!(local.observed.latency_ms, Some(400.0));
+        let lambda = measured("lambda", BackendKind::Lambda, 0, 100.0);
+        let policy = adaptive(150.0);
+        // The queue it waited in has drained: 1.5 * 70 = 105 ms fits, and
+        // local is free. Predicting from the end-to-end 400 ms would have
+        // made it 600 ms and sent the request to Lambda.
+        let idle = policy.estimate(0, &local);
+        assert!((idle.p99_ms - 105.0).abs() < 1e-9, "{idle:?}");
+        let decision = policy
+            .place(&request(1.0, 100), &[local.clone(), lambda.clone()])
+            .expect("placed");
+        assert_eq!(decision.backend, 0, "{}", decision.reason);
+        // The queue it has now still counts, once: 3 in flight on 2 slots
+        // puts 2 ahead, 1.5 * 70 * (1 + 2/2) = 210 ms, over the SLO.
+        local.snapshot.in_flight = 3;
+        let busy = policy.estimate(0, &local);
+        assert!((busy.p99_ms - 210.0).abs() < 1e-9, "{busy:?}");
+        let decision = policy
+            .place(&request(1.0, 100), &[local, lambda])
+            .expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
     }
 
     #[test]
@@ -475,7 +572,7 @@ mod tests {
         // A container too slow for the SLO when warm is passed over for
         // Lambda, which has no warm instance.
         let mut slow = backends.clone();
-        slow[2].observed.latency_ms = Some(90.0);
+        slow[2].observed.service_ms = Some(90.0);
         slow[0].snapshot.concurrency = 0;
         let advice = adaptive(100.0).prewarm(&rising(100.0, 15.0), &slow);
         assert_eq!(advice.len(), 1, "{advice:?}");
@@ -525,5 +622,46 @@ mod tests {
         let estimate = adaptive(100.0).estimate(0, &lambda);
         let expected = 0.0000166667 * 2.0 * 0.100 + 0.0000002;
         assert!((estimate.cost - expected).abs() < 1e-15, "{estimate:?}");
+    }
+
+    #[test]
+    fn lambda_is_priced_at_the_memory_size_the_backend_reports() {
+        let mut lambda = measured("lambda", BackendKind::Lambda, 0, 99.2);
+        lambda.snapshot.memory_mb = Some(512);
+        let estimate = adaptive(100.0).estimate(0, &lambda);
+        // 0.5 GB, not the policy file's 2048 MB.
+        let expected = 0.0000166667 * 0.5 * 0.100 + 0.0000002;
+        assert!((estimate.cost - expected).abs() < 1e-15, "{estimate:?}");
+    }
+
+    #[test]
+    fn a_measured_cold_start_replaces_the_configured_prior() {
+        // Lambda with no idle warm instance must start one: 1 ahead of 2
+        // slots, 1.5 * 10 * 1.5 = 22.5 ms plus the cold start.
+        let mut lambda = measured("lambda", BackendKind::Lambda, 2, 10.0);
+        lambda.snapshot.headroom = 10;
+        let policy = adaptive(300.0);
+        let prior = policy.estimate(0, &lambda);
+        assert!((prior.p99_ms - (22.5 + 150.0)).abs() < 1e-9, "{prior:?}");
+        lambda.snapshot.cold_start_ms = Some(700.0);
+        let measured_cold = policy.estimate(0, &lambda);
+        assert!(
+            (measured_cold.p99_ms - (22.5 + 700.0)).abs() < 1e-9,
+            "{measured_cold:?}"
+        );
+        // It decides: with the prior Lambda fits a 300 ms SLO and beats a
+        // busy free local tier that does not; measured, it does not fit,
+        // and the faster of the two wins.
+        let local = measured("local", BackendKind::Local, 8, 100.0);
+        let mut with_prior = lambda.clone();
+        with_prior.snapshot.cold_start_ms = None;
+        let decision = policy
+            .place(&request(1.0, 100), &[local.clone(), with_prior])
+            .expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
+        let decision = policy
+            .place(&request(1.0, 100), &[local, lambda])
+            .expect("placed");
+        assert_eq!(decision.backend, 0, "{}", decision.reason);
     }
 }

@@ -40,8 +40,16 @@ pub struct RequestFeatures<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Observed {
     /// Peak-EWMA of end-to-end latency in ms (jumps up to a slow sample at
-    /// once, decays slowly), `None` before the first answer.
+    /// once, decays slowly), `None` before the first answer. Queueing is
+    /// in it: what the load balancers of [`LeastLoaded`] weigh.
     pub latency_ms: Option<f64>,
+    /// Peak-EWMA of service time in ms: each answer's latency minus the
+    /// queue time its backend reported ([`Timing::queue`]), so the wait
+    /// behind other requests is not in it. `None` before the first answer.
+    /// What [`Adaptive`] predicts from, adding the queue it sees now.
+    ///
+    /// [`Timing::queue`]: switchyard_backends::Timing::queue
+    pub service_ms: Option<f64>,
     /// EWMA of the failure indicator (1 for a failed request).
     pub failure_rate: f64,
     /// Answers seen.
@@ -153,6 +161,8 @@ pub(crate) mod testing {
                 headroom: 0,
                 max_payload_bytes: None,
                 unready_reason: None,
+                cold_start_ms: None,
+                memory_mb: None,
             },
             observed: Observed::default(),
         }

@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 
-use switchyard_backends::{BackendError, BackendKind, BackendSnapshot};
+use switchyard_backends::{BackendError, BackendKind, BackendSnapshot, RecentColdStarts};
 
 use super::dist::{BatchLatency, Stream};
 use super::events::{Answer, Event, Events, Offer, RequestId, Time, nanos};
@@ -56,6 +56,8 @@ fn snapshot(name: &str, kind: BackendKind) -> BackendSnapshot {
         headroom: 0,
         max_payload_bytes: None,
         unready_reason: None,
+        cold_start_ms: None,
+        memory_mb: None,
     }
 }
 
@@ -67,10 +69,12 @@ struct LocalPool {
     max_batch: u64,
     latency: BatchLatency,
     idle: Vec<u32>,
-    /// The batch each worker runs (empty when idle).
-    running: Vec<Vec<RequestId>>,
+    /// The batch each worker runs (empty when idle), with the time each
+    /// request waited in the queue.
+    running: Vec<Vec<(RequestId, Time)>>,
     running_requests: u64,
-    queue: VecDeque<RequestId>,
+    /// Waiting requests and when they arrived.
+    queue: VecDeque<(RequestId, Time)>,
 }
 
 /// The local tier.
@@ -155,7 +159,7 @@ impl LocalSim {
             let done_at = Self::start(
                 pool,
                 worker,
-                vec![request],
+                vec![(request, 0)],
                 model,
                 now,
                 &mut self.stream,
@@ -171,14 +175,14 @@ impl LocalSim {
                 format!("queue is full ({} waiting)", pool.queue_capacity),
             ));
         }
-        pool.queue.push_back(request);
+        pool.queue.push_back((request, now));
         Offer::Accepted { done_at: None }
     }
 
     fn start(
         pool: &mut LocalPool,
         worker: u32,
-        batch: Vec<RequestId>,
+        batch: Vec<(RequestId, Time)>,
         model: usize,
         now: Time,
         stream: &mut Stream,
@@ -218,13 +222,19 @@ impl LocalSim {
         };
         let finished = std::mem::take(slot);
         pool.running_requests -= finished.len() as u64;
-        answers.extend(finished.into_iter().map(Answer::Served));
+        answers.extend(
+            finished
+                .into_iter()
+                .map(|(request, queue)| Answer::Served(request, queue)),
+        );
         // Requests whose deadline passed while queued are dropped, as the
         // local backend drops them when a worker takes them.
         let mut batch = Vec::new();
         while (batch.len() as u64) < pool.max_batch {
             match pool.queue.pop_front() {
-                Some(request) if live(request) => batch.push(request),
+                Some((request, arrived)) if live(request) => {
+                    batch.push((request, now.saturating_sub(arrived)));
+                }
                 Some(_) => {}
                 None => break,
             }
@@ -258,7 +268,8 @@ struct Container {
     state: ContainerState,
     outstanding: u64,
     busy: u64,
-    queue: VecDeque<(RequestId, usize)>,
+    /// Requests waiting for a worker: model and when the pool got them.
+    queue: VecDeque<(RequestId, usize, Time)>,
     created: Time,
     removed: Option<Time>,
 }
@@ -278,7 +289,8 @@ pub struct ContainerSim {
     containers: Vec<Container>,
     in_flight: u64,
     peak_in_flight: u64,
-    waiting: VecDeque<(RequestId, usize)>,
+    /// Requests waiting for a container: model and when the pool got them.
+    waiting: VecDeque<(RequestId, usize, Time)>,
     ready: u64,
     starting: u64,
     last_fully_used: Time,
@@ -286,6 +298,8 @@ pub struct ContainerSim {
     prewarm: Option<(u64, Time)>,
     service: Stream,
     cold: Stream,
+    /// Create -> ready of the latest containers, as the pool measures it.
+    cold_starts: RecentColdStarts,
     pub activity: ContainerActivity,
 }
 
@@ -314,6 +328,7 @@ impl ContainerSim {
             prewarm: None,
             service,
             cold,
+            cold_starts: RecentColdStarts::default(),
             activity: ContainerActivity {
                 peak_containers: config.min_containers,
                 ..ContainerActivity::default()
@@ -359,6 +374,7 @@ impl ContainerSim {
         s.concurrency = self.ready * c.workers;
         s.capacity = self.ready * c.max_in_flight;
         s.headroom = c.max_containers.saturating_sub(self.ready + self.starting) * c.max_in_flight;
+        s.cold_start_ms = self.cold_starts.mean_ms();
         s
     }
 
@@ -383,6 +399,7 @@ impl ContainerSim {
         index: usize,
         request: RequestId,
         model: usize,
+        offered: Time,
         now: Time,
         events: &mut Events,
     ) -> Option<Time> {
@@ -398,11 +415,12 @@ impl ContainerSim {
                 Event::ContainerDone {
                     container: u32::try_from(index).unwrap_or(u32::MAX),
                     request,
+                    queue: now.saturating_sub(offered),
                 },
             );
             Some(done_at)
         } else {
-            container.queue.push_back((request, model));
+            container.queue.push_back((request, model, offered));
             None
         }
     }
@@ -420,7 +438,7 @@ impl ContainerSim {
         self.in_flight += 1;
         self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
         if let Some(index) = self.pick() {
-            let done_at = self.assign(index, request, model, now, events);
+            let done_at = self.assign(index, request, model, now, now, events);
             // Over the target: scale up now rather than at the next tick.
             if self.in_flight > self.ready * self.config.target_in_flight {
                 self.scale(now, events);
@@ -432,7 +450,7 @@ impl ContainerSim {
             self.in_flight -= 1;
             return Offer::Refused(self.full());
         }
-        self.waiting.push_back((request, model));
+        self.waiting.push_back((request, model, now));
         self.scale(now, events);
         Offer::Accepted { done_at: None }
     }
@@ -531,38 +549,43 @@ impl ContainerSim {
             return;
         }
         container.state = ContainerState::Ready;
+        self.cold_starts
+            .record(now.saturating_sub(container.created) as f64 / 1e6);
         self.starting -= 1;
         self.ready += 1;
         let waiting = std::mem::take(&mut self.waiting);
-        for (request, model) in waiting {
+        for (request, model, offered) in waiting {
             if !live(request) {
                 self.in_flight -= 1;
                 continue;
             }
             match self.pick() {
                 Some(i) => {
-                    self.assign(i, request, model, now, events);
+                    self.assign(i, request, model, offered, now, events);
                 }
                 None if !self.can_grow() => {
                     self.in_flight -= 1;
                     answers.push(Answer::Refused(request, self.full()));
                 }
-                None => self.waiting.push_back((request, model)),
+                None => self.waiting.push_back((request, model, offered)),
             }
         }
     }
 
-    /// A container finished a request and starts its next queued one.
+    /// A container finished a request (which had waited `queue`) and
+    /// starts its next queued one.
+    #[allow(clippy::too_many_arguments)] // the engine's context, as in `ready`, plus the answer
     pub fn done(
         &mut self,
         index: u32,
         request: RequestId,
+        queue: Time,
         now: Time,
         events: &mut Events,
         live: &impl Fn(RequestId) -> bool,
         answers: &mut Vec<Answer>,
     ) {
-        answers.push(Answer::Served(request));
+        answers.push(Answer::Served(request, queue));
         self.in_flight = self.in_flight.saturating_sub(1);
         let index = index as usize;
         let Some(container) = self.containers.get_mut(index) else {
@@ -575,9 +598,9 @@ impl ContainerSim {
                 return;
             };
             match container.queue.pop_front() {
-                Some((next, model)) if live(next) => {
+                Some((next, model, offered)) if live(next) => {
                     container.outstanding -= 1;
-                    self.assign(index, next, model, now, events);
+                    self.assign(index, next, model, offered, now, events);
                     break;
                 }
                 Some(_) => {
@@ -634,6 +657,10 @@ pub struct LambdaSim {
     next_prewarm: Time,
     service: Stream,
     cold: Stream,
+    /// Instances on their first (cold) invocation and its init: the
+    /// gateway learns a cold start's cost when the invocation answers.
+    starting: Vec<(u32, Time)>,
+    cold_starts: RecentColdStarts,
     pub activity: LambdaActivity,
 }
 
@@ -648,6 +675,8 @@ impl LambdaSim {
             next_prewarm: 0,
             service,
             cold,
+            starting: Vec::new(),
+            cold_starts: RecentColdStarts::default(),
             activity: LambdaActivity::default(),
         }
     }
@@ -676,6 +705,8 @@ impl LambdaSim {
         s.capacity = c.reserved_concurrency;
         s.headroom = c.reserved_concurrency - warm;
         s.max_payload_bytes = Some(c.max_payload_bytes);
+        s.cold_start_ms = self.cold_starts.mean_ms();
+        s.memory_mb = Some(c.memory_mb);
         s
     }
 
@@ -720,7 +751,9 @@ impl LambdaSim {
                 self.next_instance = self.next_instance.wrapping_add(1);
                 self.alive += 1;
                 self.activity.cold_starts += 1;
-                (instance, cold_start.sample_ns(&mut self.cold))
+                let init = cold_start.sample_ns(&mut self.cold);
+                self.starting.push((instance, init));
+                (instance, init)
             }
         };
         let duration = handler + init;
@@ -771,8 +804,9 @@ impl LambdaSim {
             self.alive += 1;
             self.activity.cold_starts += 1;
             self.activity.prewarm_invocations += 1;
-            let duration = latency.for_rows(1).sample_ns(&mut self.service)
-                + cold_start.sample_ns(&mut self.cold);
+            let init = cold_start.sample_ns(&mut self.cold);
+            self.starting.push((instance, init));
+            let duration = latency.for_rows(1).sample_ns(&mut self.service) + init;
             self.bill(duration);
             self.in_flight += 1;
             events.schedule(now + duration, Event::LambdaWarmed { instance });
@@ -783,6 +817,7 @@ impl LambdaSim {
 
     /// A pre-warm invocation finished: its instance is idle and warm.
     pub fn warmed(&mut self, instance: u32, now: Time) {
+        self.answered(instance);
         self.in_flight -= 1;
         self.idle.push_back((instance, now));
     }
@@ -805,9 +840,26 @@ impl LambdaSim {
         now: Time,
         answers: &mut Vec<Answer>,
     ) {
+        // The live backend reports all but the function's compute as the
+        // queue (the invoke overhead and, when cold, the init); here the
+        // handler time stands for the compute, so the init is the queue.
+        let init = self.answered(instance);
         self.in_flight -= 1;
         self.idle.push_back((instance, now));
-        answers.push(Answer::Served(request));
+        answers.push(Answer::Served(request, init));
+    }
+
+    /// An invocation of `instance` answered: if it was the instance's
+    /// first, its init is now known. Returns that init (0 when warm).
+    fn answered(&mut self, instance: u32) -> Time {
+        match self.starting.iter().position(|&(id, _)| id == instance) {
+            Some(i) => {
+                let (_, init) = self.starting.swap_remove(i);
+                self.cold_starts.record(init as f64 / 1e6);
+                init
+            }
+            None => 0,
+        }
     }
 }
 
@@ -885,7 +937,7 @@ mod tests {
         };
         let mut answers = Vec::new();
         sim.done(model, worker, at, &mut events, &|_| true, &mut answers);
-        assert_eq!(answers, vec![Answer::Served(id(0))]);
+        assert_eq!(answers, vec![Answer::Served(id(0), 0)], "it did not wait");
         let (at, _) = events.pop().expect("the batch's completion");
         // Three rows: interpolated between 10 ms (1 row) and 40 ms (8 rows).
         let batch_ms = (at - 10 * MS) as f64 / 1e6;
@@ -894,7 +946,11 @@ mod tests {
             "{batch_ms}"
         );
         sim.done(0, worker, at, &mut events, &|_| true, &mut answers);
-        assert_eq!(answers.len(), 4);
+        assert_eq!(
+            answers[1..],
+            [1, 2, 3].map(|i| Answer::Served(id(i), 10 * MS)),
+            "the batch waited for the first request, as the backend reports"
+        );
         assert_eq!(sim.snapshot().in_flight, 0);
     }
 
@@ -912,7 +968,10 @@ mod tests {
         let (at, _) = events.pop().expect("second");
         assert_eq!(at, 20 * MS, "one request, not a batch");
         sim.done(0, 0, at, &mut events, &|_| true, &mut answers);
-        assert_eq!(answers, vec![Answer::Served(id(0)), Answer::Served(id(2))]);
+        assert_eq!(
+            answers,
+            vec![Answer::Served(id(0), 0), Answer::Served(id(2), 10 * MS)]
+        );
         assert!(events.pop().is_none());
     }
 
@@ -970,8 +1029,20 @@ mod tests {
                     ready_at = Some(at);
                     sim.ready(container, at, &mut events, &|_| true, &mut answers);
                 }
-                Event::ContainerDone { container, request } => {
-                    sim.done(container, request, at, &mut events, &|_| true, &mut answers);
+                Event::ContainerDone {
+                    container,
+                    request,
+                    queue,
+                } => {
+                    sim.done(
+                        container,
+                        request,
+                        queue,
+                        at,
+                        &mut events,
+                        &|_| true,
+                        &mut answers,
+                    );
                 }
                 other => panic!("{other:?}"),
             }
@@ -981,6 +1052,8 @@ mod tests {
         }
         assert_eq!(ready_at, Some(500 * MS));
         assert_eq!(sim.snapshot().concurrency, 2);
+        // The pool reports the cold start it measured, as the real one does.
+        assert_eq!(sim.snapshot().cold_start_ms, Some(500.0));
         // The waiting requests went one to each container (the first had
         // finished its two by then). Two more fill them (2 + 2): no more
         // can start, so the next request is refused at once.
@@ -1017,13 +1090,27 @@ mod tests {
                 Event::ContainerReady { container } => {
                     sim.ready(container, at, &mut events, &|_| true, &mut answers)
                 }
-                Event::ContainerDone { container, request } => {
-                    sim.done(container, request, at, &mut events, &|_| true, &mut answers)
-                }
+                Event::ContainerDone {
+                    container,
+                    request,
+                    queue,
+                } => sim.done(
+                    container,
+                    request,
+                    queue,
+                    at,
+                    &mut events,
+                    &|_| true,
+                    &mut answers,
+                ),
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(answers, vec![Answer::Served(id(0))]);
+        assert_eq!(
+            answers,
+            vec![Answer::Served(id(0), 500 * MS)],
+            "waiting for the container to start is queue time"
+        );
         // Served at 510 ms. Idle for the 1 s timeout, then retired.
         sim.scale(1_000 * MS, &mut events);
         assert_eq!(sim.activity.retired, 0, "not idle long enough");
@@ -1132,10 +1219,23 @@ mod tests {
         );
         assert_eq!(sim.activity.throttles, 1);
         assert_eq!(sim.snapshot(0).headroom, 0);
+        assert_eq!(sim.snapshot(0).memory_mb, Some(1024));
+        assert_eq!(
+            sim.snapshot(0).cold_start_ms,
+            None,
+            "a cold start is known once its invocation answers"
+        );
         let mut answers = Vec::new();
         while let Some((at, Event::LambdaDone { instance, request })) = events.pop() {
             sim.done(instance, request, at, &mut answers);
         }
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Answer::Served(_, q) if *q == 100 * MS)),
+            "a cold invocation's init is reported as its queue time: {answers:?}"
+        );
+        assert_eq!(sim.snapshot(200 * MS).cold_start_ms, Some(100.0));
         // Warm now: the next invocation pays no cold start.
         assert_eq!(
             sim.offer(id(3), 0, 200 * MS, &mut events),

@@ -18,7 +18,7 @@ use super::events::{Answer, Event, Events, Offer, RequestId, Time, nanos};
 use super::profile::Profile;
 use super::report::{FailureReason, Recorder, SimReport};
 use crate::measure::{RateMeter, RequestRate};
-use crate::placement::{ObservedTracker, RetryBudget};
+use crate::placement::{AnswerTime, ObservedTracker, RetryBudget};
 use crate::policy::spec::PolicySet;
 use crate::policy::{BackendView, Policy, RequestFeatures};
 
@@ -467,13 +467,25 @@ impl Engine<'_> {
                     local.done(model, worker, now, &mut self.events, &live, answers);
                 }
             }
-            Event::ContainerDone { container, request } => {
+            Event::ContainerDone {
+                container,
+                request,
+                queue,
+            } => {
                 if let Some(Tier::Container(pool)) = self
                     .tiers
                     .iter_mut()
                     .find(|t| matches!(t, Tier::Container(_)))
                 {
-                    pool.done(container, request, now, &mut self.events, &live, answers);
+                    pool.done(
+                        container,
+                        request,
+                        queue,
+                        now,
+                        &mut self.events,
+                        &live,
+                        answers,
+                    );
                 }
             }
             Event::ContainerReady { container } => {
@@ -526,14 +538,17 @@ impl Engine<'_> {
         let mut answers = std::mem::take(&mut self.answers);
         for answer in answers.drain(..) {
             match answer {
-                Answer::Served(id) => {
+                Answer::Served(id, queue) => {
                     if Self::is_live(&self.requests, id) {
                         let r = &self.requests[id.slot as usize];
                         let models = self.profile.models.len();
                         let instant = self.instant(now);
-                        let latency = Duration::from_nanos(now - r.attempt_start);
+                        let time = AnswerTime {
+                            latency: Duration::from_nanos(now - r.attempt_start),
+                            queue: Duration::from_nanos(queue),
+                        };
                         self.observed[r.backend * models + r.model].record(
-                            Some(latency),
+                            Some(time),
                             false,
                             instant,
                         );

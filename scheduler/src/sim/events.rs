@@ -28,8 +28,13 @@ pub struct RequestId {
 pub enum Event {
     /// A local worker finished its batch.
     LocalDone { model: u32, worker: u32 },
-    /// A container finished one request.
-    ContainerDone { container: u32, request: RequestId },
+    /// A container finished one request, which had waited `queue` for a
+    /// slot (in the pool and in its container).
+    ContainerDone {
+        container: u32,
+        request: RequestId,
+        queue: Time,
+    },
     /// A starting container is ready.
     ContainerReady { container: u32 },
     /// The container pool's periodic scaling check.
@@ -93,8 +98,9 @@ impl Events {
 /// How a backend answered a request, reported back to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// The request ran and succeeded.
-    Served(RequestId),
+    /// The request ran and succeeded, after waiting this long before it
+    /// ran (the queue time its real backend reports in its `Timing`).
+    Served(RequestId, Time),
     /// The backend refused it (after it waited, for a container pool).
     Refused(RequestId, BackendError),
 }
