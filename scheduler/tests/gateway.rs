@@ -712,7 +712,7 @@ async fn an_idle_pool_runs_a_small_model_inline_with_the_same_answers() {
     let inline = r#"
 [backends.local]
 models = ["fashion_cnn"]
-inline_max_compute_us = 1000
+inline_max_compute_us = 5000
 "#;
     let queued = r#"
 [backends.local]
