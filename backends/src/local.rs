@@ -442,10 +442,7 @@ impl WorkerContext {
             };
             let (batch, next) = self.collect(first);
             carried = next;
-            match self.shared.session(self.index) {
-                Some(mut session) => self.execute(&mut session, batch),
-                None => return,
-            }
+            self.execute(batch);
         }
     }
 
@@ -512,10 +509,17 @@ impl WorkerContext {
         (jobs, None)
     }
 
-    fn execute(&self, session: &mut ModelSession, mut jobs: Vec<Job>) {
+    /// Runs a batch and answers its requests. The session is held for the
+    /// run alone, so it is free for the inline path before anyone hears
+    /// back.
+    fn execute(&self, mut jobs: Vec<Job>) {
         let started = Instant::now();
         let sizes: Vec<u64> = jobs.iter().map(|j| batch::batch_size(&j.inputs)).collect();
         let rows: u64 = sizes.iter().sum();
+        let Some(mut guard) = self.shared.session(self.index) else {
+            return;
+        };
+        let session = &mut *guard;
         let (outcome, compute) = if jobs.len() == 1 {
             let inputs = std::mem::take(&mut jobs[0].inputs);
             let (outputs, compute) = self.shared.run(session, inputs, rows);
@@ -536,6 +540,7 @@ impl WorkerContext {
                 ),
             }
         };
+        drop(guard);
         match outcome {
             Ok(per_job) => {
                 for (job, outputs) in jobs.into_iter().zip(per_job) {
