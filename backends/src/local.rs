@@ -143,13 +143,14 @@ impl PoolShared {
         }
     }
 
-    /// Whether a request may take the inline path: the model is known to
-    /// run fast enough and the pool is idle. On `true` the caller counts as
-    /// active and must call [`PoolShared::leave`].
-    fn enter_inline(&self) -> bool {
+    /// Whether a request of `rows` rows may take the inline path: the model
+    /// is known to run them fast enough (one row's time × rows) and the
+    /// pool is idle. On `true` the caller counts as active and must call
+    /// [`PoolShared::leave`].
+    fn enter_inline(&self, rows: u64) -> bool {
         let measured = self.one_row_ns.load(Ordering::Relaxed);
         measured != 0
-            && u128::from(measured) <= self.inline_max_compute.as_nanos()
+            && u128::from(measured) * u128::from(rows.max(1)) <= self.inline_max_compute.as_nanos()
             && self
                 .active
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
@@ -680,7 +681,7 @@ impl Backend for LocalBackend {
                     version: job.version,
                 })?;
             let mut inputs = job.request.inputs;
-            if pool.shared.enter_inline() {
+            if pool.shared.enter_inline(batch::batch_size(&inputs)) {
                 let _active = Active::entered(&pool.shared);
                 if Instant::now() >= job.deadline {
                     return Err(BackendError::DeadlineExceeded {
@@ -789,27 +790,27 @@ mod tests {
     fn the_inline_path_needs_a_measured_fast_model_and_an_idle_pool() {
         let pool = pool(Duration::from_micros(200));
         assert!(
-            !pool.enter_inline(),
+            !pool.enter_inline(1),
             "nothing measured yet: the first requests go to the workers"
         );
         pool.record(8, Duration::from_micros(50));
         assert!(
-            !pool.enter_inline(),
+            !pool.enter_inline(1),
             "a batch's time says nothing of one row"
         );
         pool.record(1, Duration::from_micros(50));
-        assert!(pool.enter_inline(), "fast and idle");
+        assert!(pool.enter_inline(1), "fast and idle");
         assert_eq!(pool.active.load(Ordering::Relaxed), 1, "the caller counts");
-        assert!(!pool.enter_inline(), "one inline request at a time");
+        assert!(!pool.enter_inline(1), "one inline request at a time");
         pool.leave();
-        assert!(pool.enter_inline());
+        assert!(pool.enter_inline(1));
         pool.leave();
         {
             let _queued = Active::enter(&pool);
-            assert!(!pool.enter_inline(), "a queued request: batch with it");
+            assert!(!pool.enter_inline(1), "a queued request: batch with it");
         }
         assert_eq!(pool.active.load(Ordering::Relaxed), 0);
-        assert!(pool.enter_inline());
+        assert!(pool.enter_inline(1));
         pool.leave();
     }
 
@@ -822,10 +823,15 @@ mod tests {
             slow.record(1, Duration::from_millis(1));
         }
         assert!(slow.one_row_ns.load(Ordering::Relaxed) > 200_000);
-        assert!(!slow.enter_inline());
+        assert!(!slow.enter_inline(1));
+        let fast = pool(Duration::from_micros(200));
+        fast.record(1, Duration::from_micros(50));
+        assert!(!fast.enter_inline(8), "eight rows of 50 µs are 400 µs");
+        assert!(fast.enter_inline(4));
+        fast.leave();
         let off = pool(Duration::ZERO);
         off.record(1, Duration::from_nanos(500));
-        assert!(!off.enter_inline());
+        assert!(!off.enter_inline(1));
     }
 
     #[test]
