@@ -164,8 +164,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn models(&self) -> Vec<Arc<ModelInfo>>;
     /// Whether it can take requests now.
     fn ready(&self) -> bool;
-    /// Load and capacity, for placement.
+    /// Load and capacity over all its models, for stats and metrics.
     fn snapshot(&self) -> BackendSnapshot;
+    /// Load and capacity for a request of `model`, which is what placement
+    /// asks: [`Backend::snapshot`] narrowed to the model where the backend
+    /// keeps models apart. The local tier runs each model on its own worker
+    /// threads behind its own queue, so another model's idle workers are no
+    /// room for this one. The default is the backend-wide snapshot (a
+    /// container or a Lambda instance runs any of its models).
+    fn snapshot_for(&self, model: &str) -> BackendSnapshot {
+        let _ = model;
+        self.snapshot()
+    }
     /// Runs one request. Must not block the async runtime.
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>>;
     /// Backend-specific state for `/v2/switchyard/stats` (pool sizes, cold

@@ -634,6 +634,19 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn snapshot_for(&self, model: &str) -> BackendSnapshot {
+        let mut snapshot = self.snapshot();
+        if let Some(m) = self.models.get(model) {
+            let pools = || m.pools.values();
+            let sum = |f: fn(&VersionPool) -> usize| pools().map(f).sum::<usize>() as u64;
+            snapshot.in_flight = sum(|p| p.shared.active.load(Ordering::Relaxed));
+            snapshot.queued = sum(|p| p.sender.len());
+            snapshot.concurrency = sum(|p| p.workers);
+            snapshot.capacity = snapshot.concurrency + sum(|p| p.queue_capacity);
+        }
+        snapshot
+    }
+
     /// Per model and version: the pool, its measured one-row compute time
     /// and how many requests took the inline path.
     fn details(&self) -> serde_json::Value {

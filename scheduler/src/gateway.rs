@@ -404,7 +404,7 @@ impl Gateway {
             let views: Vec<BackendView> = candidates
                 .iter()
                 .map(|&i| {
-                    let mut snapshot = self.backends[i].snapshot();
+                    let mut snapshot = self.backends[i].snapshot_for(name);
                     if let Admission::Ejected(reason) = self.outliers.admission(i, now) {
                         snapshot.ready = false;
                         snapshot.unready_reason = Some(reason);

@@ -215,6 +215,31 @@ async fn infer_digits(base: &str) -> Reply {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_sees_the_local_pool_of_the_requested_model_only() {
+    let text = "[backends.local]\nmodels = [\"digits\", \"fashion_cnn\"]\n\
+                [backends.local.overrides.fashion_cnn]\nworkers = 3\nqueue_capacity = 5\n";
+    let config = Config::parse(text, "(test)", &workspace()).expect("config");
+    let local = start_local(&config).await;
+    let all = local.snapshot();
+    let fashion = local.snapshot_for("fashion_cnn");
+    let digits = local.snapshot_for("digits");
+    assert_eq!(
+        (fashion.concurrency, fashion.capacity),
+        (3, 8),
+        "{fashion:?}"
+    );
+    assert_eq!(
+        all.concurrency,
+        fashion.concurrency + digits.concurrency,
+        "the backend-wide snapshot sums the pools: {all:?} {digits:?}"
+    );
+    assert!(digits.concurrency < all.concurrency, "{digits:?}");
+    assert_eq!((fashion.in_flight, digits.in_flight), (0, 0));
+    // A model it does not serve: the backend-wide view.
+    assert_eq!(local.snapshot_for("nope").concurrency, all.concurrency);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_or_a_down_backend_becomes_a_placement_elsewhere() {
     let policies = "[default]\npolicy = \"ordered\"\norder = [\"full\", \"down\", \"local\"]\n";
     let (gateway, doubles) = start(

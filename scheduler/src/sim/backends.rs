@@ -145,6 +145,20 @@ impl LocalSim {
         s
     }
 
+    /// The snapshot for a request of `model`: its own pool's workers,
+    /// queue and requests, as the real backend's `snapshot_for` reports.
+    pub fn snapshot_for(&self, model: usize) -> BackendSnapshot {
+        let mut s = self.snapshot.clone();
+        if let Some(pool) = self.pools.get(model).and_then(Option::as_ref) {
+            let queued = pool.queue.len() as u64;
+            s.in_flight = queued + pool.running_requests;
+            s.queued = queued;
+            s.concurrency = pool.workers;
+            s.capacity = pool.workers + pool.queue_capacity;
+        }
+        s
+    }
+
     pub fn offer(
         &mut self,
         request: RequestId,
@@ -952,6 +966,56 @@ mod tests {
             "the batch waited for the first request, as the backend reports"
         );
         assert_eq!(sim.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn local_snapshot_for_a_model_counts_only_its_own_pool() {
+        let profile = LocalProfile {
+            name: "local".into(),
+            batching: false,
+            cost_per_second: 0.0,
+            models: vec![
+                Some(LocalModel {
+                    workers: 1,
+                    queue_capacity: 4,
+                    latency: fixed(10.0),
+                }),
+                Some(LocalModel {
+                    workers: 3,
+                    queue_capacity: 2,
+                    latency: fixed(10.0),
+                }),
+            ],
+        };
+        let mut sim = LocalSim::new(&profile, &[8, 8], Stream::new(1, 1));
+        let mut events = Events::default();
+        for i in 0..2 {
+            assert!(accepted(&sim.offer(id(i), 0, 0, &mut events)));
+        }
+        let first = sim.snapshot_for(0);
+        assert_eq!(
+            (
+                first.in_flight,
+                first.queued,
+                first.concurrency,
+                first.capacity
+            ),
+            (2, 1, 1, 5),
+            "model 0's one worker is busy and one request waits"
+        );
+        let other = sim.snapshot_for(1);
+        assert_eq!(
+            (
+                other.in_flight,
+                other.queued,
+                other.concurrency,
+                other.capacity
+            ),
+            (0, 0, 3, 5),
+            "model 1's workers are all free"
+        );
+        let all = sim.snapshot();
+        assert_eq!((all.in_flight, all.concurrency), (2, 4));
     }
 
     #[test]

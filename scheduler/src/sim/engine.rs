@@ -95,6 +95,15 @@ impl Tier {
         }
     }
 
+    /// What placement sees for a request of `model` (the gateway asks each
+    /// backend's `snapshot_for`).
+    fn snapshot_for(&self, model: usize, now: Time) -> switchyard_backends::BackendSnapshot {
+        match self {
+            Tier::Local(t) => t.snapshot_for(model),
+            _ => self.snapshot(now),
+        }
+    }
+
     fn offer(&mut self, request: RequestId, model: usize, now: Time, events: &mut Events) -> Offer {
         match self {
             Tier::Local(t) => t.offer(request, model, now, events),
@@ -356,7 +365,7 @@ impl Engine<'_> {
         let instant = self.instant(now);
         for &b in &self.candidates {
             self.views.push(BackendView {
-                snapshot: self.tiers[b].snapshot(now),
+                snapshot: self.tiers[b].snapshot_for(model, now),
                 observed: self.observed[b * models + model].observed(instant),
             });
         }
