@@ -427,13 +427,31 @@ fn paper_bench(options: &paper::PaperOptions, out: &Path, readme: &Path) -> Resu
         plots.push((model.model.clone(), live, simulated));
     }
     let section = paper_report::readme_section(&results);
+    let discussion = read_discussion(PAPER_DISCUSSION)?;
     publish(
         out,
         name,
         &results,
-        &paper_report::document(&results, &plots),
+        &paper_report::document(&results, &plots, discussion.as_deref()),
         (!options.quick && !partial).then_some((readme, PAPER_README, section.as_str())),
     )
+}
+
+/// The written comparison with the paper that `paper.md` ends with.
+const PAPER_DISCUSSION: &str = "bench/paper-discussion.md";
+
+/// The file at `path` (from the repository root), or `None` when there is
+/// none (a checkout without it, or a run from elsewhere).
+fn read_discussion(path: &str) -> Result<Option<String>, BenchError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BenchError::Io {
+            context: "cannot read the paper discussion",
+            path: path.into(),
+            source,
+        }),
+    }
 }
 
 /// Writes a finished run as `name.json` and `name.md`, rewrites the
@@ -489,11 +507,13 @@ fn overhead_bench(
     };
     let results = overhead::run_overhead(options)?;
     let section = overhead_report::readme_section(&results);
+    let plot_name = format!("{name}.svg");
+    write_results(out, &[(&plot_name, overhead_report::plot(&results)?)])?;
     publish(
         out,
         &name,
         &results,
-        &overhead_report::document(&results),
+        &overhead_report::document(&results, &plot_name),
         (!options.quick && !partial).then_some((readme, OVERHEAD_README, section.as_str())),
     )
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use switchyard_loadgen::LatencySummary;
+use switchyard_loadgen::plot::{Line, Panel, xy_svg};
 
 use crate::machine::Machine;
 use crate::overhead::Plan;
@@ -468,8 +469,66 @@ pub fn readme_section(results: &OverheadResults) -> String {
     )
 }
 
+/// The panels of `overhead.svg`: one per measured backend, the p50 and
+/// p99 of each path (and of its baselines) against the offered rate. A
+/// cell whose failures exceed [`COMPARABLE_ERRORS_PERCENT`] is left out:
+/// its percentiles are of the survivors only.
+pub fn plot_panels(sections: &[BackendSection]) -> Vec<Panel> {
+    sections
+        .iter()
+        .filter(|s| s.error.is_none() && !s.cells.is_empty())
+        .map(|section| {
+            let mut paths: Vec<&str> = Vec::new();
+            for cell in &section.cells {
+                if !paths.contains(&cell.path.as_str()) {
+                    paths.push(&cell.path);
+                }
+            }
+            let mut lines = Vec::new();
+            for quantile in ["p50", "p99"] {
+                for path in &paths {
+                    let mut points: Vec<(f64, f64)> = section
+                        .cells
+                        .iter()
+                        .filter(|c| c.path == *path && c.latency_us.count > 0)
+                        .filter(|c| error_percent(c) <= COMPARABLE_ERRORS_PERCENT)
+                        .map(|c| {
+                            let us = if quantile == "p50" {
+                                c.latency_us.p50
+                            } else {
+                                c.latency_us.p99
+                            };
+                            (c.rate_per_s, us as f64 / 1000.0)
+                        })
+                        .collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    lines.push(Line {
+                        name: format!("{path} {quantile}"),
+                        points,
+                    });
+                }
+            }
+            Panel {
+                caption: format!(
+                    "{}: latency from intended send time against offered rate",
+                    section.backend
+                ),
+                x_desc: "offered requests/s".into(),
+                y_desc: "ms".into(),
+                lines,
+                limit: None,
+            }
+        })
+        .collect()
+}
+
+/// `overhead.svg`, drawn from [`plot_panels`].
+pub fn plot(results: &OverheadResults) -> Result<String, crate::error::BenchError> {
+    Ok(xy_svg(&plot_panels(&results.sections))?)
+}
+
 /// The whole page, `overhead.md`.
-pub fn document(results: &OverheadResults) -> String {
+pub fn document(results: &OverheadResults, plot_name: &str) -> String {
     let mut out = String::from("# Overheads: what the gateway adds in front of each backend\n\n");
     out.push_str(&conditions(results));
     out.push_str("\n\n");
@@ -491,6 +550,10 @@ pub fn document(results: &OverheadResults) -> String {
     out.push_str(&targets_table(results));
     out.push_str("\n## Added latency (path − baseline, same run)\n\n");
     out.push_str(&added_table(results));
+    let _ = writeln!(
+        out,
+        "\nPlot: `{plot_name}` (p50 and p99 of every path against the rate; cells that failed more than 1% left out)."
+    );
     out.push_str(
         "\nFor the local tier the raw baseline is one ONNX Runtime call in this process (no HTTP at all), so its \"added\" is the whole HTTP round trip plus the gateway; against the HTTP floor it is what inference through the gateway costs beyond a bare round trip to the same server. Where a path failed more than 1% of its requests (last column), its percentiles are of the requests that got through, and the comparison says more about who refused than about latency.\n",
     );
@@ -551,6 +614,46 @@ mod tests {
         assert!((ours.ratio_p50 - 1.1).abs() < 0.01);
         let nginx = section.comparison("nginx", "direct", 200.0).unwrap();
         assert!(nginx.added_p99_us < 0, "{nginx:?}");
+    }
+
+    #[test]
+    fn the_plot_has_a_panel_per_measured_backend_and_leaves_out_failing_cells() {
+        let mut failing = cell("direct", 2000.0, 900, 2000);
+        failing.errors = 5;
+        let sections = vec![
+            container(
+                vec![
+                    cell("direct", 200.0, 1000, 3000),
+                    cell("switchyard", 200.0, 1100, 3500),
+                    failing,
+                    cell("switchyard", 2000.0, 1200, 4000),
+                ],
+                &[],
+            ),
+            BackendSection::failed("lambda", "no emulator".into()),
+        ];
+        let panels = plot_panels(&sections);
+        assert_eq!(panels.len(), 1);
+        let names: Vec<&str> = panels[0].lines.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "direct p50",
+                "switchyard p50",
+                "direct p99",
+                "switchyard p99"
+            ]
+        );
+        // 5% of the direct path failed at 2,000/s: that point is left out.
+        assert_eq!(panels[0].lines[0].points.len(), 1);
+        let ours = &panels[0].lines[1].points;
+        assert_eq!(ours.len(), 2);
+        assert!((ours[0].0 - 200.0).abs() < 1e-9 && (ours[0].1 - 1.1).abs() < 0.01);
+        assert!(ours[1].0 > ours[0].0, "points are sorted by rate");
+        let p99 = &panels[0].lines[3].points;
+        assert!((p99[1].1 - 4.0).abs() < 0.01, "{p99:?}");
+        let svg = xy_svg(&panels).unwrap();
+        assert!(svg.contains("switchyard p99"));
     }
 
     #[test]

@@ -830,7 +830,14 @@ pub fn readme_section(results: &PaperResults) -> String {
 }
 
 /// The whole `paper.md`.
-pub fn document(results: &PaperResults, plots: &[(String, String, String)]) -> String {
+/// The whole page, `paper.md`. `discussion` is the written comparison
+/// with the paper (`bench/paper-discussion.md`), placed after the generated
+/// findings; it says which run it was written for.
+pub fn document(
+    results: &PaperResults,
+    plots: &[(String, String, String)],
+    discussion: Option<&str>,
+) -> String {
     let mut out = String::from(
         "# Paper reproduction: the StraightLine experiments, scaled to one 2-core machine\n\n",
     );
@@ -856,8 +863,13 @@ pub fn document(results: &PaperResults, plots: &[(String, String, String)]) -> S
         results.wall_seconds
     );
     let _ = writeln!(out, "- Command: `{}`", results.command);
+    if busy_at_start(&m.load_average_at_start) {
+        out.push_str("- **Noisy numbers.** The machine was busy when the run started (other processes: see the load averages, and each run's own below). ");
+    } else {
+        out.push_str("- The machine was quiet when the run started (1-minute load average below 0.5; the run's own gateway and load generator raise it). ");
+    }
     out.push_str(
-        "- **Noisy numbers.** The machine is shared: other engineers' builds and benchmarks ran at the same time (see the load averages, and each run's own below). Every placement of a model ran back to back in this one run on the same ramp, so compare placements within a table; absolute times are context only.\n\
+        "Every placement of a model ran back to back in this one run on the same ramp, so compare placements within a table; absolute times are context only.\n\
 - Placements: the release gateway, one process per run. `local-only`, `container-only` and `lambda-only` deploy one tier each, set up as `config/local-only.toml`, `config/container-only.toml` and `config/lambda-only.toml` (worker containers of 1 CPU each, 1 to 4 of them; Lambda reserved concurrency 4). `straightline` (`config/straightline.toml`, the paper's Algorithm 1: F = 7 requests/s for xception, 2,000/s for fashion_cnn) and `adaptive` (`config/cost-aware.toml`) place over all three tiers set up the same way. `adaptive` is `cost-aware.toml` rather than `latency-first.toml` because it is the adaptive (SLO- and cost-driven) policy for both models (p99 SLO 1,000 ms for xception, 50 ms otherwise), while `latency-first.toml` runs `least_loaded` for fashion_cnn; its SLO is also the one each bucket is judged by below.\n\
 - Lambda is the `cargo lambda` emulator on loopback with one function instance (the workspace's function binary) per unit of reserved concurrency, started before the runs (warm: no cold start in these numbers); containers are real Docker containers built and started by the gateway, one warm at the start.\n\
 - Load: after a 1 s warm-up that is not counted (one request at a time, at most 20), open loop, constant spacing, single-image requests in binary tensors, latency from the intended send time (no coordinated omission), client and gateway deadline 10 s. A request fails when it gets no 2xx: refused (429), 5xx, timed out, or dropped by the client.\n\n",
@@ -915,7 +927,23 @@ pub fn document(results: &PaperResults, plots: &[(String, String, String)]) -> S
         out.push('\n');
     }
     out.push_str(DIFFERENCES);
+    if let Some(text) = discussion {
+        out.push_str("\n## Discussion\n\n");
+        out.push_str(text.trim());
+        out.push('\n');
+    }
     out
+}
+
+/// Whether the 1-minute load average (the first field of `/proc/loadavg`
+/// as [`Machine`](crate::machine::Machine) records it) says other work was
+/// running: 0.5 or more, or unreadable.
+fn busy_at_start(load_average: &str) -> bool {
+    load_average
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_none_or(|one_minute| one_minute >= 0.5)
 }
 
 /// Why a one-machine reproduction differs from the paper's testbed.
@@ -984,6 +1012,14 @@ mod tests {
         assert!((9.9..=10.1).contains(&p50), "{p50}");
         let p99 = buckets[0].p99_ms.unwrap();
         assert!((29.9..=30.1).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn a_busy_start_is_told_from_a_quiet_one() {
+        assert!(!busy_at_start("0.12 0.30 0.45"));
+        assert!(busy_at_start("0.50 0.30 0.45"));
+        assert!(busy_at_start("5.90 5.88 5.84"));
+        assert!(busy_at_start(""));
     }
 
     #[test]
