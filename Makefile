@@ -18,6 +18,10 @@ ORT_LIB     := .cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)
 MODEL_STAMP := models/repository/.generated
 BINARY      := target/release/switchyard
 CARGO       ?= cargo
+# What the benchmarks build: the whole workspace's binaries, as `make test`
+# builds them (building single packages unifies features differently and
+# rebuilds most dependencies).
+BENCH_BUILD := --workspace --bins
 LAMBDA_STAMP := $(VENV)/.lambda-installed
 LAMBDA_EMULATOR_PORT ?= 9000
 
@@ -87,7 +91,8 @@ fmt:
 	$(CARGO) fmt --all
 
 bench-local: setup
-	$(CARGO) run --release --locked -p switchyard-bench -- local
+	$(CARGO) build --release --locked $(BENCH_BUILD)
+	target/release/switchyard-bench local
 
 # The container and Lambda parts of bench-overhead alone:
 # bench/results/overhead-container.* and overhead-lambda.*.
@@ -118,7 +123,8 @@ clean-models:
 # trivial endpoint and on the gateway; writes bench/results/loadgen.{md,json}.
 .PHONY: bench-loadgen
 bench-loadgen: setup
-	$(CARGO) run --release --locked -p switchyard-bench -- loadgen
+	$(CARGO) build --release --locked $(BENCH_BUILD)
+	target/release/switchyard-bench loadgen
 
 # The soak: the paper's ramp through all three tiers with faults injected
 # (killed containers, a frozen and a stopped Lambda service, SIGTERM at the
@@ -126,7 +132,7 @@ bench-loadgen: setup
 # test`. `make soak SOAK_ARGS=--quick` runs a 40 s version.
 .PHONY: soak
 soak: setup
-	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
+	$(CARGO) build --release --locked $(BENCH_BUILD)
 	target/release/switchyard-bench soak $(SOAK_ARGS); status=$$?; \
 	docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-soak*' | xargs -r docker rmi -f >/dev/null; \
 	exit $$status
@@ -166,7 +172,7 @@ fuzz: setup
 
 # The same targets on stable: seeds plus FUZZ_ITERATIONS seeded mutations.
 fuzz-replay: setup
-	$(CARGO) test --release --locked -p switchyard --test fuzz_corpus
+	$(CARGO) test --release --locked --workspace --test fuzz_corpus
 
 # Licences, bans and sources always; advisories when the RustSec database
 # (fetched from GitHub) can be reached or is already cached.
@@ -194,7 +200,7 @@ remove_bench_scope = if docker info >/dev/null 2>&1; then \
 
 .PHONY: bench-paper
 bench-paper: setup
-	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
+	$(CARGO) build --release --locked $(BENCH_BUILD)
 	target/release/switchyard-bench paper $(PAPER_ARGS); status=$$?; \
 	$(call remove_bench_scope,paper); exit $$status
 
@@ -207,7 +213,7 @@ bench-paper: setup
 # here again whatever the outcome.
 .PHONY: bench-overhead
 bench-overhead: setup
-	$(CARGO) build --release --locked -p switchyard -p switchyard-lambda-function -p switchyard-bench
+	$(CARGO) build --release --locked $(BENCH_BUILD)
 	target/release/switchyard-bench overhead $(OVERHEAD_ARGS); status=$$?; \
 	$(call remove_bench_scope,overhead); exit $$status
 
@@ -215,7 +221,8 @@ bench-overhead: setup
 # simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.
 .PHONY: bench-sim bench-profile
 bench-sim:
-	$(CARGO) run --release --locked -p switchyard-bench -- sim
+	$(CARGO) build --release --locked $(BENCH_BUILD)
+	target/release/switchyard-bench sim
 
 # Switchyard against Flask + gunicorn, MLServer and Ray Serve (each with ONNX
 # Runtime) and the raw ONNX Runtime loop: bench/results/peers.{md,json,svg}.
@@ -224,10 +231,11 @@ bench-sim:
 # `make bench-peers PEERS_ARGS=--quick` runs a one-minute version.
 .PHONY: bench-peers
 bench-peers: setup
-	$(CARGO) build --release --locked -p switchyard -p switchyard-bench
+	$(CARGO) build --release --locked $(BENCH_BUILD)
 	target/release/switchyard-bench peers --no-build $(PEERS_ARGS)
 
 # Measures the local tier through the gateway and writes a simulator
 # profile: bench/results/profile.toml (use with `switchyard sim --profile`).
 bench-profile: setup
-	$(CARGO) run --release --locked -p switchyard-bench -- profile
+	$(CARGO) build --release --locked $(BENCH_BUILD)
+	target/release/switchyard-bench profile

@@ -253,37 +253,8 @@ fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, BenchE
 /// `wrk`'s version line, installing the Debian package first if it is
 /// missing and this runs as root with apt-get; otherwise says how.
 fn ensure_wrk() -> Result<String, BenchError> {
-    if let Some(version) = wrk_version() {
-        return Ok(version);
-    }
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let how = "install it with `sudo apt-get install wrk` (Debian package `wrk`) and rerun";
-    if !is_root {
-        return Err(BenchError::Other(format!("wrk is not installed; {how}")));
-    }
-    progress("wrk is missing: apt-get install -y wrk");
-    for args in [
-        &["install", "-y", "-qq", "wrk"][..],
-        &["update", "-qq"][..],
-        &["install", "-y", "-qq", "wrk"][..],
-    ] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status();
-        if args[0] == "install" && status.is_ok_and(|s| s.success()) {
-            break;
-        }
-    }
-    wrk_version().ok_or_else(|| BenchError::Other(format!("installing wrk failed; {how}")))
+    crate::machine::apt_install("wrk", || wrk_version().is_some()).map_err(BenchError::Other)?;
+    wrk_version().ok_or_else(|| BenchError::Other("wrk does not print its version".into()))
 }
 
 fn wrk_version() -> Option<String> {

@@ -596,7 +596,7 @@ pub(crate) fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchErr
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         progress("building the gateway: cargo build --release --locked -p switchyard");
         let status = Command::new(&cargo)
-            .args(["build", "--release", "--locked", "-p", "switchyard"])
+            .args(["build", "--release", "--locked", "--workspace", "--bins"])
             .status()
             .map_err(|source| BenchError::Io {
                 context: "cannot run cargo",

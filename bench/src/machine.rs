@@ -217,6 +217,49 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// The current time as `YYYY-MM-DD HH:MM UTC`.
+/// Installs the Debian `package` with apt-get when `present` says the
+/// program is missing and this runs as root (as the benchmarks' set-up does
+/// for wrk and nginx); `Err` says how to install it by hand otherwise.
+pub fn apt_install(package: &str, present: impl Fn() -> bool) -> Result<(), String> {
+    if present() {
+        return Ok(());
+    }
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    let how = format!("install it with `sudo apt-get install {package}` (Debian package) and rerun");
+    if !is_root {
+        return Err(format!("{package} is not installed; {how}"));
+    }
+    crate::local::progress(&format!("{package} is missing: apt-get install -y {package}"));
+    // Installing from the cached lists first; if that fails, refreshing them.
+    for args in [
+        &["install", "-y", "-qq", package][..],
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", package][..],
+    ] {
+        let status = std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status();
+        if args[0] == "install" && status.is_ok_and(|s| s.success()) {
+            break;
+        }
+    }
+    if present() {
+        Ok(())
+    } else {
+        Err(format!("installing {package} failed; {how}"))
+    }
+}
+
 pub fn utc_now() -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -210,9 +210,13 @@ enum BenchCommand {
         /// executable, built first with cargo).
         #[arg(long)]
         gateway_bin: Option<PathBuf>,
-        /// Do not run `cargo build -p switchyard` first.
+        /// Do not build the workspace's binaries first.
         #[arg(long)]
         no_build: bool,
+        /// Measure only this tier: local, container or lambda (repeat for
+        /// several; default all three).
+        #[arg(long = "backend")]
+        backends: Vec<String>,
     },
 }
 
@@ -281,11 +285,13 @@ fn main() -> ExitCode {
             out,
             gateway_bin,
             no_build,
+            backends,
         } => {
             let options = profile::ProfileOptions {
                 quick,
                 template,
                 out,
+                tiers: backends,
                 gateway: LocalOptions {
                     quick,
                     build_gateway: !no_build && gateway_bin.is_none(),

@@ -157,7 +157,7 @@ async fn overhead_async(
     let machine = Machine::describe();
     let plan = Plan::new(options.quick);
     let backends = chosen_backends(options)?;
-    let temp = TempDir::new()?;
+    let temp = TempDir::new("overhead")?;
     let client = http_client(plan.max_in_flight);
     let context = Context {
         options,
@@ -198,12 +198,14 @@ async fn overhead_async(
     })
 }
 
-/// A temporary folder for configs and nginx, removed when dropped.
-struct TempDir(PathBuf);
+/// A temporary folder for configs (and nginx's files), removed when dropped.
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self, BenchError> {
-        let path = std::env::temp_dir().join(format!("switchyard-overhead-{}", std::process::id()));
+    /// `switchyard-NAME-PID` in the system's temporary folder.
+    pub(crate) fn new(name: &str) -> Result<Self, BenchError> {
+        let path =
+            std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|source| BenchError::Io {
             context: "cannot create a temporary folder",
             path: path.clone(),
@@ -366,7 +368,7 @@ async fn container_section(
     };
     let cold = container_cold_starts(context, &one_container).await?;
     let gateway = start_gateway(context, Placement::ContainerOnly, None, one_container).await?;
-    let worker = worker_address(docker).await?;
+    let worker = worker_address(docker, CONTAINERS).await?;
     let nginx = Nginx::start(context.temp, worker)?;
     let mut variants = vec![
         named(
@@ -412,22 +414,48 @@ async fn container_cold_starts(
     context: &Context<'_>,
     one_container: &impl Fn(&mut toml::Table),
 ) -> Result<ColdStarts, BenchError> {
+    let samples = container_cold_start_samples(
+        context.root,
+        &context.options.gateway_bin,
+        CONTAINERS,
+        MODEL,
+        context.plan.container_cold_starts,
+        one_container,
+    )
+    .await?;
+    Ok(ColdStarts::of(
+        "container create → ready (the pool's own measure)",
+        &samples,
+    ))
+}
+
+/// Create → ready of one worker container of the container-only config for
+/// `model` (after `edit`), `count` times, each a fresh pool: the pool's own
+/// measure. The image is built before the first, and not counted.
+pub(crate) async fn container_cold_start_samples(
+    root: &Path,
+    gateway_bin: &Path,
+    scope: ContainerScope,
+    model: &str,
+    count: usize,
+    edit: &impl Fn(&mut toml::Table),
+) -> Result<Vec<Duration>, BenchError> {
     let tiers = Tiers {
-        model: MODEL,
-        gateway_bin: &context.options.gateway_bin,
+        model,
+        gateway_bin,
         lambda_endpoint: None,
-        containers: CONTAINERS,
+        containers: scope,
     };
     let mut table = gateway_table(Placement::ContainerOnly, &tiers)?;
-    one_container(&mut table);
+    edit(&mut table);
     let tier = table
         .get("backends")
         .and_then(|b| b.get("container"))
         .ok_or_else(|| BenchError::Config("no [backends.container] table".into()))?;
     let text = toml::to_string(tier).map_err(|e| BenchError::Config(e.to_string()))?;
-    let repository = ModelRepository::load(&context.root.join("models/repository"))?;
+    let repository = ModelRepository::load(&root.join("models/repository"))?;
     let mut samples = Vec::new();
-    for i in 0..context.plan.container_cold_starts {
+    for i in 0..count {
         let file: ContainerFile =
             from_toml(&text).map_err(|e| BenchError::Config(e.to_string()))?;
         let config = file
@@ -438,25 +466,25 @@ async fn container_cold_starts(
                 .await
                 .map_err(|e| BenchError::Other(e.to_string()))?;
         progress(&format!(
-            "container cold start {}: {:.1} ms",
+            "{model}: container cold start {}: {:.1} ms",
             i + 1,
             took.as_secs_f64() * 1e3
         ));
         samples.push(took);
     }
-    Ok(ColdStarts::of(
-        "container create → ready (the pool's own measure)",
-        &samples,
-    ))
+    Ok(samples)
 }
 
 /// The published loopback port of the one worker container of the scope.
-async fn worker_address(docker: &Docker) -> Result<SocketAddr, BenchError> {
+pub(crate) async fn worker_address(
+    docker: &Docker,
+    scope: ContainerScope,
+) -> Result<SocketAddr, BenchError> {
     let port = engine::list_labelled(
         docker,
         &[
             (engine::LABEL_MANAGED, "true"),
-            (engine::LABEL_SCOPE, CONTAINERS.scope),
+            (engine::LABEL_SCOPE, scope.scope),
         ],
     )
     .await
@@ -476,7 +504,7 @@ async fn lambda_section(context: &Context<'_>) -> Result<BackendSection, BenchEr
         .and_then(|m| m.latest())
         .map(|v| (v.version, v.path.clone()))
         .ok_or_else(|| BenchError::Config(format!("no {MODEL} in the repository")))?;
-    let body = invoke_body(&path, version)?;
+    let body = invoke_body(MODEL, &path, version)?;
     let mut lambda = LambdaTier::default();
     let emulator = lambda.emulator(context.root)?;
     let invoke = Endpoint::parse(&emulator.endpoint(), false)?;
@@ -525,10 +553,10 @@ async fn lambda_section(context: &Context<'_>) -> Result<BackendSection, BenchEr
     Ok(section)
 }
 
-/// The Invoke event of one batch-1 request with random inputs, in the
-/// format the gateway sends, for the model version at `path`.
-fn invoke_body(path: &Path, version: u64) -> Result<RequestBody, BenchError> {
-    let session = ModelSession::load(MODEL, path, SessionOptions::default())?;
+/// The Invoke event of one batch-1 request of `model` with random inputs,
+/// in the format the gateway sends, for the model version at `path`.
+pub(crate) fn invoke_body(model: &str, path: &Path, version: u64) -> Result<RequestBody, BenchError> {
+    let session = ModelSession::load(model, path, SessionOptions::default())?;
     let mut rng = SplitMix64::new(3);
     let inputs = random_inputs(&session.specs().inputs, 1, &mut rng).map_err(BenchError::Other)?;
     let request = InferRequest {
@@ -536,7 +564,7 @@ fn invoke_body(path: &Path, version: u64) -> Result<RequestBody, BenchError> {
         binary_data_output: true,
         ..InferRequest::default()
     };
-    let bytes = InvokeEvent::new(MODEL, version, &request)
+    let bytes = InvokeEvent::new(model, version, &request)
         .and_then(|event| event.to_payload())
         .map_err(|e| BenchError::Other(format!("cannot build the Invoke event: {e}")))?;
     Ok(RequestBody {
@@ -548,7 +576,7 @@ fn invoke_body(path: &Path, version: u64) -> Result<RequestBody, BenchError> {
 }
 
 /// `POST /2015-03-31/functions/NAME/invocations` with `body`.
-fn invoke_target(endpoint: &Endpoint, body: RequestBody) -> Result<Target, BenchError> {
+pub(crate) fn invoke_target(endpoint: &Endpoint, body: RequestBody) -> Result<Target, BenchError> {
     let entry = TargetEntry::new(
         "invoke",
         1,
@@ -561,7 +589,10 @@ fn invoke_target(endpoint: &Endpoint, body: RequestBody) -> Result<Target, Bench
 }
 
 /// One request, its latency; an error unless it succeeded.
-async fn one_request(client: &HttpClient, target: &Arc<Target>) -> Result<Duration, BenchError> {
+pub(crate) async fn one_request(
+    client: &HttpClient,
+    target: &Arc<Target>,
+) -> Result<Duration, BenchError> {
     let mut settings = RunSettings::new(
         Load::Closed {
             concurrency: 1,
@@ -733,11 +764,15 @@ struct Nginx {
 impl Nginx {
     /// `None` (and a note) when nginx is not installed or does not start.
     fn start(dir: &Path, upstream: SocketAddr) -> Result<Option<Self>, BenchError> {
-        let Some(binary) = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-        else {
-            progress("nginx is not installed (apt-get install nginx-light): no nginx rows");
+        let find = || {
+            ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+        };
+        if let Err(why) = crate::machine::apt_install("nginx-light", || find().is_some()) {
+            progress(&format!("{why}: no nginx rows"));
+        }
+        let Some(binary) = find() else {
             return Ok(None);
         };
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
