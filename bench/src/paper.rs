@@ -174,7 +174,7 @@ fn scales(quick: bool) -> Vec<Scale> {
         vec![scale("xception", 0.2, 12.0, 1000.0, 4)]
     } else {
         vec![
-            scale("xception", 0.25, 45.0, 1000.0, 10),
+            scale("xception", 0.75, 45.0, 1000.0, 10),
             scale("fashion_cnn", 30.0, 25.0, 50.0, 10),
         ]
     }
