@@ -232,11 +232,14 @@ pub fn apt_install(package: &str, present: impl Fn() -> bool) -> Result<(), Stri
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false);
-    let how = format!("install it with `sudo apt-get install {package}` (Debian package) and rerun");
+    let how =
+        format!("install it with `sudo apt-get install {package}` (Debian package) and rerun");
     if !is_root {
         return Err(format!("{package} is not installed; {how}"));
     }
-    crate::local::progress(&format!("{package} is missing: apt-get install -y {package}"));
+    crate::local::progress(&format!(
+        "{package} is missing: apt-get install -y {package}"
+    ));
     // Installing from the cached lists first; if that fails, refreshing them.
     for args in [
         &["install", "-y", "-qq", package][..],

@@ -204,8 +204,7 @@ pub(crate) struct TempDir(pub(crate) PathBuf);
 impl TempDir {
     /// `switchyard-NAME-PID` in the system's temporary folder.
     pub(crate) fn new(name: &str) -> Result<Self, BenchError> {
-        let path =
-            std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|source| BenchError::Io {
             context: "cannot create a temporary folder",
             path: path.clone(),
@@ -555,7 +554,11 @@ async fn lambda_section(context: &Context<'_>) -> Result<BackendSection, BenchEr
 
 /// The Invoke event of one batch-1 request of `model` with random inputs,
 /// in the format the gateway sends, for the model version at `path`.
-pub(crate) fn invoke_body(model: &str, path: &Path, version: u64) -> Result<RequestBody, BenchError> {
+pub(crate) fn invoke_body(
+    model: &str,
+    path: &Path,
+    version: u64,
+) -> Result<RequestBody, BenchError> {
     let session = ModelSession::load(model, path, SessionOptions::default())?;
     let mut rng = SplitMix64::new(3);
     let inputs = random_inputs(&session.specs().inputs, 1, &mut rng).map_err(BenchError::Other)?;

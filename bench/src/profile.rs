@@ -39,8 +39,7 @@ use crate::gateway_process::GatewayProcess;
 use crate::local::{LocalOptions, gateway_binary, progress};
 use crate::machine::{Machine, utc_now};
 use crate::overhead::{
-    TempDir, container_cold_start_samples, invoke_body, invoke_target, one_request,
-    worker_address,
+    TempDir, container_cold_start_samples, invoke_body, invoke_target, one_request, worker_address,
 };
 use crate::paper::{
     ContainerScope, LambdaTier, Placement, Tiers, config_text, function_path, gateway_table,
@@ -256,8 +255,9 @@ pub fn run_profile(options: &ProfileOptions) -> Result<String, BenchError> {
                             .into(),
                     )
                 })?;
-                all.container =
-                    Some(measure_containers(&root, &docker, &binary, &container_models, quick).await?);
+                all.container = Some(
+                    measure_containers(&root, &docker, &binary, &container_models, quick).await?,
+                );
             }
             if !lambda_models.is_empty() {
                 all.lambda = Some(measure_lambda(&root, &lambda_models, quick).await?);
@@ -429,7 +429,10 @@ fn percentiles(samples: &[Duration]) -> Option<Percentiles> {
 
 /// `edit` for one worker container of `models`, in an image of its own.
 fn one_container(models: &[String], image: Option<&str>) -> impl Fn(&mut toml::Table) {
-    let models: Vec<toml::Value> = models.iter().map(|m| toml::Value::String(m.clone())).collect();
+    let models: Vec<toml::Value> = models
+        .iter()
+        .map(|m| toml::Value::String(m.clone()))
+        .collect();
     let image = image.map(str::to_owned);
     move |table: &mut toml::Table| {
         if let Some(tier) = table
@@ -459,7 +462,9 @@ async fn measure_containers(
 ) -> Result<RemoteTier, BenchError> {
     let left = remove_containers(docker, CONTAINERS).await;
     if left > 0 {
-        progress(&format!("removed {left} container(s) left by an earlier run"));
+        progress(&format!(
+            "removed {left} container(s) left by an earlier run"
+        ));
     }
     let temp = TempDir::new("profile")?;
     let client = http_client(4);
@@ -480,7 +485,9 @@ async fn measure_containers(
             path: path.clone(),
             source,
         })?;
-        progress(&format!("profile: {model}: starting a container-only gateway"));
+        progress(&format!(
+            "profile: {model}: starting a container-only gateway"
+        ));
         let mut gateway =
             tokio::task::block_in_place(|| GatewayProcess::start_with_config(binary, &path))?;
         gateway.wait_ready(&client).await?;
@@ -579,7 +586,9 @@ async fn measure_lambda(
         let latency = round_trip(&recording?.report, model)?;
         let cold = percentiles(&cold).map(|c| Percentiles {
             p50_ms: (c.p50_ms - latency.p50_ms).max(0.0),
-            p99_ms: (c.p99_ms - latency.p50_ms).max(c.p50_ms - latency.p50_ms).max(0.0),
+            p99_ms: (c.p99_ms - latency.p50_ms)
+                .max(c.p50_ms - latency.p50_ms)
+                .max(0.0),
         });
         progress(&format!(
             "profile: {model} lambda: warm p50 {:.3} ms, p99 {:.3} ms; cold start adds p50 {:.1} ms",
@@ -672,14 +681,15 @@ mod tests {
             ["local", "lambda"]
         );
         let error = chosen_tiers(&options(&["gpu"])).unwrap_err().to_string();
-        assert!(error.contains("--backend gpu") && error.contains("container"), "{error}");
+        assert!(
+            error.contains("--backend gpu") && error.contains("container"),
+            "{error}"
+        );
     }
 
     #[test]
     fn cold_start_percentiles_are_nearest_rank() {
-        let samples: Vec<Duration> = [400, 380, 520, 410]
-            .map(Duration::from_millis)
-            .to_vec();
+        let samples: Vec<Duration> = [400, 380, 520, 410].map(Duration::from_millis).to_vec();
         let p = percentiles(&samples).unwrap();
         assert!((p.p50_ms - 400.0).abs() < 1e-9, "{p:?}");
         assert!((p.p99_ms - 520.0).abs() < 1e-9, "{p:?}");
