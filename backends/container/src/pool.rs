@@ -504,6 +504,8 @@ impl Pool {
 
     /// (ready containers, starting containers, whether more can start, why not ready).
     pub fn status(&self) -> PoolStatus {
+        // Read before the state lock: the two are never held together here.
+        let served_before = lock(&self.counters).cold_starts > 0;
         let state = lock(&self.state);
         let ready = state.workers.iter().filter(|w| w.state() == READY).count();
         let live = state
@@ -521,7 +523,14 @@ impl Pool {
         };
         let unready_reason = if self.stopping() {
             Some("shutting down".to_owned())
-        } else if ready > 0 || (operational && self.config.min_containers == 0) {
+        } else if ready > 0
+            || (operational && self.config.min_containers == 0)
+            || (operational && served_before && state.problem.is_none())
+        {
+            // A pool that has served, with the engine answering and no
+            // start failing, is replacing a container that died (or adding
+            // one): requests wait for it within their deadline, as they do
+            // for a pool scaling up from zero, instead of being refused.
             None
         } else if let Some(problem) = &state.problem {
             Some(problem.clone())
