@@ -73,12 +73,14 @@ test: setup test-models test-rust lint lambda-package
 test-models: setup
 	$(VENV_PY) models/gen/test_models.py
 
-# The suite removes its containers itself; the images it built are removed
-# here whatever the outcome.
+# The suite removes its containers itself; what a failed test left (its
+# containers) and the images the suite built are removed here whatever the
+# outcome.
 test-rust: setup
 	$(CARGO) build --release --locked --workspace --bins
 	$(CARGO) test --release --locked --workspace; status=$$?; \
 	if docker info >/dev/null 2>&1; then \
+	  docker ps -aq --filter label=io.switchyard.managed --filter name=switchyard-test- | xargs -r docker rm -f >/dev/null; \
 	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-test*' | xargs -r docker rmi -f >/dev/null; \
 	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-overhead*' | xargs -r docker rmi -f >/dev/null; \
 	fi; exit $$status
