@@ -118,17 +118,27 @@ pub struct OverheadOptions {
 
 /// The backends chosen, in run order.
 pub fn chosen_backends(options: &OverheadOptions) -> Result<Vec<&'static str>, BenchError> {
-    for name in &options.backends {
-        if !BACKENDS.contains(&name.as_str()) {
-            return Err(BenchError::Other(format!(
-                "--backend {name}: not one of {}",
-                BACKENDS.join(", ")
-            )));
-        }
+    chosen("--backend", &options.backends, &BACKENDS)
+}
+
+/// The names of `all` that `given` picks (all of them when it is empty),
+/// in `all`'s order; an error names an unknown one and the `flag` it came
+/// with.
+pub(crate) fn chosen(
+    flag: &str,
+    given: &[String],
+    all: &[&'static str],
+) -> Result<Vec<&'static str>, BenchError> {
+    if let Some(name) = given.iter().find(|n| !all.contains(&n.as_str())) {
+        return Err(BenchError::Other(format!(
+            "{flag} {name}: not one of {}",
+            all.join(", ")
+        )));
     }
-    Ok(BACKENDS
-        .into_iter()
-        .filter(|b| options.backends.is_empty() || options.backends.iter().any(|n| n == b))
+    Ok(all
+        .iter()
+        .copied()
+        .filter(|a| given.is_empty() || given.iter().any(|n| n == a))
         .collect())
 }
 

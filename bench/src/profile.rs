@@ -39,8 +39,10 @@ use crate::gateway_process::GatewayProcess;
 use crate::local::{LocalOptions, gateway_binary, progress};
 use crate::machine::{Machine, utc_now};
 use crate::overhead::{
-    TempDir, container_cold_start_samples, invoke_body, invoke_target, one_request, worker_address,
+    TempDir, chosen, container_cold_start_samples, invoke_body, invoke_target, one_request,
+    worker_address,
 };
+use crate::overhead_report::ColdStarts;
 use crate::paper::{
     ContainerScope, LambdaTier, Placement, Tiers, config_text, function_path, gateway_table,
     lambda_instances, remove_containers, run_scoped,
@@ -68,16 +70,7 @@ pub struct ProfileOptions {
 
 /// The tiers `options` asks for, checked.
 fn chosen_tiers(options: &ProfileOptions) -> Result<Vec<&'static str>, BenchError> {
-    if let Some(name) = options.tiers.iter().find(|n| !TIERS.contains(&n.as_str())) {
-        return Err(BenchError::Other(format!(
-            "--backend {name}: not one of {}",
-            TIERS.join(", ")
-        )));
-    }
-    Ok(TIERS
-        .into_iter()
-        .filter(|t| options.tiers.is_empty() || options.tiers.iter().any(|n| n == t))
-        .collect())
+    chosen("--backend", &options.tiers, &TIERS)
 }
 
 /// Cold starts measured per model in a full run and a quick one.
@@ -415,15 +408,10 @@ fn round_trip(report: &Report, what: &str) -> Result<Percentiles, BenchError> {
 
 /// p50 and p99 of a handful of durations, ms (nearest rank).
 fn percentiles(samples: &[Duration]) -> Option<Percentiles> {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
-        ms[rank - 1]
-    };
-    (!ms.is_empty()).then(|| Percentiles {
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
+    let cold = ColdStarts::of("", samples);
+    (!cold.samples_ms.is_empty()).then_some(Percentiles {
+        p50_ms: cold.p50_ms,
+        p99_ms: cold.p99_ms,
     })
 }
 
