@@ -77,6 +77,44 @@ pub struct ScenarioResult {
     pub what: String,
     pub output: SimOutput,
     pub verdicts: Vec<Verdict>,
+    /// The same scenario replayed with other seeds: how often each target
+    /// held, so that one lucky or unlucky draw of the 1% tail decides
+    /// nothing.
+    pub seeds: Vec<SeedTally>,
+}
+
+/// How one policy did against the targets over several seeds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeedTally {
+    pub policy: String,
+    pub seeds: u32,
+    pub failures_at_most_1_percent: u32,
+    pub p99_within_slo: u32,
+    pub under_half_lambda_cost: u32,
+    pub beats_straightline: u32,
+    /// Lowest and highest p99 ÷ straightline's p99 of the same seed.
+    pub p99_vs_straightline: (f64, f64),
+    /// Lowest and highest cost ÷ Lambda-only's cost of the same seed.
+    pub cost_vs_lambda_only: (f64, f64),
+}
+
+impl SeedTally {
+    fn add(&mut self, verdict: &Verdict, p99_ratio: f64, cost_ratio: f64) {
+        let widen = |(low, high): (f64, f64), x: f64| {
+            if self.seeds == 0 {
+                (x, x)
+            } else {
+                (low.min(x), high.max(x))
+            }
+        };
+        self.p99_vs_straightline = widen(self.p99_vs_straightline, p99_ratio);
+        self.cost_vs_lambda_only = widen(self.cost_vs_lambda_only, cost_ratio);
+        self.seeds += 1;
+        self.failures_at_most_1_percent += u32::from(verdict.failures_at_most_1_percent);
+        self.p99_within_slo += u32::from(verdict.p99_within_slo == Some(true));
+        self.under_half_lambda_cost += u32::from(verdict.under_half_lambda_cost);
+        self.beats_straightline += u32::from(verdict.beats_straightline);
+    }
 }
 
 /// Simulator speed on one workload.
@@ -101,9 +139,10 @@ pub struct SimBenchResults {
     pub scenarios: Vec<ScenarioResult>,
 }
 
-const POLICY_FILES: [&str; 3] = [
+const POLICY_FILES: [&str; 4] = [
     "config/straightline.toml",
     "config/cost-aware.toml",
+    "config/balanced.toml",
     "config/latency-first.toml",
 ];
 const BASELINES: [&str; 3] = ["static:local", "static:container", "static:lambda"];
@@ -188,11 +227,14 @@ pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, Be
         let plot = options_in.out.join(format!("sim-{}.svg", scenario.name));
         switchyard_scheduler::sim::plot::write_svg(&output, &plot).map_err(sim_error)?;
         progress(&format!("wrote {}", plot.display()));
+        let seeds = if options_in.quick { 3 } else { SEEDS };
+        let seeds = tally_seeds(&profile, scenario, seeds)?;
         results.push(ScenarioResult {
             name: scenario.name.to_owned(),
             what: scenario.what.clone(),
             output,
             verdicts,
+            seeds,
         });
     }
     let speed = measure_speed(&profile, options_in.quick)?;
@@ -205,6 +247,47 @@ pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, Be
         speed,
         scenarios: results,
     })
+}
+
+/// Seeds each scenario is replayed with for the tally (1 is the main run).
+const SEEDS: u64 = 10;
+
+/// Replays `scenario` with seeds 1 to `seeds` and counts, per policy, the
+/// seeds in which each target held.
+fn tally_seeds(
+    profile: &Profile,
+    scenario: &Scenario,
+    seeds: u64,
+) -> Result<Vec<SeedTally>, BenchError> {
+    let mut tallies: Vec<SeedTally> = Vec::new();
+    for seed in 1..=seeds {
+        let output = options(profile, policies(profile)?, scenario, seed)
+            .run()
+            .map_err(sim_error)?;
+        let find = |label: &str| output.runs.iter().find(|r| r.label == label);
+        let (Some(straightline), Some(lambda)) = (find("straightline"), find("lambda-only")) else {
+            return Ok(Vec::new());
+        };
+        for verdict in verdicts(&output.runs, profile, scenario.model)? {
+            let Some(run) = find(&verdict.policy) else {
+                continue;
+            };
+            let p99_ratio = run.latency_ms.p99 / straightline.latency_ms.p99;
+            let cost_ratio = run.cost_dollars / lambda.cost_dollars;
+            let index = match tallies.iter().position(|t| t.policy == verdict.policy) {
+                Some(index) => index,
+                None => {
+                    tallies.push(SeedTally {
+                        policy: verdict.policy.clone(),
+                        ..SeedTally::default()
+                    });
+                    tallies.len() - 1
+                }
+            };
+            tallies[index].add(&verdict, p99_ratio, cost_ratio);
+        }
+    }
+    Ok(tallies)
 }
 
 /// Wall time of the paper's ramp and of about a million requests, with
@@ -384,7 +467,7 @@ pub fn document(results: &SimBenchResults) -> String {
     let _ = writeln!(out, "- Command: `{}`", results.command);
     let _ = writeln!(
         out,
-        "- Profile: `{}`; every policy of a scenario replays the same arrivals (seed 1). Policies: {}; baselines {}",
+        "- Profile: `{}`; every policy of a scenario replays the same arrivals (seed 1 in the main tables; the seed tally of each scenario replays it with seeds 1 to 10, 1 to 3 with --quick). Policies: {}; baselines {}",
         results.profile,
         POLICY_FILES.map(|f| format!("`{f}`")).join(", "),
         BASELINES.map(|b| format!("`{b}`")).join(", ")
@@ -444,6 +527,29 @@ pub fn document(results: &SimBenchResults) -> String {
                 yes(v.beats_straightline)
             );
         }
+        if let Some(first) = scenario.seeds.first() {
+            let _ = write!(
+                out,
+                "\nThe same scenario with seeds 1 to {}: in how many each target held, and the range of the ratios:\n\n| policy | failures ≤ 1% | p99 within SLO | cost < ½ Lambda-only | beats straightline | p99 ÷ straightline's | cost ÷ Lambda-only's |\n|---|---:|---:|---:|---:|---|---|\n",
+                first.seeds
+            );
+            for t in &scenario.seeds {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} of {n} | {} of {n} | {} of {n} | {} of {n} | {:.3} – {:.3} | {:.3} – {:.3} |",
+                    t.policy,
+                    t.failures_at_most_1_percent,
+                    t.p99_within_slo,
+                    t.under_half_lambda_cost,
+                    t.beats_straightline,
+                    t.p99_vs_straightline.0,
+                    t.p99_vs_straightline.1,
+                    t.cost_vs_lambda_only.0,
+                    t.cost_vs_lambda_only.1,
+                    n = t.seeds
+                );
+            }
+        }
         let _ = write!(
             out,
             "\n{}",
@@ -459,6 +565,31 @@ pub fn document(results: &SimBenchResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seed_tally_counts_the_targets_held_and_spans_the_ratios() {
+        let verdict = |beats: bool, slo: bool| Verdict {
+            policy: "balanced".into(),
+            failures_at_most_1_percent: true,
+            p99_within_slo: Some(slo),
+            slo_p99_ms: Some(250.0),
+            local_only_fails_20_percent: true,
+            under_half_lambda_cost: beats,
+            vs_straightline: Vec::new(),
+            beats_straightline: beats,
+        };
+        let mut tally = SeedTally::default();
+        tally.add(&verdict(true, true), 0.97, 0.47);
+        tally.add(&verdict(false, true), 1.01, 0.55);
+        tally.add(&verdict(true, false), 0.95, 0.46);
+        assert_eq!(tally.seeds, 3);
+        assert_eq!(tally.failures_at_most_1_percent, 3);
+        assert_eq!(tally.p99_within_slo, 2);
+        assert_eq!(tally.beats_straightline, 2);
+        assert_eq!(tally.under_half_lambda_cost, 2);
+        assert_eq!(tally.p99_vs_straightline, (0.95, 1.01));
+        assert_eq!(tally.cost_vs_lambda_only, (0.46, 0.55));
+    }
 
     #[test]
     fn comparisons_tolerate_small_differences() {

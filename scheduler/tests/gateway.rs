@@ -826,6 +826,7 @@ fn shipped_configs_parse() {
     for (file, xception_policy) in [
         ("config/straightline.toml", "straightline"),
         ("config/cost-aware.toml", "adaptive"),
+        ("config/balanced.toml", "adaptive"),
         ("config/latency-first.toml", "adaptive"),
     ] {
         let text = std::fs::read_to_string(workspace().join(file)).expect("readable");
