@@ -12,6 +12,16 @@ use switchyard_scheduler::config::WorkerSettings;
 use switchyard_scheduler::{Config, Gateway, telemetry};
 use switchyard_scheduler::{policy_check, sim};
 
+/// mimalloc instead of the system allocator: a request allocates and frees
+/// many small buffers (headers, tensors, labels) across threads, and glibc's
+/// malloc was 12% of the gateway's CPU at saturation. Measured here, this
+/// binary against the same one on glibc's allocator, 64 connections closed
+/// loop, alternating rounds: digits 1.13x the requests/s (4 rounds each);
+/// fashion_cnn, whose time is ONNX Runtime's, 1.03x (6 rounds, within the
+/// noise); at 200 requests/s the p50 did not move beyond the noise.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
