@@ -86,6 +86,15 @@ fn describe() {
         "switchyard_backend_ready",
         "1 when the backend takes requests"
     );
+    describe_gauge!(
+        "switchyard_container_seconds_total",
+        Unit::Seconds,
+        "Seconds of every worker container the pool created, creation to removal (cumulative)"
+    );
+    describe_gauge!(
+        "switchyard_container_cost_dollars_total",
+        "Estimated cost of the pool's container-seconds, dollars (cumulative)"
+    );
 }
 
 /// Sets up `tracing` output: human-readable or JSON lines, filtered by

@@ -413,6 +413,7 @@ async fn scales_up_under_load_and_down_when_idle() {
         return;
     };
     let scope = scope("scale");
+    let started = std::time::Instant::now();
     let gateway = TestGateway::start(&container_config(
         &scope,
         TEST_IMAGE,
@@ -461,6 +462,23 @@ async fn scales_up_under_load_and_down_when_idle() {
         metrics.contains("switchyard_container_cold_start_seconds"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("switchyard_container_cost_dollars_total"),
+        "{metrics}"
+    );
+    // The pool's cost: at least the one container that ran from the wait
+    // for readiness to now, at most the three it may have had all along.
+    let details = gateway.stats().await["backend_details"]["container"].clone();
+    let seconds = details["container_seconds"]
+        .as_f64()
+        .expect("container_seconds");
+    let cost = details["cost_dollars"].as_f64().expect("cost_dollars");
+    let lived = started.elapsed().as_secs_f64();
+    assert!(
+        seconds > 1.0 && seconds <= 3.0 * lived,
+        "{seconds} container-seconds in {lived} s"
+    );
+    assert!((cost - seconds * 0.0000125).abs() < 1e-9, "{details}");
     gateway.shutdown().await;
     assert!(containers(&docker, &scope).await.is_empty());
     assert_nothing_left(&docker).await;

@@ -59,7 +59,28 @@ pub struct ContainerFile {
     retry_interval_ms: u64,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    #[serde(default)]
+    pricing: PricingFile,
 }
+
+/// `[backends.container.pricing]`: what a running container costs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PricingFile {
+    container_second_dollars: f64,
+}
+
+impl Default for PricingFile {
+    fn default() -> Self {
+        Self {
+            container_second_dollars: DEFAULT_CONTAINER_SECOND_DOLLARS,
+        }
+    }
+}
+
+/// One container of one vCPU, per second: on-demand capacity at about
+/// $0.045 per vCPU-hour (the simulator's default profile uses the same).
+pub const DEFAULT_CONTAINER_SECOND_DOLLARS: f64 = 0.000_012_5;
 
 /// Client certificate files for a Docker engine reached over TCP + TLS.
 /// `Debug` does not show the paths.
@@ -220,6 +241,9 @@ pub struct ContainerConfig {
     pub retry_interval: Duration,
     /// Tries of one request on different containers when one fails mid-request.
     pub max_attempts: u32,
+    /// Price of one container for one second, from its creation to its
+    /// removal (the pool's cost in stats and metrics).
+    pub container_second_dollars: f64,
 }
 
 impl ContainerFile {
@@ -313,6 +337,13 @@ impl ContainerFile {
                 format!("is {}; it must be between 0.01 and 1024", self.cpus),
             ));
         }
+        let price = self.pricing.container_second_dollars;
+        if !(price.is_finite() && price >= 0.0) {
+            return Err(error(
+                "pricing.container_second_dollars",
+                format!("is {price}; it must be a price ≥ 0 (dollars per container-second)"),
+            ));
+        }
         let ms = Duration::from_millis;
         Ok(ContainerConfig {
             name: self.name,
@@ -337,6 +368,7 @@ impl ContainerFile {
             health_interval: ms(self.health_interval_ms),
             retry_interval: ms(self.retry_interval_ms),
             max_attempts: self.max_attempts,
+            container_second_dollars: price,
         })
     }
 }
@@ -423,6 +455,12 @@ mod tests {
         );
         assert_eq!(config.nano_cpus, 1_000_000_000);
         assert_eq!(config.memory_bytes, 1 << 30);
+        assert_eq!(
+            config.container_second_dollars,
+            DEFAULT_CONTAINER_SECOND_DOLLARS
+        );
+        let priced = validate("[pricing]\ncontainer_second_dollars = 0.00002").unwrap();
+        assert_eq!(priced.container_second_dollars, 0.00002);
     }
 
     #[test]
@@ -441,6 +479,11 @@ mod tests {
             ("cpus = 0.0", "cpus"),
             ("idle_timeout_ms = 0", "idle_timeout_ms"),
             ("bogus = 1", "bogus"),
+            (
+                "[pricing]\ncontainer_second_dollars = -1.0",
+                "pricing.container_second_dollars",
+            ),
+            ("[pricing]\nper_hour = 1.0", "pricing.per_hour"),
         ] {
             let error = validate(text).unwrap_err();
             assert_eq!(error.key, key, "{text}: {error}");

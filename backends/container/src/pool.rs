@@ -87,6 +87,11 @@ pub struct PoolStats {
     pub prewarm_floor: u64,
     /// The image this gateway runs, once known.
     pub image: Option<String>,
+    /// Seconds of every container this instance created, each from its
+    /// creation to its removal (a start and an idle container count).
+    pub container_seconds: f64,
+    /// What those cost at `pricing.container_second_dollars`.
+    pub cost_dollars: f64,
 }
 
 /// Cold starts kept for the percentiles in stats.
@@ -121,6 +126,39 @@ struct State {
     last_health_check: Instant,
     /// A pre-warm in force: keep at least this many containers until then.
     prewarm: Option<(usize, Instant)>,
+    /// Container-seconds of `created`, for the pool's cost.
+    uptime: ContainerTime,
+}
+
+/// Container-seconds of a changing set of containers: each counts from its
+/// creation to its removal, since that is the time it holds (and a cloud
+/// would bill) its CPU and memory, whether it serves or waits.
+#[derive(Debug, Clone, Copy)]
+struct ContainerTime {
+    live: usize,
+    seconds: f64,
+    since: Instant,
+}
+
+impl ContainerTime {
+    fn new(now: Instant) -> Self {
+        Self {
+            live: 0,
+            seconds: 0.0,
+            since: now,
+        }
+    }
+
+    /// `live` containers from `now` on.
+    fn set_live(&mut self, live: usize, now: Instant) {
+        self.seconds = self.seconds_at(now);
+        self.live = live;
+        self.since = self.since.max(now);
+    }
+
+    fn seconds_at(&self, now: Instant) -> f64 {
+        self.seconds + self.live as f64 * now.saturating_duration_since(self.since).as_secs_f64()
+    }
 }
 
 /// The container pool; shared by the backend, its supervisor and the tasks
@@ -205,6 +243,7 @@ impl Pool {
                 last_fully_used: now,
                 last_health_check: now,
                 prewarm: None,
+                uptime: ContainerTime::new(now),
             }),
             counters: Mutex::new(Counters {
                 cold_starts: 0,
@@ -557,14 +596,14 @@ impl Pool {
 
     pub fn stats(&self) -> PoolStats {
         let status = self.status();
-        let (image, prewarm_floor) = {
+        let (image, prewarm_floor, container_seconds) = {
             let state = lock(&self.state);
             let now = Instant::now();
             let floor = state
                 .prewarm
                 .filter(|&(_, until)| now < until)
                 .map_or(0, |(containers, _)| containers as u64);
-            (state.image.clone(), floor)
+            (state.image.clone(), floor, state.uptime.seconds_at(now))
         };
         let counters = lock(&self.counters);
         let mut sorted: Vec<f64> = counters.recent_cold_starts.iter().copied().collect();
@@ -588,6 +627,8 @@ impl Pool {
             prewarms: self.prewarms.load(Ordering::Relaxed),
             prewarm_floor,
             image,
+            container_seconds,
+            cost_dollars: container_seconds * self.config.container_second_dollars,
         }
     }
 
@@ -632,6 +673,18 @@ impl Pool {
         self.reap(&docker);
         self.check_health(&docker).await;
         self.scale(&docker);
+        self.publish_cost();
+    }
+
+    /// The pool's container-seconds and cost so far, as gauges (cumulative
+    /// dollars are not integers, so not a counter; as the Lambda backend's).
+    fn publish_cost(&self) {
+        let seconds = lock(&self.state).uptime.seconds_at(Instant::now());
+        let backend = self.config.name.clone();
+        metrics::gauge!("switchyard_container_seconds_total", "backend" => backend.clone())
+            .set(seconds);
+        metrics::gauge!("switchyard_container_cost_dollars_total", "backend" => backend)
+            .set(seconds * self.config.container_second_dollars);
     }
 
     /// Reaches the engine, removes orphans and ensures the image.
@@ -764,7 +817,10 @@ impl Pool {
     async fn remove(&self, docker: &Docker, id: &str) {
         match engine::remove(docker, id).await {
             Ok(()) => {
-                lock(&self.state).created.remove(id);
+                let mut state = lock(&self.state);
+                state.created.remove(id);
+                let live = state.created.len();
+                state.uptime.set_live(live, Instant::now());
             }
             Err(error) => {
                 tracing::warn!(backend = %self.config.name, %error, "cannot remove a container");
@@ -1008,7 +1064,12 @@ impl Pool {
             .await
             .map_err(|e| format!("cannot create container {name}: {e}"))?;
         let id = created.id;
-        lock(&self.state).created.insert(id.clone());
+        {
+            let mut state = lock(&self.state);
+            state.created.insert(id.clone());
+            let live = state.created.len();
+            state.uptime.set_live(live, Instant::now());
+        }
         let result = self.run_until_ready(docker, &id, &name, started).await;
         if result.is_err() {
             self.remove(docker, &id).await;
@@ -1244,6 +1305,23 @@ mod tests {
         });
         lock(&pool.state).workers.push(Arc::clone(&worker));
         (pool, worker)
+    }
+
+    #[test]
+    fn container_seconds_count_each_container_from_creation_to_removal() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut uptime = ContainerTime::new(t0);
+        uptime.set_live(1, at(1_000));
+        uptime.set_live(2, at(3_000));
+        assert!((uptime.seconds_at(at(4_000)) - 4.0).abs() < 1e-9);
+        uptime.set_live(1, at(5_000));
+        uptime.set_live(0, at(6_000));
+        // 1 s alone, 2 s of two, then one for 1 s: 2 + 4 + 1.
+        assert!((uptime.seconds_at(at(60_000)) - 7.0).abs() < 1e-9);
+        // An earlier instant than the last change adds nothing.
+        uptime.set_live(1, at(10_000));
+        assert!((uptime.seconds_at(at(9_000)) - 7.0).abs() < 1e-9);
     }
 
     #[tokio::test]
