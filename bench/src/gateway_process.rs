@@ -132,6 +132,23 @@ impl GatewayProcess {
         Ok(Endpoint::parse(&format!("http://{}", self.address), false)?)
     }
 
+    /// `GET /v2/switchyard/stats`, parsed.
+    pub async fn stats(&self, client: &HttpClient) -> Result<serde_json::Value, BenchError> {
+        let uri = self.endpoint()?.uri("/v2/switchyard/stats")?;
+        let unreadable = |e: &dyn std::fmt::Display| BenchError::Gateway(format!("no stats: {e}"));
+        let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+            .await
+            .map_err(|e| unreadable(&e))?
+            .map_err(|e| unreadable(&e))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreadable(&e))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| unreadable(&e))
+    }
+
     /// Waits until `GET /v2/health/ready` answers 200.
     pub async fn wait_ready(&mut self, client: &HttpClient) -> Result<(), BenchError> {
         let uri = self.endpoint()?.uri("/v2/health/ready")?;

@@ -47,8 +47,8 @@ use crate::gateway_process::GatewayProcess;
 use crate::local::progress;
 use crate::machine::{Machine, load_average, utc_now};
 use crate::paper_report::{
-    ModelResults, PaperResults, PlacementRun, Scale, SimReplay, median_from, saturation,
-    saturation_point, sim_buckets,
+    ModelResults, PaperResults, PlacementRun, Scale, SimReplay, backends_cost, median_from,
+    saturation, saturation_point, sim_buckets,
 };
 
 /// The container scope label and image name prefix of one benchmark: its
@@ -717,6 +717,13 @@ async fn measure(
     settings.keep_samples = true;
     let load_before = load_average();
     let recording = run(client, &target, &settings).await?;
+    let cost = match gateway.stats(client).await {
+        Ok(stats) => backends_cost(&stats),
+        Err(error) => {
+            progress(&format!("no cost for {}: {error}", placement.name()));
+            None
+        }
+    };
     tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(15)));
     drop(gateway);
     let samples = recording.recorder.samples().unwrap_or_default();
@@ -729,6 +736,7 @@ async fn measure(
         scale,
     );
     run.samples = Some(samples);
+    run.cost_dollars = cost;
     Ok(run)
 }
 

@@ -197,6 +197,11 @@ pub struct PlacementRun {
     pub served_by: Vec<(String, u64)>,
     /// The load generator's whole report (with its 1 s time series).
     pub report: Option<Report>,
+    /// What the paid tiers cost over the gateway's life for the run (its
+    /// warm-up included), as it estimates it (`cost_dollars` of each
+    /// backend in its stats: Lambda's billed invocations, the container
+    /// pool's container-seconds), `None` when the stats could not be read.
+    pub cost_dollars: Option<f64>,
     /// Every request (kept for the analysis, not written out).
     #[serde(skip)]
     pub samples: Option<Vec<Sample>>,
@@ -219,6 +224,7 @@ impl PlacementRun {
             saturation_bucket: None,
             served_by: Vec::new(),
             report: None,
+            cost_dollars: None,
             samples: None,
         }
     }
@@ -262,9 +268,23 @@ impl PlacementRun {
                 .filter(|(_, served)| *served > 0)
                 .collect(),
             report: Some(report),
+            cost_dollars: None,
             samples: None,
         }
     }
+}
+
+/// The cost the gateway's stats report: the sum of every backend's
+/// `cost_dollars` in `backend_details` (the local tier reports none).
+pub fn backends_cost(stats: &serde_json::Value) -> Option<f64> {
+    let details = stats.get("backend_details")?.as_object()?;
+    // A fold from +0: an empty f64 sum is -0, which prints as "-0".
+    Some(
+        details
+            .values()
+            .filter_map(|d| d.get("cost_dollars").and_then(serde_json::Value::as_f64))
+            .fold(0.0, |total, cost| total + cost),
+    )
 }
 
 fn median_and_p99(samples: &[Sample]) -> Option<(f64, f64)> {
@@ -376,13 +396,13 @@ fn served_shares(run: &PlacementRun) -> String {
 /// The summary table of one model's live runs.
 pub fn summary_table(model: &ModelResults) -> String {
     let mut out = String::from(
-        "| placement | requests | failed | p50 ms | p99 ms | starts failing at (bucket: offered/s, ≈ paper sessions/180 s) | served by (share of all requests) |\n|---|---:|---:|---:|---:|---|---|\n",
+        "| placement | requests | failed | p50 ms | p99 ms | cost | starts failing at (bucket: offered/s, ≈ paper sessions/180 s) | served by (share of all requests) |\n|---|---:|---:|---:|---:|---:|---|---|\n",
     );
     for run in &model.runs {
         if let Some(error) = &run.error {
             let _ = writeln!(
                 out,
-                "| {} | – | – | – | – | not run: {} | – |",
+                "| {} | – | – | – | – | – | not run: {} | – |",
                 run.placement,
                 error.replace('|', "/").lines().next().unwrap_or("")
             );
@@ -401,15 +421,19 @@ pub fn summary_table(model: &ModelResults) -> String {
             None => "never".into(),
         };
         let shares = served_shares(run);
+        let cost = run
+            .cost_dollars
+            .map_or_else(|| "–".to_owned(), |c| format!("${c:.6}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} ({}) | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
             run.placement,
             run.due,
             run.failed,
             percent(run.failure_rate),
             opt_ms(run.p50_ms),
             opt_ms(run.p99_ms),
+            cost,
             starts,
             shares
         );
@@ -872,6 +896,7 @@ pub fn document(
         "Every placement of a model ran back to back in this one run on the same ramp, so compare placements within a table; absolute times are context only.\n\
 - Placements: the release gateway, one process per run. `local-only`, `container-only` and `lambda-only` deploy one tier each, set up as `config/local-only.toml`, `config/container-only.toml` and `config/lambda-only.toml` (worker containers of 1 CPU each, 1 to 4 of them; Lambda reserved concurrency 4). `straightline` (`config/straightline.toml`, the paper's Algorithm 1: F = 7 requests/s for xception, 2,000/s for fashion_cnn) and `adaptive` (`config/cost-aware.toml`) place over all three tiers set up the same way. `adaptive` is `cost-aware.toml` rather than `latency-first.toml` because it is the adaptive (SLO- and cost-driven) policy for both models (p99 SLO 1,000 ms for xception, 50 ms otherwise), while `latency-first.toml` runs `least_loaded` for fashion_cnn; its SLO is also the one each bucket is judged by below.\n\
 - Lambda is the `cargo lambda` emulator on loopback with one function instance (the workspace's function binary) per unit of reserved concurrency, started before the runs (warm: no cold start in these numbers); containers are real Docker containers built and started by the gateway, one warm at the start.\n\
+- Cost: what the gateway's stats estimate the paid tiers cost over its life for the run, the warm-up included: Lambda's billed invocations at list prices, and the container pool's container-seconds (creation to removal, the warm one included) at $0.0000125 per container-second; the local tier counts as already paid for.\n\
 - Load: after a 1 s warm-up that is not counted (one request at a time, at most 20), open loop, constant spacing, single-image requests in binary tensors, latency from the intended send time (no coordinated omission), client and gateway deadline 10 s. A request fails when it gets no 2xx: refused (429), 5xx, timed out, or dropped by the client.\n\n",
     );
     out.push_str(
@@ -1135,8 +1160,25 @@ mod tests {
             buckets,
             served_by: vec![("local".into(), succeeded)],
             report: None,
+            cost_dollars: None,
             samples: None,
         }
+    }
+
+    #[test]
+    fn the_cost_sums_what_each_backend_reports() {
+        let stats = serde_json::json!({
+            "backend_details": {
+                "local": { "pools": [] },
+                "container": { "container_seconds": 40.0, "cost_dollars": 0.0005 },
+                "lambda": { "invocations": 10, "cost_dollars": 0.00002 }
+            }
+        });
+        let cost = backends_cost(&stats).unwrap();
+        assert!((cost - 0.00052).abs() < 1e-12, "{cost}");
+        assert_eq!(backends_cost(&serde_json::json!({})), None);
+        let none = backends_cost(&serde_json::json!({ "backend_details": {} })).unwrap();
+        assert!(none == 0.0 && none.is_sign_positive(), "{none}");
     }
 
     #[test]
