@@ -36,6 +36,21 @@ pub const INFERENCE_TIME_HEADER: &str = "switchyard-inference-time-us";
 /// Response header with the rows of the batch the request ran in.
 pub const BATCH_ROWS_HEADER: &str = "switchyard-batch-rows";
 
+/// The response headers above as header names, made once: inserting a
+/// header by a `&str` name parses and validates the name on every request.
+mod names {
+    use http::header::HeaderName;
+
+    pub const BACKEND: HeaderName = HeaderName::from_static(super::BACKEND_HEADER);
+    pub const PLACEMENT: HeaderName = HeaderName::from_static(super::PLACEMENT_HEADER);
+    pub const QUEUE_TIME: HeaderName = HeaderName::from_static(super::QUEUE_TIME_HEADER);
+    pub const INFERENCE_TIME: HeaderName = HeaderName::from_static(super::INFERENCE_TIME_HEADER);
+    pub const BATCH_ROWS: HeaderName = HeaderName::from_static(super::BATCH_ROWS_HEADER);
+    pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+    pub const BINARY_LENGTH: HeaderName =
+        HeaderName::from_static(switchyard_protocol::BINARY_HEADER_LENGTH);
+}
+
 /// The response body type of every route.
 pub type Body = Full<Bytes>;
 
@@ -69,7 +84,7 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
         );
     }
     if let Some(value) = error.backend().and_then(|b| HeaderValue::from_str(b).ok()) {
-        response.headers_mut().insert(BACKEND_HEADER, value);
+        response.headers_mut().insert(names::BACKEND, value);
     }
     response
 }
@@ -272,28 +287,28 @@ fn infer_response(
     };
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some(length) = body.json_length {
-        headers.insert(BINARY_HEADER_LENGTH, HeaderValue::from(length));
+        headers.insert(names::BINARY_LENGTH, HeaderValue::from(length));
     }
     let timing = served.timing;
     let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    headers.insert(QUEUE_TIME_HEADER, HeaderValue::from(micros(timing.queue)));
+    headers.insert(names::QUEUE_TIME, HeaderValue::from(micros(timing.queue)));
     headers.insert(
-        INFERENCE_TIME_HEADER,
+        names::INFERENCE_TIME,
         HeaderValue::from(micros(timing.compute)),
     );
-    headers.insert(BATCH_ROWS_HEADER, HeaderValue::from(timing.batch_rows));
+    headers.insert(names::BATCH_ROWS, HeaderValue::from(timing.batch_rows));
     if let Ok(value) = HeaderValue::from_str(&served.backend) {
-        headers.insert(BACKEND_HEADER, value);
+        headers.insert(names::BACKEND, value);
     }
     if let Ok(value) = HeaderValue::from_str(&served.placement) {
-        headers.insert(PLACEMENT_HEADER, value);
+        headers.insert(names::PLACEMENT, value);
     }
     if let Ok(value) = HeaderValue::from_str(&format!(
         "queue;dur={:.3}, infer;dur={:.3}",
         timing.queue.as_secs_f64() * 1000.0,
         timing.compute.as_secs_f64() * 1000.0
     )) {
-        headers.insert("server-timing", value);
+        headers.insert(names::SERVER_TIMING, value);
     }
     Ok(response)
 }
