@@ -35,6 +35,7 @@ help:
 	@echo "make bench-local   gateway vs raw ONNX Runtime benchmark (bench/)"
 	@echo "make bench-peers   gateway vs Flask, MLServer, Ray Serve and the raw loop (PEERS_ARGS=--quick)"
 	@echo "make bench-overhead  gateway added latency per backend vs direct, nginx, cold starts (OVERHEAD_ARGS=--quick)"
+	@echo "make bench-burst   the placements through Poisson bursts, live and simulated (BURST_ARGS=--quick)"
 
 $(VENV_STAMP): models/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -218,6 +219,16 @@ bench-overhead: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
 	target/release/switchyard-bench overhead $(OVERHEAD_ARGS); status=$$?; \
 	$(call remove_bench_scope,overhead); exit $$status
+
+# The five placements of bench-paper through Poisson bursts of xception
+# requests, live (the rates and durations scaled to this machine) and in the
+# simulator at full scale: bench/results/burst.{md,json}. About 5 minutes;
+# `make bench-burst BURST_ARGS=--quick` takes under one.
+.PHONY: bench-burst
+bench-burst: setup
+	$(CARGO) build --release --locked $(BENCH_BUILD)
+	target/release/switchyard-bench burst $(BURST_ARGS); status=$$?; \
+	$(call remove_bench_scope,burst); exit $$status
 
 # The placement policies side by side with the single-tier baselines in the
 # simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.

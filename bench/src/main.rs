@@ -9,8 +9,10 @@
 //! experiments, scaled to this machine, beside the simulator's replay at
 //! full scale (`make bench-paper`); `overhead` measures what the gateway
 //! adds in front of each backend against going direct, and cold starts
-//! (`make bench-overhead`).
+//! (`make bench-overhead`); `burst` runs the placements through Poisson
+//! bursts, live and in the simulator (`make bench-burst`).
 
+mod burst;
 mod error;
 mod gateway_process;
 mod loadgen_wrk;
@@ -133,6 +135,29 @@ enum BenchCommand {
         /// run rewrites.
         #[arg(long, default_value = "bench/README.md")]
         readme: PathBuf,
+    },
+    /// The placements side by side through Poisson bursts of xception
+    /// requests, live (one gateway per placement, real containers, the
+    /// Lambda emulator) and in the simulator at full scale. About 5
+    /// minutes (`--quick`: < 1).
+    Burst {
+        /// Local-only and Lambda-only over 20 s.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for burst.md and burst.json (a quick or partial run
+        /// writes burst-quick.* / burst-partial.*).
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// The gateway binary (default: `switchyard` beside this executable).
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// The simulator profile (default: config/profiles/default.toml).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Only this placement (repeat for more): local-only,
+        /// container-only, lambda-only, straightline, adaptive.
+        #[arg(long)]
+        placement: Vec<String>,
     },
     /// What the gateway adds in front of each backend (local, container,
     /// Lambda) against going direct in the same run, nginx beside it, at
@@ -346,6 +371,35 @@ fn main() -> ExitCode {
                     command,
                 };
                 paper_bench(&options, &out, &readme)
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        BenchCommand::Burst {
+            quick,
+            out,
+            gateway_bin,
+            profile,
+            placement,
+        } => {
+            let run = || -> Result<(), BenchError> {
+                let partial = !placement.is_empty();
+                let options = burst::BurstOptions {
+                    quick,
+                    gateway_bin: gateway_binary(gateway_bin)?,
+                    profile,
+                    placements: placement,
+                    command,
+                };
+                let name = match (quick, partial) {
+                    (true, _) => "burst-quick",
+                    (false, true) => "burst-partial",
+                    (false, false) => "burst",
+                };
+                let results = burst::run_burst(&options)?;
+                publish(&out, name, &results, &burst::document(&results), None)
             };
             match run() {
                 Ok(()) => ExitCode::SUCCESS,

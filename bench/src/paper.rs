@@ -37,7 +37,8 @@ use switchyard_backend_container::bollard::query_parameters::{
 use switchyard_backend_container::engine;
 use switchyard_backend_lambda::emulator::{ChildProcess, LocalEmulator, function_binary};
 use switchyard_loadgen::{
-    HttpClient, Load, PayloadSpec, Phase, Phases, Process, RunSettings, Target, http_client, run,
+    HttpClient, Load, PayloadSpec, Phase, Phases, Process, Recording, RunSettings, Target,
+    http_client, run,
 };
 use switchyard_scheduler::sim::report::{Bucket, LatencyMs, SimReport};
 use switchyard_scheduler::sim::{PolicyRun, Profile, SimOptions, SimOutput};
@@ -67,11 +68,11 @@ const PAPER_SCOPE: ContainerScope = ContainerScope {
 /// Per-request deadline, client and gateway: 10 x xception's SLO.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between two gateway runs, so one run's tail does not load the next.
-const SETTLE: Duration = Duration::from_secs(2);
+pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 /// Warm-up before each ramp: one request at a time, at most 20.
 const WARM_UP: Duration = Duration::from_secs(1);
 /// The policy file of the `adaptive` placement.
-const ADAPTIVE_POLICY: &str = "config/cost-aware.toml";
+pub(crate) const ADAPTIVE_POLICY: &str = "config/cost-aware.toml";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -130,7 +131,7 @@ impl Placement {
         !matches!(self, Placement::ContainerOnly | Placement::LambdaOnly)
     }
 
-    fn uses_container(self) -> bool {
+    pub(crate) fn uses_container(self) -> bool {
         !matches!(self, Placement::LocalOnly | Placement::LambdaOnly)
     }
 
@@ -139,7 +140,7 @@ impl Placement {
     }
 
     /// The same placement in the simulator.
-    fn sim_run(self, profile: &Profile) -> Result<PolicyRun, BenchError> {
+    pub(crate) fn sim_run(self, profile: &Profile) -> Result<PolicyRun, BenchError> {
         let mut run = match self {
             Placement::LocalOnly => PolicyRun::from_spec("static:local", profile),
             Placement::ContainerOnly => PolicyRun::from_spec("static:container", profile),
@@ -181,16 +182,30 @@ fn scales(quick: bool) -> Vec<Scale> {
 }
 
 fn placements(options: &PaperOptions) -> Result<Vec<Placement>, BenchError> {
-    let chosen: Vec<Placement> = if options.placements.is_empty() {
+    let quick = [Placement::LocalOnly, Placement::LambdaOnly];
+    chosen_placements(
+        &options.placements,
         if options.quick {
-            vec![Placement::LocalOnly, Placement::LambdaOnly]
+            &quick
         } else {
-            Placement::ALL.to_vec()
-        }
-    } else {
-        let mut chosen = Vec::new();
-        for name in &options.placements {
-            let placement = Placement::ALL
+            &Placement::ALL
+        },
+    )
+}
+
+/// The placements `names` asks for (`--placement`), or `default` when it
+/// names none.
+pub(crate) fn chosen_placements(
+    names: &[String],
+    default: &[Placement],
+) -> Result<Vec<Placement>, BenchError> {
+    if names.is_empty() {
+        return Ok(default.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            Placement::ALL
                 .into_iter()
                 .find(|p| p.name() == name)
                 .ok_or_else(|| {
@@ -198,12 +213,9 @@ fn placements(options: &PaperOptions) -> Result<Vec<Placement>, BenchError> {
                         "--placement {name}: not one of {}",
                         Placement::ALL.map(Placement::name).join(", ")
                     ))
-                })?;
-            chosen.push(placement);
-        }
-        chosen
-    };
-    Ok(chosen)
+                })
+        })
+        .collect()
 }
 
 fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BenchError {
@@ -640,41 +652,111 @@ async fn run_placement(
     placement: Placement,
     scale: &Scale,
 ) -> Result<PlacementRun, BenchError> {
+    let phases = Phases::new(vec![Phase::ramp(
+        format!(
+            "paper ramp x{} over {:.0} s",
+            scale.rate_factor, scale.ramp_s
+        ),
+        Duration::from_secs_f64(scale.ramp_s),
+        scale.from_per_s,
+        scale.to_per_s,
+    )])?;
+    let schedule = Schedule {
+        model: &scale.model,
+        phases,
+        process: Process::Constant,
+        containers: PAPER_SCOPE,
+    };
+    let driven = drive(
+        &options.gateway_bin,
+        root,
+        client,
+        lambda,
+        placement,
+        &schedule,
+    )
+    .await?;
+    let samples = driven.recording.recorder.samples().unwrap_or_default();
+    let mut run = PlacementRun::measured(
+        placement.name(),
+        driven.load_before,
+        &samples,
+        driven.recording.recorder.backend_names(),
+        driven.recording.report,
+        scale,
+    );
+    run.samples = Some(samples);
+    run.cost_dollars = driven.cost_dollars;
+    Ok(run)
+}
+
+/// What one live run offers: a model, its arrival phases and process, and
+/// the container scope its gateway's containers take.
+pub(crate) struct Schedule<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) phases: Phases,
+    pub(crate) process: Process,
+    pub(crate) containers: ContainerScope,
+}
+
+/// A finished live run of one placement.
+pub(crate) struct Driven {
+    /// `/proc/loadavg` just before the load started.
+    pub(crate) load_before: String,
+    /// Every request kept (samples) and the load generator's report.
+    pub(crate) recording: Recording,
+    /// The paid tiers' cost over the gateway's life, from its stats.
+    pub(crate) cost_dollars: Option<f64>,
+}
+
+/// Runs `placement` live: a gateway set up as [`gateway_config`] says (the
+/// Lambda tier's instances started for the model first), a short warm-up,
+/// then `schedule`'s phases, open loop; its cost read from the gateway's
+/// stats before it is stopped.
+pub(crate) async fn drive(
+    gateway_bin: &Path,
+    root: &Path,
+    client: &HttpClient,
+    lambda: &mut LambdaTier,
+    placement: Placement,
+    schedule: &Schedule<'_>,
+) -> Result<Driven, BenchError> {
     let lambda_endpoint = if placement.uses_lambda() {
-        Some(lambda.ready_for(root, &scale.model)?)
+        Some(lambda.ready_for(root, schedule.model)?)
     } else {
         None
     };
     let text = gateway_config(
         placement,
         &Tiers {
-            model: &scale.model,
-            gateway_bin: &options.gateway_bin,
+            model: schedule.model,
+            gateway_bin,
             lambda_endpoint: lambda_endpoint.as_deref(),
-            containers: PAPER_SCOPE,
+            containers: schedule.containers,
         },
     )?;
     let config_path = std::env::temp_dir().join(format!(
-        "switchyard-paper-{}-{}.toml",
+        "switchyard-{}-{}-{}.toml",
+        schedule.containers.scope,
         std::process::id(),
         placement.name()
     ));
     std::fs::write(&config_path, text)
         .map_err(io_error("cannot write the gateway config", &config_path))?;
-    let result = measure(options, client, &config_path, placement, scale).await;
+    let result = measure(gateway_bin, client, &config_path, placement, schedule).await;
     let _ = std::fs::remove_file(&config_path);
     result
 }
 
 async fn measure(
-    options: &PaperOptions,
+    gateway_bin: &Path,
     client: &HttpClient,
     config_path: &Path,
     placement: Placement,
-    scale: &Scale,
-) -> Result<PlacementRun, BenchError> {
+    schedule: &Schedule<'_>,
+) -> Result<Driven, BenchError> {
     let mut gateway = tokio::task::block_in_place(|| {
-        GatewayProcess::start_with_config(&options.gateway_bin, config_path)
+        GatewayProcess::start_with_config(gateway_bin, config_path)
     })?;
     gateway.wait_ready(client).await?;
     let payload = PayloadSpec {
@@ -685,9 +767,9 @@ async fn measure(
         seed: 7,
     };
     let target =
-        Arc::new(Target::prepare(client, gateway.endpoint()?, &scale.model, &payload).await?);
+        Arc::new(Target::prepare(client, gateway.endpoint()?, schedule.model, &payload).await?);
     // A short warm-up, not counted: ONNX Runtime's first run of a session
-    // is slow, and the ramp's first bucket holds only a few requests.
+    // is slow, and a schedule's first seconds hold only a few requests.
     let mut warm_up = RunSettings::new(
         Load::Closed {
             concurrency: 1,
@@ -697,19 +779,10 @@ async fn measure(
     );
     warm_up.max_requests = Some(20);
     run(client, &target, &warm_up).await?;
-    let phases = Phases::new(vec![Phase::ramp(
-        format!(
-            "paper ramp x{} over {:.0} s",
-            scale.rate_factor, scale.ramp_s
-        ),
-        Duration::from_secs_f64(scale.ramp_s),
-        scale.from_per_s,
-        scale.to_per_s,
-    )])?;
     let mut settings = RunSettings::new(
         Load::Open {
-            phases,
-            process: Process::Constant,
+            phases: schedule.phases.clone(),
+            process: schedule.process,
             max_in_flight: 1024,
         },
         REQUEST_TIMEOUT,
@@ -717,7 +790,7 @@ async fn measure(
     settings.keep_samples = true;
     let load_before = load_average();
     let recording = run(client, &target, &settings).await?;
-    let cost = match gateway.stats(client).await {
+    let cost_dollars = match gateway.stats(client).await {
         Ok(stats) => backends_cost(&stats),
         Err(error) => {
             progress(&format!("no cost for {}: {error}", placement.name()));
@@ -726,18 +799,11 @@ async fn measure(
     };
     tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(15)));
     drop(gateway);
-    let samples = recording.recorder.samples().unwrap_or_default();
-    let mut run = PlacementRun::measured(
-        placement.name(),
+    Ok(Driven {
         load_before,
-        &samples,
-        recording.recorder.backend_names(),
-        recording.report,
-        scale,
-    );
-    run.samples = Some(samples);
-    run.cost_dollars = cost;
-    Ok(run)
+        recording,
+        cost_dollars,
+    })
 }
 
 /// The simulator's replay of the paper's ramp at full scale for the same

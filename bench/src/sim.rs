@@ -41,13 +41,23 @@ struct Scenario {
 /// two bursts, the second beyond what Lambda's reserved concurrency alone
 /// can carry.
 fn burst_phases() -> Result<Phases, BenchError> {
-    let s = Duration::from_secs;
+    scaled_burst_phases(1.0, 1.0)
+}
+
+/// [`burst_phases`] with every rate times `rate_factor` and every phase
+/// `time_factor` as long (the live burst bench fits it to this machine).
+pub(crate) fn scaled_burst_phases(
+    rate_factor: f64,
+    time_factor: f64,
+) -> Result<Phases, BenchError> {
+    let s = |seconds: f64| Duration::from_secs_f64(seconds * time_factor);
+    let r = |rate: f64| rate * rate_factor;
     Ok(Phases::new(vec![
-        Phase::rate("quiet", s(60), 5.0),
-        Phase::rate("burst 60/s", s(30), 60.0),
-        Phase::rate("quiet", s(60), 5.0),
-        Phase::rate("burst 120/s", s(20), 120.0),
-        Phase::rate("quiet", s(30), 5.0),
+        Phase::rate("quiet", s(60.0), r(5.0)),
+        Phase::rate("burst 1", s(30.0), r(60.0)),
+        Phase::rate("quiet", s(60.0), r(5.0)),
+        Phase::rate("burst 2", s(20.0), r(120.0)),
+        Phase::rate("quiet", s(30.0), r(5.0)),
     ])?)
 }
 
@@ -371,10 +381,39 @@ fn compare(ours: f64, theirs: f64, absolute: f64) -> &'static str {
     }
 }
 
+/// What the targets judge of one run, live or simulated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunOutcome<'a> {
+    pub(crate) label: &'a str,
+    pub(crate) failure_rate: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) cost_dollars: f64,
+}
+
 fn verdicts(
     runs: &[SimReport],
     profile: &Profile,
     model: &str,
+) -> Result<Vec<Verdict>, BenchError> {
+    let outcomes: Vec<RunOutcome<'_>> = runs
+        .iter()
+        .map(|r| RunOutcome {
+            label: &r.label,
+            failure_rate: r.failure_rate,
+            p99_ms: r.latency_ms.p99,
+            cost_dollars: r.cost_dollars,
+        })
+        .collect();
+    judge(&outcomes, |label| slo_of(label, profile, model))
+}
+
+/// Each policy run (not a `*-only` baseline, not straightline) against the
+/// issue's targets; `slo` gives a run's p99 SLO for the model, if it has
+/// one. Empty without the straightline, local-only and Lambda-only runs
+/// to compare with.
+pub(crate) fn judge(
+    runs: &[RunOutcome<'_>],
+    slo: impl Fn(&str) -> Result<Option<f64>, BenchError>,
 ) -> Result<Vec<Verdict>, BenchError> {
     let find = |label: &str| runs.iter().find(|r| r.label == label);
     let (Some(straightline), Some(local), Some(lambda)) = (
@@ -389,7 +428,7 @@ fn verdicts(
         .iter()
         .filter(|r| !r.label.ends_with("-only") && r.label != "straightline")
     {
-        let slo = slo_of(&run.label, profile, model)?;
+        let slo = slo(run.label)?;
         let vs_straightline = vec![
             (
                 "failure rate".to_owned(),
@@ -397,7 +436,7 @@ fn verdicts(
             ),
             (
                 "p99".to_owned(),
-                compare(run.latency_ms.p99, straightline.latency_ms.p99, 0.0),
+                compare(run.p99_ms, straightline.p99_ms, 0.0),
             ),
             (
                 "cost".to_owned(),
@@ -413,9 +452,9 @@ fn verdicts(
             .filter(|(_, v)| *v == "worse")
             .count();
         verdicts.push(Verdict {
-            policy: run.label.clone(),
+            policy: run.label.to_owned(),
             failures_at_most_1_percent: run.failure_rate <= 0.01,
-            p99_within_slo: slo.map(|slo| run.latency_ms.p99 <= slo),
+            p99_within_slo: slo.map(|slo| run.p99_ms <= slo),
             slo_p99_ms: slo,
             local_only_fails_20_percent: local.failure_rate >= 0.2,
             under_half_lambda_cost: run.cost_dollars < 0.5 * lambda.cost_dollars,
@@ -447,6 +486,42 @@ fn slo_of(label: &str, profile: &Profile, model: &str) -> Result<Option<f64>, Be
         }
         _ => None,
     })
+}
+
+/// The targets table of `verdicts`, with its heading line.
+pub(crate) fn verdict_table(verdicts: &[Verdict]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "Against the issue's targets (ties within 2%, or 0.1 point of failure rate):\n\n| policy | failures ≤ 1% | p99 within SLO | local-only fails ≥ 20% here | cost < ½ Lambda-only | vs straightline (failure, p99, cost) | beats straightline on two, loses on none |\n|---|---|---|---|---|---|---|\n",
+    );
+    for v in verdicts {
+        let slo = match (v.p99_within_slo, v.slo_p99_ms) {
+            (Some(ok), Some(slo)) => format!("{} (SLO {slo:.0} ms)", yes(ok)),
+            _ => "no SLO".into(),
+        };
+        let versus = v
+            .vs_straightline
+            .iter()
+            .map(|(_, r)| *r)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            v.policy,
+            yes(v.failures_at_most_1_percent),
+            slo,
+            if v.local_only_fails_20_percent {
+                "yes"
+            } else {
+                "no"
+            },
+            yes(v.under_half_lambda_cost),
+            versus,
+            yes(v.beats_straightline)
+        );
+    }
+    out
 }
 
 fn yes(ok: bool) -> &'static str {
@@ -499,34 +574,8 @@ pub fn document(results: &SimBenchResults) -> String {
             scenario.name,
             switchyard_scheduler::sim::report::summary_table(&scenario.output.runs)
         );
-        out.push_str("\nAgainst the issue's targets (ties within 2%, or 0.1 point of failure rate):\n\n| policy | failures ≤ 1% | p99 within SLO | local-only fails ≥ 20% here | cost < ½ Lambda-only | vs straightline (failure, p99, cost) | beats straightline on two, loses on none |\n|---|---|---|---|---|---|---|\n");
-        for v in &scenario.verdicts {
-            let slo = match (v.p99_within_slo, v.slo_p99_ms) {
-                (Some(ok), Some(slo)) => format!("{} (SLO {slo:.0} ms)", yes(ok)),
-                _ => "no SLO".into(),
-            };
-            let versus = v
-                .vs_straightline
-                .iter()
-                .map(|(_, r)| *r)
-                .collect::<Vec<_>>()
-                .join(", ");
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                v.policy,
-                yes(v.failures_at_most_1_percent),
-                slo,
-                if v.local_only_fails_20_percent {
-                    "yes"
-                } else {
-                    "no"
-                },
-                yes(v.under_half_lambda_cost),
-                versus,
-                yes(v.beats_straightline)
-            );
-        }
+        out.push('\n');
+        out.push_str(&verdict_table(&scenario.verdicts));
         if let Some(first) = scenario.seeds.first() {
             let _ = write!(
                 out,

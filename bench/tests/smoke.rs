@@ -2,7 +2,8 @@
 //! (the simulator only) and `paper --quick` (the release gateway on its
 //! local and Lambda tiers through the emulator, a 12 s ramp), and
 //! `overhead --quick --backend local` (the gateway against the raw ONNX
-//! Runtime call and the HTTP floor, a few seconds). They check
+//! Runtime call and the HTTP floor, a few seconds), and `burst --quick`
+//! (local-only and Lambda-only through 20 s of Poisson bursts). They check
 //! that each command finishes and writes its table and JSON; no timing is
 //! asserted (the numbers of a run on a busy machine mean little).
 //!
@@ -93,4 +94,33 @@ fn overhead_quick_measures_the_local_paths_against_their_baselines() {
         serde_json::from_str(&read(&out.path().join("overhead-quick.json")))
             .expect("overhead-quick.json parses");
     assert_eq!(json["sections"][0]["backend"], "local");
+}
+
+#[test]
+fn burst_quick_runs_the_bursts_live_and_in_the_simulator() {
+    let out = tempfile::tempdir().expect("temp dir");
+    bench(&["burst", "--quick"], out.path());
+    let table = read(&out.path().join("burst-quick.md"));
+    let (live, simulated) = table
+        .split_once("## Simulated at full scale")
+        .expect("a live and a simulated section");
+    for placement in ["| local-only | ", "| lambda-only | "] {
+        assert!(
+            live.contains(placement),
+            "no live {placement} row:\n{table}"
+        );
+        assert!(
+            simulated.contains(placement),
+            "no simulated {placement} row:\n{table}"
+        );
+    }
+    assert!(live.contains("| 4 burst 2 |"), "no phase rows:\n{table}");
+    let json: serde_json::Value = serde_json::from_str(&read(&out.path().join("burst-quick.json")))
+        .expect("burst-quick.json parses");
+    let runs = json["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert!(run["error"].is_null(), "{run}");
+        assert!(run["due"].as_u64() > Some(0), "{run}");
+    }
 }
