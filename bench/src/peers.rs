@@ -152,7 +152,8 @@ impl Plan {
                 min_rate: 10.0,
                 refine_steps: if quick { 1 } else { 3 },
                 tolerance: 0.05,
-                max_steps: if quick { 4 } else { 12 },
+                max_steps: if quick { 4 } else { 16 },
+                confirm_failures: !quick,
             },
             step_s: if quick { 0.8 } else { 2.5 },
             warmup_s: if quick { 0.3 } else { 1.0 },
@@ -1132,12 +1133,17 @@ pub fn tables(results: &PeersResults) -> String {
     let _ = writeln!(out, "- Client: {}", results.client);
     let _ = writeln!(
         out,
-        "- Search: steps of {} s, from {}/s ×{} while p99 ≤ {} ms with no error, then {} bisection(s); at most {} steps; {} s warm-up per server and model; after a failed step, a wait until {} requests at {}/s pass again (at most {} s); no step starts more than {} s after the first server's start",
+        "- Search: steps of {} s, from {}/s ×{} while p99 ≤ {} ms with no error, then {} bisection(s); {}at most {} steps; {} s warm-up per server and model; after a failed step, a wait until {} requests at {}/s pass again (at most {} s); no step starts more than {} s after the first server's start",
         plan.step_s,
         plan.search.start_rate,
         plan.search.growth,
         plan.p99_limit_us / 1000,
         plan.search.refine_steps,
+        if plan.search.confirm_failures {
+            "a failed step is run again at the same rate and counts as failed only if it fails twice (one stall of the shared machine can put a step's p99 over the limit); "
+        } else {
+            ""
+        },
         plan.search.max_steps,
         plan.warmup_s,
         3,

@@ -7,7 +7,11 @@
 //! The search grows the rate geometrically from `start` while steps pass,
 //! shrinks it from `start` while they fail, and once it has a passing rate
 //! below a failing one, bisects the bracket (geometric midpoint) a few
-//! times. It never takes more than `max_steps` steps.
+//! times. With `confirm_failures`, a failing step is run once more at the
+//! same rate and counts as failed only if it fails again: a step's p99 is
+//! its slowest 1%, and on a shared machine one stall of the host can put
+//! it over the limit at a rate the server carries. It never takes more
+//! than `max_steps` steps.
 
 use std::future::Future;
 
@@ -30,6 +34,8 @@ pub struct SearchPlan {
     pub tolerance: f64,
     /// Steps at most, whatever happens.
     pub max_steps: usize,
+    /// Run a failing step again before taking it as failed.
+    pub confirm_failures: bool,
 }
 
 /// Whether a step meets the limit: something succeeded, nothing failed
@@ -47,6 +53,8 @@ pub struct RateSearch {
     lowest_fail: Option<f64>,
     steps: usize,
     refined: usize,
+    /// A rate that failed once and is to be tried again.
+    unconfirmed: Option<f64>,
 }
 
 impl RateSearch {
@@ -57,6 +65,7 @@ impl RateSearch {
             lowest_fail: None,
             steps: 0,
             refined: 0,
+            unconfirmed: None,
         }
     }
 
@@ -65,6 +74,9 @@ impl RateSearch {
         let plan = &self.plan;
         if self.steps >= plan.max_steps || plan.growth <= 1.0 {
             return None;
+        }
+        if let Some(rate) = self.unconfirmed {
+            return Some(rate);
         }
         match (self.best_pass, self.lowest_fail) {
             (None, None) => Some(plan.start_rate.clamp(plan.min_rate, plan.max_rate)),
@@ -95,6 +107,12 @@ impl RateSearch {
 
     /// Records the outcome of a step at `rate`.
     pub fn record(&mut self, rate: f64, passed: bool) {
+        if !passed && self.plan.confirm_failures && self.unconfirmed != Some(rate) {
+            self.steps += 1;
+            self.unconfirmed = Some(rate);
+            return;
+        }
+        self.unconfirmed = None;
         if self.best_pass.is_some() && self.lowest_fail.is_some() {
             self.refined += 1;
         }
@@ -162,11 +180,12 @@ mod tests {
             refine_steps: 3,
             tolerance: 0.05,
             max_steps: 20,
+            confirm_failures: false,
         }
     }
 
     /// Runs the search against a server described by `p99_and_errors`.
-    fn search(plan: &SearchPlan, p99_and_errors: impl Fn(f64) -> (u64, u64)) -> Vec<Fake> {
+    fn search(plan: &SearchPlan, mut p99_and_errors: impl FnMut(f64) -> (u64, u64)) -> Vec<Fake> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -219,6 +238,49 @@ mod tests {
             "{best}"
         );
         assert_eq!(steps.len(), 5 + 3);
+    }
+
+    #[test]
+    fn a_failure_that_does_not_repeat_does_not_end_the_climb() {
+        let confirming = SearchPlan {
+            confirm_failures: true,
+            ..plan()
+        };
+        // Fails the first time at 400/s only (one stall), and for good
+        // above 1,500/s.
+        let mut stalled = false;
+        let steps = search(&confirming, move |rate| {
+            if rate == 400.0 && !stalled {
+                stalled = true;
+                (200_000, 0)
+            } else if rate <= 1_500.0 {
+                (5_000, 0)
+            } else {
+                (200_000, 0)
+            }
+        });
+        let rates: Vec<f64> = steps.iter().map(|s| s.rate).collect();
+        // 400 again after its failure, then on; 1,600 fails twice.
+        assert_eq!(
+            &rates[..7],
+            &[100.0, 200.0, 400.0, 400.0, 800.0, 1_600.0, 1_600.0]
+        );
+        let found = best(&steps).unwrap();
+        assert!(
+            found <= 1_500.0 && found > 1_500.0 / 2f64.powf(1.0 / 8.0),
+            "{found}"
+        );
+        // Without confirmation the stall at 400/s decides.
+        let mut stalled = false;
+        let once = search(&plan(), move |rate| {
+            if rate == 400.0 && !stalled {
+                stalled = true;
+                (200_000, 0)
+            } else {
+                (5_000, 0)
+            }
+        });
+        assert!(best(&once).unwrap() < 400.0);
     }
 
     #[test]
