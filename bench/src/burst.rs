@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use switchyard_loadgen::{Process, Report, http_client};
-use switchyard_scheduler::sim::{Profile, SimOptions, SimOutput};
+use switchyard_scheduler::sim::{SimOptions, SimOutput};
 
 use crate::error::BenchError;
 use crate::local::progress;
@@ -31,7 +31,7 @@ use crate::paper::{
     ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, SETTLE, Schedule, chosen_placements,
     drive, remove_containers, run_scoped,
 };
-use crate::sim::{RunOutcome, Verdict, judge, scaled_burst_phases, verdict_table};
+use crate::sim::{RunOutcome, Verdict, judge, load_profile, scaled_burst_phases, verdict_table};
 
 /// This benchmark's containers and images.
 const BURST_SCOPE: ContainerScope = ContainerScope {
@@ -331,16 +331,7 @@ fn sim_replay(
     placements: &[Placement],
     slo: Option<f64>,
 ) -> Result<SimReplay, BenchError> {
-    let (profile, name) = match &options.profile {
-        Some(path) => (
-            Profile::load(path).map_err(|e| BenchError::Other(e.to_string()))?,
-            path.display().to_string(),
-        ),
-        None => (
-            Profile::default_profile().map_err(|e| BenchError::Other(e.to_string()))?,
-            "config/profiles/default.toml".to_owned(),
-        ),
-    };
+    let (profile, name) = load_profile(options.profile.as_deref())?;
     let policies = placements
         .iter()
         .map(|p| p.sim_run(&profile))
@@ -358,16 +349,7 @@ fn sim_replay(
     }
     .run()
     .map_err(|e| BenchError::Other(e.to_string()))?;
-    let outcomes: Vec<RunOutcome<'_>> = output
-        .runs
-        .iter()
-        .map(|r| RunOutcome {
-            label: &r.label,
-            failure_rate: r.failure_rate,
-            p99_ms: r.latency_ms.p99,
-            cost_dollars: r.cost_dollars,
-        })
-        .collect();
+    let outcomes: Vec<RunOutcome<'_>> = output.runs.iter().map(RunOutcome::simulated).collect();
     let verdicts = judge(&outcomes, |label| {
         Ok((label == Placement::Adaptive.name())
             .then_some(slo)

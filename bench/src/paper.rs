@@ -51,6 +51,7 @@ use crate::paper_report::{
     ModelResults, PaperResults, PlacementRun, Scale, SimReplay, backends_cost, median_from,
     saturation, saturation_point, sim_buckets,
 };
+use crate::sim::load_profile;
 
 /// The container scope label and image name prefix of one benchmark: its
 /// clean-up removes exactly these, and nothing of another user's.
@@ -539,16 +540,7 @@ async fn paper_async(
     let started = Instant::now();
     let machine = Machine::describe();
     let placements = placements(options)?;
-    let (profile, profile_name) = match &options.profile {
-        Some(path) => (
-            Profile::load(path).map_err(|e| BenchError::Other(e.to_string()))?,
-            path.display().to_string(),
-        ),
-        None => (
-            Profile::default_profile().map_err(|e| BenchError::Other(e.to_string()))?,
-            "config/profiles/default.toml".to_owned(),
-        ),
-    };
+    let (profile, profile_name) = load_profile(options.profile.as_deref())?;
     if placements.iter().any(|p| p.uses_container()) {
         match docker {
             Some(docker) => {

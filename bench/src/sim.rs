@@ -186,10 +186,10 @@ fn options(profile: &Profile, runs: Vec<PolicyRun>, scenario: &Scenario, seed: u
     }
 }
 
-/// Runs the benchmark and writes its files.
-pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, BenchError> {
-    let machine = Machine::describe();
-    let (profile, profile_name) = match &options_in.profile {
+/// The simulator profile at `path`, or the built-in default, with the name
+/// the reports give it.
+pub(crate) fn load_profile(path: Option<&Path>) -> Result<(Profile, String), BenchError> {
+    Ok(match path {
         Some(path) => (
             Profile::load(path).map_err(|e| BenchError::Other(e.to_string()))?,
             path.display().to_string(),
@@ -198,7 +198,13 @@ pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, Be
             Profile::default_profile().map_err(|e| BenchError::Other(e.to_string()))?,
             "config/profiles/default.toml".to_owned(),
         ),
-    };
+    })
+}
+
+/// Runs the benchmark and writes its files.
+pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, BenchError> {
+    let machine = Machine::describe();
+    let (profile, profile_name) = load_profile(options_in.profile.as_deref())?;
     let mut scenarios = vec![
         Scenario {
             name: "paper",
@@ -395,16 +401,20 @@ fn verdicts(
     profile: &Profile,
     model: &str,
 ) -> Result<Vec<Verdict>, BenchError> {
-    let outcomes: Vec<RunOutcome<'_>> = runs
-        .iter()
-        .map(|r| RunOutcome {
-            label: &r.label,
-            failure_rate: r.failure_rate,
-            p99_ms: r.latency_ms.p99,
-            cost_dollars: r.cost_dollars,
-        })
-        .collect();
+    let outcomes: Vec<RunOutcome<'_>> = runs.iter().map(RunOutcome::simulated).collect();
     judge(&outcomes, |label| slo_of(label, profile, model))
+}
+
+impl<'a> RunOutcome<'a> {
+    /// What the targets judge of a simulated run.
+    pub(crate) fn simulated(run: &'a SimReport) -> Self {
+        Self {
+            label: &run.label,
+            failure_rate: run.failure_rate,
+            p99_ms: run.latency_ms.p99,
+            cost_dollars: run.cost_dollars,
+        }
+    }
 }
 
 /// Each policy run (not a `*-only` baseline, not straightline) against the
