@@ -1317,7 +1317,7 @@ mod tests {
         assert!((uptime.seconds_at(at(4_000)) - 4.0).abs() < 1e-9);
         uptime.set_live(1, at(5_000));
         uptime.set_live(0, at(6_000));
-        // 1 s alone, 2 s of two, then one for 1 s: 2 + 4 + 1.
+        // One for 2 s, two for 2 s, then one for 1 s: 2 + 4 + 1.
         assert!((uptime.seconds_at(at(60_000)) - 7.0).abs() < 1e-9);
         // An earlier instant than the last change adds nothing.
         uptime.set_live(1, at(10_000));
