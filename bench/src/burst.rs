@@ -31,6 +31,7 @@ use crate::paper::{
     ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, SETTLE, Schedule, chosen_placements,
     drive, remove_containers, run_scoped,
 };
+use crate::paper_report::served_by;
 use crate::sim::{RunOutcome, Verdict, judge, load_profile, scaled_burst_phases, verdict_table};
 
 /// This benchmark's containers and images.
@@ -159,12 +160,7 @@ impl BurstRun {
             p50_ms: ms(report.latency_us.p50, report.latency_us.count),
             p99_ms: ms(report.latency_us.p99, report.latency_us.count),
             cost_dollars: cost,
-            served_by: report
-                .per_backend
-                .iter()
-                .map(|(name, group)| (name.clone(), group.counts.success))
-                .filter(|(_, served)| *served > 0)
-                .collect(),
+            served_by: served_by(&report),
             phases,
             report: Some(report),
         }
@@ -285,11 +281,7 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
         drop(lambda);
         let slo = adaptive_slo()?;
         let outcomes: Vec<RunOutcome<'_>> = runs.iter().filter_map(BurstRun::outcome).collect();
-        let verdicts = judge(&outcomes, |label| {
-            Ok((label == Placement::Adaptive.name())
-                .then_some(slo)
-                .flatten())
-        })?;
+        let verdicts = judge_adaptive(&outcomes, slo)?;
         let sim = sim_replay(options, &placements, slo)?;
         Ok(BurstResults {
             date: utc_now(),
@@ -305,6 +297,19 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
             verdicts,
             sim,
         })
+    })
+}
+
+/// The targets, with `slo` the SLO of the adaptive placement (the only one
+/// that has one).
+fn judge_adaptive(
+    outcomes: &[RunOutcome<'_>],
+    slo: Option<f64>,
+) -> Result<Vec<Verdict>, BenchError> {
+    judge(outcomes, |label| {
+        Ok((label == Placement::Adaptive.name())
+            .then_some(slo)
+            .flatten())
     })
 }
 
@@ -350,11 +355,7 @@ fn sim_replay(
     .run()
     .map_err(|e| BenchError::Other(e.to_string()))?;
     let outcomes: Vec<RunOutcome<'_>> = output.runs.iter().map(RunOutcome::simulated).collect();
-    let verdicts = judge(&outcomes, |label| {
-        Ok((label == Placement::Adaptive.name())
-            .then_some(slo)
-            .flatten())
-    })?;
+    let verdicts = judge_adaptive(&outcomes, slo)?;
     Ok(SimReplay {
         profile: name,
         output,

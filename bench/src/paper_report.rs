@@ -261,17 +261,23 @@ impl PlacementRun {
             p99_ms: all.map(|(_, p99)| p99),
             saturation_bucket: saturation(&buckets, scale.slo_p99_ms),
             buckets,
-            served_by: report
-                .per_backend
-                .iter()
-                .map(|(name, group)| (name.clone(), group.counts.success))
-                .filter(|(_, served)| *served > 0)
-                .collect(),
+            served_by: served_by(&report),
             report: Some(report),
             cost_dollars: None,
             samples: None,
         }
     }
+}
+
+/// Successful requests by the backend that served them (the
+/// `switchyard-backend` response header), backends that served none left out.
+pub(crate) fn served_by(report: &Report) -> Vec<(String, u64)> {
+    report
+        .per_backend
+        .iter()
+        .map(|(name, group)| (name.clone(), group.counts.success))
+        .filter(|(_, served)| *served > 0)
+        .collect()
 }
 
 /// The cost the gateway's stats report: the sum of every backend's

@@ -244,7 +244,7 @@ pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, Be
         switchyard_scheduler::sim::plot::write_svg(&output, &plot).map_err(sim_error)?;
         progress(&format!("wrote {}", plot.display()));
         let seeds = if options_in.quick { 3 } else { SEEDS };
-        let seeds = tally_seeds(&profile, scenario, seeds)?;
+        let seeds = tally_seeds(&profile, scenario, (&output, &verdicts), seeds)?;
         results.push(ScenarioResult {
             name: scenario.name.to_owned(),
             what: scenario.what.clone(),
@@ -268,42 +268,50 @@ pub fn run_sim_bench(options_in: &SimBenchOptions) -> Result<SimBenchResults, Be
 /// Seeds each scenario is replayed with for the tally (1 is the main run).
 const SEEDS: u64 = 10;
 
-/// Replays `scenario` with seeds 1 to `seeds` and counts, per policy, the
-/// seeds in which each target held.
+/// Counts, per policy, the seeds in which each target held: seed 1 from
+/// `first` (the main run, with its `verdicts`), seeds 2 to `seeds` replayed.
 fn tally_seeds(
     profile: &Profile,
     scenario: &Scenario,
+    first: (&SimOutput, &[Verdict]),
     seeds: u64,
 ) -> Result<Vec<SeedTally>, BenchError> {
     let mut tallies: Vec<SeedTally> = Vec::new();
-    for seed in 1..=seeds {
+    tally_run(&mut tallies, first.0, first.1);
+    for seed in 2..=seeds {
         let output = options(profile, policies(profile)?, scenario, seed)
             .run()
             .map_err(sim_error)?;
-        let find = |label: &str| output.runs.iter().find(|r| r.label == label);
-        let (Some(straightline), Some(lambda)) = (find("straightline"), find("lambda-only")) else {
-            return Ok(Vec::new());
-        };
-        for verdict in verdicts(&output.runs, profile, scenario.model)? {
-            let Some(run) = find(&verdict.policy) else {
-                continue;
-            };
-            let p99_ratio = run.latency_ms.p99 / straightline.latency_ms.p99;
-            let cost_ratio = run.cost_dollars / lambda.cost_dollars;
-            let index = match tallies.iter().position(|t| t.policy == verdict.policy) {
-                Some(index) => index,
-                None => {
-                    tallies.push(SeedTally {
-                        policy: verdict.policy.clone(),
-                        ..SeedTally::default()
-                    });
-                    tallies.len() - 1
-                }
-            };
-            tallies[index].add(&verdict, p99_ratio, cost_ratio);
-        }
+        let verdicts = verdicts(&output.runs, profile, scenario.model)?;
+        tally_run(&mut tallies, &output, &verdicts);
     }
     Ok(tallies)
+}
+
+/// Adds one seed's run of every policy to `tallies`.
+fn tally_run(tallies: &mut Vec<SeedTally>, output: &SimOutput, verdicts: &[Verdict]) {
+    let find = |label: &str| output.runs.iter().find(|r| r.label == label);
+    let (Some(straightline), Some(lambda)) = (find("straightline"), find("lambda-only")) else {
+        return;
+    };
+    for verdict in verdicts {
+        let Some(run) = find(&verdict.policy) else {
+            continue;
+        };
+        let p99_ratio = run.latency_ms.p99 / straightline.latency_ms.p99;
+        let cost_ratio = run.cost_dollars / lambda.cost_dollars;
+        let index = match tallies.iter().position(|t| t.policy == verdict.policy) {
+            Some(index) => index,
+            None => {
+                tallies.push(SeedTally {
+                    policy: verdict.policy.clone(),
+                    ..SeedTally::default()
+                });
+                tallies.len() - 1
+            }
+        };
+        tallies[index].add(verdict, p99_ratio, cost_ratio);
+    }
 }
 
 /// Wall time of the paper's ramp and of about a million requests, with
