@@ -36,6 +36,7 @@ help:
 	@echo "make bench-peers   gateway vs Flask, MLServer, Ray Serve and the raw loop (PEERS_ARGS=--quick)"
 	@echo "make bench-overhead  gateway added latency per backend vs direct, nginx, cold starts (OVERHEAD_ARGS=--quick)"
 	@echo "make bench-burst   the placements through Poisson bursts, live and simulated (BURST_ARGS=--quick)"
+	@echo "make bench-codec   request body decoding vs a generic JSON parse, in process"
 
 $(VENV_STAMP): models/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -229,6 +230,14 @@ bench-burst: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
 	target/release/switchyard-bench burst $(BURST_ARGS); status=$$?; \
 	$(call remove_bench_scope,burst); exit $$status
+
+# What reading a request body costs (the protocol decoder against a generic
+# serde_json parse of the same body), by model, batch and encoding, in one
+# process: bench/results/codec.{md,json}. About 25 s.
+.PHONY: bench-codec
+bench-codec:
+	$(CARGO) build --release --locked $(BENCH_BUILD)
+	target/release/switchyard-bench codec
 
 # The placement policies side by side with the single-tier baselines in the
 # simulator (switchyard sim), and the simulator's speed: bench/results/sim.md.

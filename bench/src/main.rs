@@ -10,9 +10,11 @@
 //! full scale (`make bench-paper`); `overhead` measures what the gateway
 //! adds in front of each backend against going direct, and cold starts
 //! (`make bench-overhead`); `burst` runs the placements through Poisson
-//! bursts, live and in the simulator (`make bench-burst`).
+//! bursts, live and in the simulator (`make bench-burst`); `codec` times
+//! reading request bodies against a generic JSON parse (`make bench-codec`).
 
 mod burst;
+mod codec;
 mod error;
 mod gateway_process;
 mod loadgen_wrk;
@@ -182,6 +184,17 @@ enum BenchCommand {
         #[arg(long, default_value = "bench/README.md")]
         readme: PathBuf,
     },
+    /// What reading a request body costs, by model, batch and encoding (JSON
+    /// tensors or binary), against parsing the same JSON into a generic
+    /// `serde_json::Value`, in this process. About 25 s (`--quick`: < 1).
+    Codec {
+        /// Three short rounds per case.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for codec.md and codec.json (codec-quick.* with --quick).
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
     /// The placement policies side by side with the local-only,
     /// container-only and Lambda-only baselines, simulated (`switchyard
     /// sim`) on the paper's ramp and on Poisson bursts, and the simulator's
@@ -284,6 +297,17 @@ fn main() -> ExitCode {
                 command,
             };
             match loadgen(&options, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        BenchCommand::Codec { quick, out } => {
+            let options = codec::CodecOptions {
+                quick,
+                out,
+                command,
+            };
+            match codec_bench(&options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             }
@@ -638,6 +662,27 @@ fn loadgen(options: &LoadgenBenchOptions, out: &Path) -> Result<(), BenchError> 
         &[
             ("loadgen.json", json + "\n"),
             ("loadgen.md", document.clone()),
+        ],
+    )?;
+    show(&document);
+    Ok(())
+}
+
+fn codec_bench(options: &codec::CodecOptions) -> Result<(), BenchError> {
+    let results = codec::run_codec_bench(options)?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
+    let document = codec::document(&results);
+    let stem = if options.quick {
+        "codec-quick"
+    } else {
+        "codec"
+    };
+    write_results(
+        &options.out,
+        &[
+            (&format!("{stem}.json"), json + "\n"),
+            (&format!("{stem}.md"), document.clone()),
         ],
     )?;
     show(&document);

@@ -1,5 +1,6 @@
-//! Smoke runs of the benchmarks, so the commands do not rot: `sim --quick`
-//! (the simulator only) and `paper --quick` (the release gateway on its
+//! Smoke runs of the benchmarks, so the commands do not rot: `codec
+//! --quick` (request decoding in process), `sim --quick` (the simulator
+//! only) and `paper --quick` (the release gateway on its
 //! local and Lambda tiers through the emulator, a 12 s ramp), and
 //! `overhead --quick --backend local` (the gateway against the raw ONNX
 //! Runtime call and the HTTP floor, a few seconds), and `burst --quick`
@@ -41,6 +42,26 @@ fn bench(args: &[&str], out: &Path) {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn codec_quick_times_every_case_both_ways() {
+    let out = tempfile::tempdir().expect("temp dir");
+    bench(&["codec", "--quick"], out.path());
+    let table = read(&out.path().join("codec-quick.md"));
+    for row in ["| fashion_cnn | 1 | json |", "| digits | 8 | binary |"] {
+        assert!(table.contains(row), "no {row} row:\n{table}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&read(&out.path().join("codec-quick.json")))
+        .expect("codec-quick.json parses");
+    let cases = json["cases"].as_array().expect("a list of cases");
+    assert_eq!(cases.len(), 8);
+    for case in cases {
+        for key in ["decode_ns", "value_ns"] {
+            let ns = case[key].as_f64().expect("a number");
+            assert!(ns.is_finite() && ns > 0.0, "{key} = {ns} in {case}");
+        }
+    }
 }
 
 #[test]
