@@ -9,6 +9,7 @@
 
 mod datatype;
 mod error;
+mod json_tensors;
 mod metadata;
 mod request;
 mod response;

@@ -1,11 +1,16 @@
 //! The v2 inference request: decoding what a client sent, and encoding one
 //! (for the load generator, the gateway's own backends and tests).
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::json_tensors::{TensorsSeed, WireTensor, set_once};
 use crate::wire::{
-    WireTensor, WireTensorOut, bool_parameter, decode_tensors, finish_body, json_error, split_body,
+    WireTensorOut, bool_parameter, decode_tensors, finish_body, json_error, split_body,
     u64_parameter,
 };
 use crate::{EncodedBody, ProtocolError, Tensor};
@@ -51,16 +56,76 @@ impl InferRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 struct WireRequest<'a> {
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(borrow)]
     inputs: Vec<WireTensor<'a>>,
-    #[serde(default)]
     outputs: Option<Vec<WireRequestedOutput>>,
+}
+
+/// Reads a request header, reading tensor data ahead within
+/// `max_elements` (see [`TensorsSeed`]).
+struct RequestSeed<'a> {
+    max_elements: u64,
+    borrow: PhantomData<&'a ()>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum RequestField {
+    Id,
+    Parameters,
+    Inputs,
+    Outputs,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for RequestSeed<'a> {
+    type Value = WireRequest<'a>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for RequestSeed<'a> {
+    type Value = WireRequest<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an inference request (an object with inputs)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = None;
+        let mut parameters = None;
+        let mut inputs = None;
+        let mut outputs = None;
+        while let Some(field) = map.next_key::<RequestField>()? {
+            match field {
+                RequestField::Id => set_once(&mut id, "id", map.next_value::<Option<String>>()?)?,
+                RequestField::Parameters => {
+                    set_once(&mut parameters, "parameters", map.next_value()?)?;
+                }
+                RequestField::Inputs => set_once(
+                    &mut inputs,
+                    "inputs",
+                    map.next_value_seed(TensorsSeed::new(self.max_elements))?,
+                )?,
+                RequestField::Outputs => set_once(&mut outputs, "outputs", map.next_value()?)?,
+                RequestField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(WireRequest {
+            id: id.flatten(),
+            parameters: parameters.flatten(),
+            inputs: inputs.ok_or_else(|| de::Error::missing_field("inputs"))?,
+            outputs: outputs.flatten(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,7 +172,15 @@ pub fn decode_request_with(
     limits: &DecodeLimits,
 ) -> Result<InferRequest, ProtocolError> {
     let (json, binary) = split_body(body, header_length)?;
-    let wire: WireRequest<'_> = serde_json::from_slice(json).map_err(|e| json_error(&e))?;
+    let seed = RequestSeed {
+        max_elements: limits.max_elements,
+        borrow: PhantomData,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let wire = seed
+        .deserialize(&mut deserializer)
+        .and_then(|wire| deserializer.end().map(|()| wire))
+        .map_err(|e| json_error(&e))?;
     let parameters = wire.parameters.as_ref();
     let binary_data_output = bool_parameter(parameters, "binary_data_output")?.unwrap_or(false);
     let timeout_us = u64_parameter(parameters, "timeout")?;

@@ -1,9 +1,11 @@
 //! The v2 inference response: encoding what the gateway answers (each output
 //! as JSON or binary, as the client asked) and decoding it in clients.
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeSeed;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::wire::{WireTensor, WireTensorOut, decode_tensors, finish_body, split_body};
+use crate::json_tensors::{TensorsSeed, WireTensor};
+use crate::wire::{WireTensorOut, decode_tensors, finish_body, split_body};
 use crate::{InferRequest, ProtocolError, Tensor};
 
 /// A successful inference result.
@@ -62,8 +64,15 @@ struct WireResponse<'a> {
     model_version: Option<String>,
     #[serde(default)]
     id: Option<String>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "all_tensors")]
     outputs: Vec<WireTensor<'a>>,
+}
+
+/// A response's tensors, every one read as the header is parsed.
+fn all_tensors<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<WireTensor<'a>>, D::Error> {
+    TensorsSeed::new(u64::MAX).deserialize(deserializer)
 }
 
 /// Decodes a response body (the client side of [`encode_response`]).

@@ -2,29 +2,11 @@
 //! header listing tensors, optionally followed by their binary data in order
 //! (`Inference-Header-Content-Length` gives the header's length).
 
-use std::fmt;
-
-use serde::de::{DeserializeSeed, Visitor};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
-use crate::tensor::{Element, JsonScalar, build_for_datatype};
+use crate::json_tensors::{WireData, WireTensor, read_raw};
 use crate::{DataType, DecodeLimits, ProtocolError, Tensor, TensorData, with_tensor_data};
-
-/// A tensor as it appears in the JSON header, before its data is decoded.
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireTensor<'a> {
-    pub name: String,
-    /// Read as JSON numbers so that a negative or fractional dimension gets
-    /// an error naming the tensor, not a bare serde message.
-    pub shape: Vec<Number>,
-    pub datatype: String,
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    #[serde(borrow, default)]
-    pub data: Option<&'a RawValue>,
-}
 
 /// Splits a body into its JSON header and binary part.
 pub(crate) fn split_body<'b>(
@@ -143,7 +125,12 @@ pub(crate) fn decode_tensors(
                     tensor: tensor.name,
                 });
             }
-            (Some(json), None) => decode_json_data(&tensor.name, &shape, datatype, expected, json)?,
+            (Some(WireData::Read(read)), None) => {
+                read.finish(&tensor.name, &shape, datatype, expected)?
+            }
+            (Some(WireData::Raw(json)), None) => {
+                read_raw(&tensor.name, &shape, datatype, expected, json)?
+            }
             (None, Some(declared)) => {
                 let section = take_binary(
                     &tensor.name,
@@ -243,124 +230,6 @@ fn take_binary<'b>(
     let (section, remaining) = rest.split_at(len);
     *rest = remaining;
     Ok(section)
-}
-
-fn decode_json_data(
-    tensor: &str,
-    shape: &[u64],
-    datatype: DataType,
-    expected: u64,
-    json: &RawValue,
-) -> Result<TensorData, ProtocolError> {
-    // Every element takes at least one byte of JSON, so the text length
-    // bounds the allocation whatever shape the client declared.
-    let capacity = usize::try_from(expected)
-        .unwrap_or(usize::MAX)
-        .min(json.get().len());
-    let data = build_for_datatype!(datatype, T => flatten::<T>(tensor, datatype, json, capacity))?;
-    let actual = data.len() as u64;
-    if actual != expected {
-        return Err(ProtocolError::ElementCount {
-            tensor: tensor.to_owned(),
-            shape: shape.to_vec(),
-            expected,
-            actual,
-        });
-    }
-    Ok(data)
-}
-
-fn flatten<T: Element>(
-    tensor: &str,
-    datatype: DataType,
-    json: &RawValue,
-    capacity: usize,
-) -> Result<Vec<T>, ProtocolError> {
-    let mut out = Vec::with_capacity(capacity);
-    let mut bad_element = None;
-    let mut deserializer = serde_json::Deserializer::from_str(json.get());
-    let seed = Flatten {
-        out: &mut out,
-        bad_element: &mut bad_element,
-    };
-    match seed.deserialize(&mut deserializer) {
-        Ok(()) => Ok(out),
-        Err(error) => Err(match bad_element {
-            Some((index, reason)) => ProtocolError::BadElement {
-                tensor: tensor.to_owned(),
-                index,
-                datatype,
-                reason,
-            },
-            None => ProtocolError::Json(format!("tensor {tensor:?}: {error}")),
-        }),
-    }
-}
-
-/// Reads a number, a boolean or arbitrarily nested arrays of them into one
-/// flat row-major vector, without building a `serde_json::Value` tree.
-struct Flatten<'a, T> {
-    out: &'a mut Vec<T>,
-    bad_element: &'a mut Option<(usize, String)>,
-}
-
-impl<T: Element> Flatten<'_, T> {
-    fn push<E: serde::de::Error>(self, value: JsonScalar) -> Result<(), E> {
-        match T::from_json(value) {
-            Ok(element) => {
-                self.out.push(element);
-                Ok(())
-            }
-            Err(reason) => {
-                let error = E::custom(&reason);
-                *self.bad_element = Some((self.out.len(), reason));
-                Err(error)
-            }
-        }
-    }
-}
-
-impl<'de, T: Element> DeserializeSeed<'de> for Flatten<'_, T> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a number, a boolean, or a (nested) array of them")
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-        self.push(JsonScalar::Bool(v))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.push(JsonScalar::Unsigned(v))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.push(JsonScalar::Signed(v))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        self.push(JsonScalar::Float(v))
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(Flatten {
-                out: &mut *self.out,
-                bad_element: &mut *self.bad_element,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
 }
 
 /// A tensor as written into a JSON header: its data inline, or only its
