@@ -140,12 +140,16 @@ pub(crate) fn decode_tensors(
                     declared,
                     &mut rest,
                 )?;
-                TensorData::from_le_bytes(&tensor.name, datatype, section)?
+                let data = TensorData::from_le_bytes(&tensor.name, datatype, section)?;
+                // JSON has no NaN or infinity (and a JSON number beyond
+                // the type's range was refused as it was read); binary
+                // data can carry them.
+                if !limits.allow_non_finite {
+                    check_finite(&tensor.name, &data)?;
+                }
+                data
             }
         };
-        if !limits.allow_non_finite {
-            check_finite(&tensor.name, &data)?;
-        }
         tensors.push(Tensor {
             name: tensor.name,
             shape,
@@ -161,16 +165,8 @@ pub(crate) fn decode_tensors(
 /// Refuses NaN and infinities in floating-point data.
 fn check_finite(tensor: &str, data: &TensorData) -> Result<(), ProtocolError> {
     let first_bad = match data {
-        TensorData::Fp32(values) => values
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .map(|(i, v)| (i, v.to_string())),
-        TensorData::Fp64(values) => values
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .map(|(i, v)| (i, v.to_string())),
+        TensorData::Fp32(values) => first_non_finite(values, |v| v.is_finite()),
+        TensorData::Fp64(values) => first_non_finite(values, |v| v.is_finite()),
         _ => None,
     };
     match first_bad {
@@ -181,6 +177,21 @@ fn check_finite(tensor: &str, data: &TensorData) -> Result<(), ProtocolError> {
         }),
         None => Ok(()),
     }
+}
+
+/// The first value that is not finite, with its index. The common case,
+/// all finite, is checked without early exit so that it vectorises.
+fn first_non_finite<T: Copy + ToString>(
+    values: &[T],
+    finite: impl Fn(T) -> bool,
+) -> Option<(usize, String)> {
+    if values.iter().fold(true, |all, &v| all & finite(v)) {
+        return None;
+    }
+    values
+        .iter()
+        .position(|&v| !finite(v))
+        .and_then(|index| values.get(index).map(|v| (index, v.to_string())))
 }
 
 /// Maps a serde_json error to the protocol error: malformed JSON, or JSON
