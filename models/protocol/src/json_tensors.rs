@@ -295,7 +295,7 @@ impl<'de: 'a, 'a> Visitor<'de> for TensorsSeed<'a> {
             budget: self.max_elements.saturating_sub(declared),
             borrow: PhantomData,
         })? {
-            let count = declared_shape(&tensor.shape).map_or(0, |(_, count)| count);
+            let count = declared_count(&tensor.shape).unwrap_or(0);
             declared = declared.saturating_add(count);
             tensors.push(tensor);
         }
@@ -303,17 +303,12 @@ impl<'de: 'a, 'a> Visitor<'de> for TensorsSeed<'a> {
     }
 }
 
-/// A shape's dimensions and element count, if every dimension is a size
-/// and their product fits.
-fn declared_shape(shape: &[Number]) -> Option<(Vec<u64>, u64)> {
-    let dims = shape
+/// A shape's element count, if every dimension is a size and their
+/// product fits (otherwise `decode_tensors` names what is wrong).
+fn declared_count(shape: &[Number]) -> Option<u64> {
+    shape
         .iter()
-        .map(Number::as_u64)
-        .collect::<Option<Vec<u64>>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1u64, |acc, &dim| acc.checked_mul(dim))?;
-    Some((dims, count))
+        .try_fold(1u64, |acc, dim| acc.checked_mul(dim.as_u64()?))
 }
 
 /// Reads one tensor; its data is read ahead if it declares at most
@@ -416,7 +411,7 @@ fn read_ahead(
     budget: u64,
 ) -> Option<(DataType, u64)> {
     let datatype: DataType = datatype?.parse().ok()?;
-    let (_, count) = declared_shape(shape?)?;
+    let count = declared_count(shape?)?;
     let typed = for_datatype!(datatype, T => <T as Element>::DATATYPE == datatype, _ => false);
     (typed && count <= budget).then_some((datatype, count))
 }
