@@ -1,9 +1,9 @@
 //! Reading the tensor list of a JSON header in one pass.
 //!
 //! A tensor's `data` can only be typed once its `datatype` and `shape` are
-//! known. Clients write those first (every client we know does), so when
-//! `data` arrives the elements are read straight into typed storage while
-//! the header is parsed. Only when `data` comes first, or the element limit
+//! known. Clients usually write those first (Switchyard's own encoder
+//! does), so when `data` arrives the elements are read straight into typed
+//! storage while the header is parsed. Only when `data` comes first, or the element limit
 //! would be passed, is it kept as raw JSON text and read afterwards: a
 //! second scan over what is most of the body, which the common case skips.
 //!
