@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use switchyard_loadgen::{
     Endpoint, Load, LoadgenError, MixSpec, Outcome, PayloadSpec, Phase, PhaseLoad, Phases, Process,
-    RequestBody, RunSettings, SCHEMA_VERSION, Target, http_client, run,
+    Recording, RequestBody, RunSettings, SCHEMA_VERSION, Target, http_client, run,
 };
 use switchyard_protocol::{BINARY_HEADER_LENGTH, decode_request};
 
@@ -262,7 +262,10 @@ async fn open_loop_charges_a_stall_to_every_request_behind_it() {
 /// 2.5 ms above the closed form; the server's 1 ms timer, loopback and a
 /// busy CI machine make answers late, never early (measured here: +3 to
 /// +4 ms). So quantiles must lie within [−4 ms, +10 ms] of it, the
-/// fraction within [−0.03, +0.06].
+/// fraction within [−0.03, +0.06]. A stall of the host itself can still
+/// push a dozen answers late (seen once: p99 +29 ms on a clean-clone run),
+/// so a run that misses is measured once more; a wrong correction misses
+/// both times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrected_percentiles_match_the_stall_closed_form_and_uncorrected_ones_do_not() {
     let stall = Duration::from_millis(100);
@@ -273,33 +276,26 @@ async fn corrected_percentiles_match_the_stall_closed_form_and_uncorrected_ones_
     })
     .await;
     let client = http_client(256);
-    // 400/s for 3 s: 1,200 requests over 12 periods.
-    let recording = run(&client, &target(address), &open(400.0, 256, 3000))
-        .await
-        .unwrap();
-    let report = &recording.report;
-    assert_eq!(report.counts.success, 1200, "{:?}", report.counts);
-    let (s_ms, p_ms) = (100.0, 250.0);
-    let quantile = |q: f64| s_ms - (1.0 - q) * p_ms;
     let ms = |us: u64| us as f64 / 1000.0;
-    let corrected = recording.recorder.latency(Outcome::Success).unwrap();
-    for (q, measured) in [(0.9, report.latency_us.p90), (0.99, report.latency_us.p99)] {
-        let expected = quantile(q);
-        let error = ms(measured) - expected;
-        assert!(
-            (-4.0..=10.0).contains(&error),
-            "corrected p{}: {} ms, closed form {expected} ms",
-            q * 100.0,
-            ms(measured)
+    let mut misses = Vec::new();
+    let report = loop {
+        // 400/s for 3 s: 1,200 requests over 12 periods.
+        let recording = run(&client, &target(address), &open(400.0, 256, 3000))
+            .await
+            .unwrap();
+        assert_eq!(
+            recording.report.counts.success, 1200,
+            "{:?}",
+            recording.report.counts
         );
-    }
-    let over_50ms = corrected.count_between(50_000, u64::MAX) as f64 / corrected.len() as f64;
-    let expected_fraction = (s_ms - 50.0) / p_ms;
-    assert!(
-        (-0.03..=0.06).contains(&(over_50ms - expected_fraction)),
-        "fraction over 50 ms: {over_50ms}, closed form {expected_fraction}"
-    );
-    assert!(ms(report.latency_us.p50) < 10.0, "{:?}", report.latency_us);
+        match closed_form_miss(&recording) {
+            None => break recording.report,
+            Some(miss) => {
+                misses.push(miss);
+                assert!(misses.len() < 2, "off the closed form twice: {misses:?}");
+            }
+        }
+    };
 
     // The same server through a closed loop of 4 connections, measured from
     // each actual send: most of the freeze is never sampled.
@@ -320,6 +316,40 @@ async fn corrected_percentiles_match_the_stall_closed_form_and_uncorrected_ones_
         ms(uncorrected.latency_us.p90),
         ms(report.latency_us.p90)
     );
+}
+
+/// What in an open-loop run through the periodic freeze disagrees with the
+/// closed form (see the test above), if anything.
+fn closed_form_miss(recording: &Recording) -> Option<String> {
+    let report = &recording.report;
+    let (s_ms, p_ms) = (100.0, 250.0);
+    let quantile = |q: f64| s_ms - (1.0 - q) * p_ms;
+    let ms = |us: u64| us as f64 / 1000.0;
+    for (q, measured) in [(0.9, report.latency_us.p90), (0.99, report.latency_us.p99)] {
+        let expected = quantile(q);
+        let error = ms(measured) - expected;
+        if !(-4.0..=10.0).contains(&error) {
+            return Some(format!(
+                "corrected p{}: {} ms, closed form {expected} ms",
+                q * 100.0,
+                ms(measured)
+            ));
+        }
+    }
+    let Some(corrected) = recording.recorder.latency(Outcome::Success) else {
+        return Some("no latency recorded".into());
+    };
+    let over_50ms = corrected.count_between(50_000, u64::MAX) as f64 / corrected.len() as f64;
+    let expected_fraction = (s_ms - 50.0) / p_ms;
+    if !(-0.03..=0.06).contains(&(over_50ms - expected_fraction)) {
+        return Some(format!(
+            "fraction over 50 ms: {over_50ms}, closed form {expected_fraction}"
+        ));
+    }
+    if ms(report.latency_us.p50) >= 10.0 {
+        return Some(format!("p50 {} ms", ms(report.latency_us.p50)));
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
