@@ -113,7 +113,9 @@ fn every_field_order_gives_the_same_error() {
     ]
     .iter()
     .map(|(shape, datatype, data)| {
-        decode_request(request_last(shape, datatype, data).as_bytes(), None).unwrap_err()
+        // The first order: data last, read ahead.
+        let [body, ..] = orders(shape, datatype, data);
+        decode_request(body.as_bytes(), None).unwrap_err()
     })
     .collect();
     assert!(
@@ -143,15 +145,6 @@ fn every_field_order_gives_the_same_error() {
         "{:?}",
         errors[3]
     );
-}
-
-fn request_last(shape: &str, datatype: &str, data: &str) -> String {
-    request(&[
-        ("name", r#""x""#),
-        ("shape", shape),
-        ("datatype", datatype),
-        ("data", data),
-    ])
 }
 
 #[test]
