@@ -97,6 +97,16 @@ pub struct PoolStats {
 /// Cold starts kept for the percentiles in stats.
 const RECENT_COLD_STARTS: usize = 1024;
 
+/// The longest wait between two readiness polls of a starting container:
+/// the pool learns a container is ready at most this late. A poll of a
+/// worker that is not listening yet fails at once (a refused or closed
+/// connection).
+const READY_POLL_MAX: Duration = Duration::from_millis(10);
+
+/// How often a starting container that does not answer yet is asked for
+/// through the engine, to tell one that exited from one still loading.
+const EXIT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
 #[derive(Debug)]
 struct Counters {
     cold_starts: u64,
@@ -1106,7 +1116,7 @@ impl Pool {
             .ok_or_else(|| format!("container {name} has no published port"))?;
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
         let mut interval = Duration::from_millis(2);
-        let mut polls = 0u32;
+        let mut last_exit_check = Instant::now();
         loop {
             if self.client.ready(address, Duration::from_millis(500)).await {
                 break;
@@ -1118,16 +1128,16 @@ impl Pool {
                     self.exit_detail(docker, id).await.unwrap_or_default()
                 ));
             }
-            polls += 1;
-            if polls.is_multiple_of(10)
-                && let Some(detail) = self.exit_detail(docker, id).await
-            {
-                return Err(format!(
-                    "container {name} stopped before it was ready{detail}"
-                ));
+            if last_exit_check.elapsed() >= EXIT_CHECK_INTERVAL {
+                last_exit_check = Instant::now();
+                if let Some(detail) = self.exit_detail(docker, id).await {
+                    return Err(format!(
+                        "container {name} stopped before it was ready{detail}"
+                    ));
+                }
             }
             tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(Duration::from_millis(50));
+            interval = (interval * 2).min(READY_POLL_MAX);
         }
         Ok(Arc::new(Worker {
             id: id.to_owned(),
