@@ -604,6 +604,62 @@ async fn orphans_of_a_crashed_gateway_are_removed_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_while_loading_is_reported_and_removed() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("a_worker_that_dies_while_loading_is_reported_and_removed").await
+    else {
+        return;
+    };
+    let scope = scope("dies-loading");
+    let image = "switchyard-worker-test-small-memory";
+    remove_images(&docker, image).await;
+    // xception's weights alone are about 90 MB: a 64 MiB container (no
+    // swap) cannot load them, so its worker is killed before it listens.
+    let gateway = TestGateway::start(&container_config(
+        &scope,
+        image,
+        r#"["xception"]"#,
+        "min_containers = 1\nmax_containers = 1\nmemory_mb = 64\nretry_interval_ms = 600000",
+    ))
+    .await;
+    let reason = eventually("the unready reason", Duration::from_secs(150), || async {
+        let stats = gateway.stats().await;
+        stats["backend_state"][0]["unready_reason"]
+            .as_str()
+            .filter(|r| r.contains("stopped before it was ready"))
+            .map(str::to_owned)
+    })
+    .await;
+    // The engine's own account of the death, and the worker's last words
+    // as plain text.
+    assert!(reason.contains("exit code 137, out of memory"), "{reason}");
+    assert!(reason.contains("loading ONNX Runtime"), "{reason}");
+    assert!(
+        !reason.contains('\u{1b}'),
+        "terminal colour codes: {reason:?}"
+    );
+    // The pool removed the container it could not start, and keeps the
+    // gateway up and unready rather than failing it.
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_eq!(
+        get(&format!("{}/v2/health/ready", gateway.base()))
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        get(&format!("{}/v2/health/live", gateway.base()))
+            .await
+            .status,
+        200
+    );
+    gateway.shutdown().await;
+    remove_images(&docker, image).await;
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_engine_leaves_the_gateway_up_and_unready() {
     let _turn = ENGINE.lock().await;
     let config = format!(
