@@ -151,6 +151,28 @@ impl TestGateway {
         .await;
     }
 
+    /// The container backend's unready reason, once it contains `needle`.
+    async fn unready_reason_containing(&self, needle: &str, timeout: Duration) -> String {
+        eventually("the unready reason", timeout, || async {
+            let stats = self.stats().await;
+            stats["backend_state"][0]["unready_reason"]
+                .as_str()
+                .filter(|r| r.contains(needle))
+                .map(str::to_owned)
+        })
+        .await
+    }
+
+    /// The gateway answers as live (200) but not ready (503).
+    async fn assert_live_but_unready(&self) {
+        let status = |path: &str| {
+            let url = format!("{}{path}", self.base());
+            async move { get(&url).await.status }
+        };
+        assert_eq!(status("/v2/health/ready").await, 503);
+        assert_eq!(status("/v2/health/live").await, 200);
+    }
+
     async fn stats(&self) -> serde_json::Value {
         get(&format!("{}/v2/switchyard/stats", self.base()))
             .await
@@ -623,14 +645,9 @@ async fn a_worker_that_dies_while_loading_is_reported_and_removed() {
         "min_containers = 1\nmax_containers = 1\nmemory_mb = 64\nretry_interval_ms = 600000",
     ))
     .await;
-    let reason = eventually("the unready reason", Duration::from_secs(150), || async {
-        let stats = gateway.stats().await;
-        stats["backend_state"][0]["unready_reason"]
-            .as_str()
-            .filter(|r| r.contains("stopped before it was ready"))
-            .map(str::to_owned)
-    })
-    .await;
+    let reason = gateway
+        .unready_reason_containing("stopped before it was ready", Duration::from_secs(150))
+        .await;
     // The engine's own account of the death, and the worker's last words
     // as plain text.
     assert!(reason.contains("exit code 137, out of memory"), "{reason}");
@@ -642,18 +659,7 @@ async fn a_worker_that_dies_while_loading_is_reported_and_removed() {
     // The pool removed the container it could not start, and keeps the
     // gateway up and unready rather than failing it.
     assert!(containers(&docker, &scope).await.is_empty());
-    assert_eq!(
-        get(&format!("{}/v2/health/ready", gateway.base()))
-            .await
-            .status,
-        503
-    );
-    assert_eq!(
-        get(&format!("{}/v2/health/live", gateway.base()))
-            .await
-            .status,
-        200
-    );
+    gateway.assert_live_but_unready().await;
     gateway.shutdown().await;
     remove_images(&docker, image).await;
     assert_nothing_left(&docker).await;
@@ -667,30 +673,14 @@ async fn an_unreachable_engine_leaves_the_gateway_up_and_unready() {
         container_config(&scope("unreachable"), TEST_IMAGE, r#"["digits"]"#, "")
     );
     let gateway = TestGateway::start(&config).await;
-    let reason = eventually("the unready reason", Duration::from_secs(30), || async {
-        let stats = gateway.stats().await;
-        stats["backend_state"][0]["unready_reason"]
-            .as_str()
-            .filter(|r| r.contains("unreachable"))
-            .map(str::to_owned)
-    })
-    .await;
+    let reason = gateway
+        .unready_reason_containing("unreachable", Duration::from_secs(30))
+        .await;
     assert!(
         reason.contains("/nonexistent/switchyard-test/docker.sock"),
         "{reason}"
     );
-    assert_eq!(
-        get(&format!("{}/v2/health/ready", gateway.base()))
-            .await
-            .status,
-        503
-    );
-    assert_eq!(
-        get(&format!("{}/v2/health/live", gateway.base()))
-            .await
-            .status,
-        200
-    );
+    gateway.assert_live_but_unready().await;
     let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     gateway.shutdown().await;
