@@ -28,8 +28,8 @@ use crate::error::BenchError;
 use crate::local::progress;
 use crate::machine::{Machine, load_average, utc_now};
 use crate::paper::{
-    ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, SETTLE, Schedule, chosen_placements,
-    drive, remove_containers, run_scoped,
+    ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, Schedule, chosen_placements, drive,
+    remove_containers, run_scoped, settle,
 };
 use crate::paper_report::served_by;
 use crate::sim::{RunOutcome, Verdict, judge, load_profile, scaled_burst_phases, verdict_table};
@@ -239,6 +239,7 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
         let mut lambda = LambdaTier::default();
         let mut runs = Vec::new();
         for &placement in &placements {
+            settle().await;
             progress(&format!(
                 "{MODEL} / {}: Poisson bursts, {:.0} s",
                 placement.name(),
@@ -276,7 +277,6 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
                 run.placement, run.due, run.failed, run.p50_ms, run.p99_ms, run.cost_dollars
             ));
             runs.push(run);
-            tokio::time::sleep(SETTLE).await;
         }
         drop(lambda);
         let slo = adaptive_slo()?;

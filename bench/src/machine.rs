@@ -94,6 +94,54 @@ pub fn other_cores(
     }
 }
 
+/// What [`wait_until_idle`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settled {
+    /// How long it waited.
+    pub waited: Duration,
+    /// Busy cores over the last window it measured (`None` if `/proc/stat`
+    /// cannot be read, in which case it waited `min` only).
+    pub busy_cores: Option<f64>,
+}
+
+impl Settled {
+    pub fn is_idle(&self, idle_cores: f64) -> bool {
+        self.busy_cores.is_some_and(|busy| busy < idle_cores)
+    }
+}
+
+/// Waits at least `min`, then until the machine was busy on fewer than
+/// `idle_cores` cores over one `window`, giving up after `max`. A run can
+/// leave work behind that outlives its gateway (a Lambda instance still
+/// answering requests whose client gave up, containers being removed); the
+/// next run must not start on top of it.
+pub async fn wait_until_idle(
+    min: Duration,
+    max: Duration,
+    window: Duration,
+    idle_cores: f64,
+) -> Settled {
+    let started = std::time::Instant::now();
+    tokio::time::sleep(min).await;
+    let mut busy_cores = None;
+    while let Some(before) = MachineCpu::read() {
+        let measured = std::time::Instant::now();
+        tokio::time::sleep(window).await;
+        let Some(after) = MachineCpu::read() else {
+            break;
+        };
+        let busy = before.busy_cores_until(&after, measured.elapsed());
+        busy_cores = Some(busy);
+        if busy < idle_cores || started.elapsed() >= max {
+            break;
+        }
+    }
+    Settled {
+        waited: started.elapsed(),
+        busy_cores,
+    }
+}
+
 /// The 1, 5 and 15 minute load averages.
 pub fn load_average() -> String {
     let text = read_trimmed("/proc/loadavg");
@@ -298,6 +346,42 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("no runtime: {error}"),
+        }
+    }
+
+    #[test]
+    fn the_idle_wait_returns_once_the_machine_is_idle_or_the_time_is_up() {
+        let runtime = runtime();
+        let window = Duration::from_millis(50);
+        // Any load counts as idle: one window after the minimum.
+        let idle = runtime.block_on(wait_until_idle(
+            Duration::from_millis(20),
+            Duration::from_secs(30),
+            window,
+            f64::INFINITY,
+        ));
+        assert!(idle.is_idle(f64::INFINITY));
+        assert!(idle.waited >= Duration::from_millis(70));
+        assert!(idle.waited < Duration::from_secs(30));
+        // No load counts as idle: it waits until the maximum has passed.
+        let busy = runtime.block_on(wait_until_idle(
+            Duration::ZERO,
+            Duration::from_millis(300),
+            window,
+            0.0,
+        ));
+        assert!(!busy.is_idle(0.0));
+        assert!(busy.busy_cores.is_some());
+        assert!(busy.waited >= Duration::from_millis(300));
+    }
 
     #[test]
     fn dates_format() {

@@ -46,7 +46,7 @@ use switchyard_scheduler::sim::{PolicyRun, Profile, SimOptions, SimOutput};
 use crate::error::BenchError;
 use crate::gateway_process::GatewayProcess;
 use crate::local::progress;
-use crate::machine::{Machine, load_average, utc_now};
+use crate::machine::{Machine, load_average, utc_now, wait_until_idle};
 use crate::paper_report::{
     ModelResults, PaperResults, PlacementRun, Scale, SimReplay, backends_cost, median_from,
     saturation, saturation_point, sim_buckets,
@@ -68,8 +68,14 @@ const PAPER_SCOPE: ContainerScope = ContainerScope {
 };
 /// Per-request deadline, client and gateway: 10 x xception's SLO.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause between two gateway runs, so one run's tail does not load the next.
+/// Pause before each gateway run, so one run's tail does not load the
+/// next: at least this long, then until the machine is idle.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
+/// Longest wait for an idle machine before a run starts anyway.
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(90);
+/// Busy cores (every process, over one second) below which the machine
+/// counts as idle.
+pub(crate) const IDLE_CORES: f64 = 0.3;
 /// Warm-up before each ramp: one request at a time, at most 20.
 const WARM_UP: Duration = Duration::from_secs(1);
 /// The policy file of the `adaptive` placement.
@@ -566,6 +572,7 @@ async fn paper_async(
     {
         let mut runs = Vec::new();
         for &placement in &placements {
+            settle().await;
             progress(&format!(
                 "{} / {}: ramp {:.2} -> {:.1} requests/s over {:.0} s",
                 scale.model,
@@ -591,7 +598,6 @@ async fn paper_async(
                 scale.model, run.placement, run.due, run.failed, run.p50_ms, run.p99_ms
             ));
             runs.push(run);
-            tokio::time::sleep(SETTLE).await;
         }
         let sim = sim_replay(&scale, &profile, &profile_name)?;
         models.push(model_results(scale, runs, Some(sim)));
@@ -606,6 +612,26 @@ async fn paper_async(
         wall_seconds: started.elapsed().as_secs_f64(),
         models,
     })
+}
+
+/// Waits for the machine to be idle before a run (see [`SETTLE`]), saying
+/// so when that took long or never came.
+pub(crate) async fn settle() {
+    let settled = wait_until_idle(SETTLE, SETTLE_MAX, Duration::from_secs(1), IDLE_CORES).await;
+    let busy = settled
+        .busy_cores
+        .map_or_else(|| "unknown".to_owned(), |busy| format!("{busy:.2}"));
+    if !settled.is_idle(IDLE_CORES) {
+        progress(&format!(
+            "the machine is still busy after {:.0} s ({busy} cores); starting anyway",
+            settled.waited.as_secs_f64()
+        ));
+    } else if settled.waited > SETTLE + Duration::from_secs(2) {
+        progress(&format!(
+            "waited {:.0} s for the machine to go idle ({busy} busy cores)",
+            settled.waited.as_secs_f64()
+        ));
+    }
 }
 
 /// Lambda-only's median under load and local-only's saturation point.

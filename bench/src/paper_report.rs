@@ -11,6 +11,7 @@ use switchyard_loadgen::{Outcome, Report, Sample};
 use switchyard_scheduler::sim::SimOutput;
 
 use crate::machine::Machine;
+use crate::paper::{IDLE_CORES, SETTLE, SETTLE_MAX};
 use crate::raw::histogram;
 
 /// Failure share above which a load level counts as failing (the issue's
@@ -903,7 +904,16 @@ pub fn document(
 - Placements: the release gateway, one process per run. `local-only`, `container-only` and `lambda-only` deploy one tier each, set up as `config/local-only.toml`, `config/container-only.toml` and `config/lambda-only.toml` (worker containers of 1 CPU each, 1 to 4 of them; Lambda reserved concurrency 4). `straightline` (`config/straightline.toml`, the paper's Algorithm 1: F = 7 requests/s for xception, 2,000/s for fashion_cnn) and `adaptive` (`config/cost-aware.toml`) place over all three tiers set up the same way. `adaptive` is `cost-aware.toml` rather than `latency-first.toml` because it is the adaptive (SLO- and cost-driven) policy for both models (p99 SLO 1,000 ms for xception, 50 ms otherwise), while `latency-first.toml` runs `least_loaded` for fashion_cnn; its SLO is also the one each bucket is judged by below.\n\
 - Lambda is the `cargo lambda` emulator on loopback with one function instance (the workspace's function binary) per unit of reserved concurrency, started before the runs (warm: no cold start in these numbers); containers are real Docker containers built and started by the gateway, one warm at the start.\n\
 - Cost: what the gateway's stats estimate the paid tiers cost over its life for the run, the warm-up included: Lambda's billed invocations at list prices, and the container pool's container-seconds (creation to removal, the warm one included) at $0.0000125 per container-second; the local tier counts as already paid for.\n\
-- Load: after a 1 s warm-up that is not counted (one request at a time, at most 20), open loop, constant spacing, single-image requests in binary tensors, latency from the intended send time (no coordinated omission), client and gateway deadline 10 s. A request fails when it gets no 2xx: refused (429), 5xx, timed out, or dropped by the client.\n\n",
+",
+    );
+    let _ = writeln!(
+        out,
+        "- Each run starts on an idle machine: at least {} s after the one before, then once fewer than {IDLE_CORES} cores were busy over 1 s (waiting up to {} s), so that what a run leaves behind (a Lambda instance still answering requests whose client gave up, containers being removed) does not load the next.",
+        SETTLE.as_secs(),
+        SETTLE_MAX.as_secs()
+    );
+    out.push_str(
+        "- Load: after a 1 s warm-up that is not counted (one request at a time, at most 20), open loop, constant spacing, single-image requests in binary tensors, latency from the intended send time (no coordinated omission), client and gateway deadline 10 s. A request fails when it gets no 2xx: refused (429), 5xx, timed out, or dropped by the client.\n\n",
     );
     out.push_str(
         "| model | rates | ramp | requests per placement | SLO (p99) |\n|---|---|---|---:|---:|\n",
