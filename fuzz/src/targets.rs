@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use switchyard_protocol::{
-    DataType, DecodeLimits, InferRequest, InferResponse, TensorData, TensorSpec, decode_request,
-    decode_request_with, decode_response, encode_request, encode_response, validate_inputs,
+    DataType, DecodeLimits, InferRequest, InferResponse, ProtocolError, TensorData, TensorSpec,
+    decode_request, decode_request_with, decode_request_without_scanner, decode_response,
+    encode_request, encode_response, validate_inputs,
 };
 use switchyard_scheduler::Config;
 use switchyard_scheduler::policy::spec::{PolicyFile, PolicySet};
@@ -24,10 +25,13 @@ const LIMITS: DecodeLimits = DecodeLimits {
 /// A v2 JSON request body (no binary part), and the same bytes as a
 /// response body.
 pub fn v2_json(data: &[u8]) {
-    if let Ok(request) = decode_request_with(data, None, &LIMITS) {
+    let decoded = decode_request_with(data, None, &LIMITS);
+    check_same_as_serde(&decoded, data, None, &LIMITS);
+    if let Ok(request) = decoded {
         check_request(&request);
     }
-    let _ = decode_request(data, None);
+    let unlimited = decode_request(data, None);
+    check_same_as_serde(&unlimited, data, None, &DecodeLimits::UNLIMITED);
     if let Ok(response) = decode_response(data, None) {
         check_response(response);
     }
@@ -47,7 +51,9 @@ pub fn binary_tensor(data: &[u8]) {
         2 => format!("+{length}"),
         _ => format!("{length}x"),
     };
-    if let Ok(request) = decode_request_with(body, Some(&header), &LIMITS) {
+    let decoded = decode_request_with(body, Some(&header), &LIMITS);
+    check_same_as_serde(&decoded, body, Some(&header), &LIMITS);
+    if let Ok(request) = decoded {
         check_request(&request);
     }
     if let Ok(response) = decode_response(body, Some(&header)) {
@@ -79,6 +85,19 @@ pub fn binary_tensor(data: &[u8]) {
             assert_eq!(again, whole, "{datatype}");
         }
     }
+}
+
+/// The decoder's fast path for JSON headers must give exactly what the
+/// plain serde decoder gives, the same request or the same error.
+fn check_same_as_serde(
+    decoded: &Result<InferRequest, ProtocolError>,
+    body: &[u8],
+    header_length: Option<&str>,
+    limits: &DecodeLimits,
+) {
+    let serde = decode_request_without_scanner(body, header_length, limits);
+    // Debug output tells -0.0 from 0.0 and prints every float exactly.
+    assert_eq!(format!("{decoded:?}"), format!("{serde:?}"));
 }
 
 /// A gateway config file, and the same text as a policy file. Keys that

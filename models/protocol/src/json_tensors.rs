@@ -27,7 +27,7 @@ use crate::{DataType, ProtocolError, TensorData};
 /// Room given up front to data read ahead, in elements: a client may
 /// declare more than it sends, so beyond this the vector grows with what
 /// actually arrives.
-const INITIAL_CAPACITY: u64 = 1 << 16;
+pub(crate) const INITIAL_CAPACITY: u64 = 1 << 16;
 
 /// A tensor as it appears in the JSON header, its data read or not yet.
 #[derive(Debug)]
@@ -142,25 +142,17 @@ fn read_as<'de, T: Element, D: Deserializer<'de>>(
     expected: u64,
     capacity: usize,
 ) -> Result<JsonData, D::Error> {
-    let mut sink = Sink::<T> {
-        out: Vec::with_capacity(capacity),
-        seen: 0,
-        limit: expected,
-        problem: None,
-    };
+    let mut sink = Sink::<T>::new(expected, capacity);
     deserializer.deserialize_any(Flatten(&mut sink))?;
-    Ok(JsonData {
-        data: T::into_data(sink.out),
-        seen: sink.seen,
-        problem: sink.problem,
-    })
+    Ok(sink.finish())
 }
 
 /// What tensor data must be.
 const ELEMENTS: &str = "a number, a boolean, or a (nested) array of them";
 
-/// Where [`Flatten`] puts the elements.
-struct Sink<T> {
+/// Where [`Flatten`] (and the scanner in [`crate::json_scan`]) put the
+/// elements.
+pub(crate) struct Sink<T> {
     out: Vec<T>,
     seen: u64,
     /// Elements kept at most (the declared count).
@@ -169,7 +161,26 @@ struct Sink<T> {
 }
 
 impl<T: Element> Sink<T> {
-    fn push(&mut self, value: JsonScalar) {
+    /// Keeps at most `limit` elements, with room for `capacity` up front.
+    pub(crate) fn new(limit: u64, capacity: usize) -> Self {
+        Self {
+            out: Vec::with_capacity(capacity),
+            seen: 0,
+            limit,
+            problem: None,
+        }
+    }
+
+    pub(crate) fn finish(self) -> JsonData {
+        JsonData {
+            data: T::into_data(self.out),
+            seen: self.seen,
+            problem: self.problem,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, value: JsonScalar) {
         let index = self.seen;
         self.seen += 1;
         if self.problem.is_some() || index >= self.limit {
@@ -305,7 +316,7 @@ impl<'de: 'a, 'a> Visitor<'de> for TensorsSeed<'a> {
 
 /// A shape's element count, if every dimension is a size and their
 /// product fits (otherwise `decode_tensors` names what is wrong).
-fn declared_count(shape: &[Number]) -> Option<u64> {
+pub(crate) fn declared_count(shape: &[Number]) -> Option<u64> {
     shape
         .iter()
         .try_fold(1u64, |acc, dim| acc.checked_mul(dim.as_u64()?))
@@ -405,7 +416,7 @@ impl<'de: 'a, 'a> Visitor<'de> for TensorSeed<'a> {
 
 /// The datatype and element count to read data ahead with, if its tensor's
 /// datatype and shape are known, valid and within `budget`.
-fn read_ahead(
+pub(crate) fn read_ahead(
     datatype: Option<&str>,
     shape: Option<&[Number]>,
     budget: u64,

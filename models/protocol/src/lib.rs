@@ -9,6 +9,7 @@
 
 mod datatype;
 mod error;
+mod json_scan;
 mod json_tensors;
 mod metadata;
 mod request;
@@ -22,7 +23,7 @@ pub use error::ProtocolError;
 pub use metadata::{ModelMetadata, ModelReadyResponse, ServerMetadata, TensorMetadata, TensorSpec};
 pub use request::{
     BINARY_HEADER_LENGTH, DecodeLimits, InferRequest, RequestedOutput, decode_request,
-    decode_request_with, encode_request,
+    decode_request_with, decode_request_without_scanner, encode_request,
 };
 pub use response::{EncodedBody, InferResponse, decode_response, encode_response};
 pub use tensor::{Element, JsonScalar, Tensor, TensorData};

@@ -8,6 +8,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::json_scan::scan_request;
 use crate::json_tensors::{TensorsSeed, WireTensor, set_once};
 use crate::wire::{
     WireTensorOut, bool_parameter, decode_tensors, finish_body, json_error, split_body,
@@ -56,12 +57,14 @@ impl InferRequest {
     }
 }
 
+/// A request header as read, before its parameters and tensor data are
+/// checked.
 #[derive(Debug)]
-struct WireRequest<'a> {
-    id: Option<String>,
-    parameters: Option<Map<String, Value>>,
-    inputs: Vec<WireTensor<'a>>,
-    outputs: Option<Vec<WireRequestedOutput>>,
+pub(crate) struct WireRequest<'a> {
+    pub id: Option<String>,
+    pub parameters: Option<Map<String, Value>>,
+    pub inputs: Vec<WireTensor<'a>>,
+    pub outputs: Option<Vec<WireRequestedOutput>>,
 }
 
 /// Reads a request header, reading tensor data ahead within
@@ -129,10 +132,10 @@ impl<'de: 'a, 'a> Visitor<'de> for RequestSeed<'a> {
 }
 
 #[derive(Debug, Deserialize)]
-struct WireRequestedOutput {
-    name: String,
+pub(crate) struct WireRequestedOutput {
+    pub name: String,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    pub parameters: Option<Map<String, Value>>,
 }
 
 /// What a decoder accepts from a client beyond the protocol's own rules.
@@ -171,16 +174,35 @@ pub fn decode_request_with(
     header_length: Option<&str>,
     limits: &DecodeLimits,
 ) -> Result<InferRequest, ProtocolError> {
+    decode(body, header_length, limits, true)
+}
+
+/// [`decode_request_with`] without its fast path for the JSON header
+/// (`serde_json` reads all of it). The two must agree on every input, to
+/// the error message: tests and the fuzz targets check that they do.
+#[doc(hidden)]
+pub fn decode_request_without_scanner(
+    body: &[u8],
+    header_length: Option<&str>,
+    limits: &DecodeLimits,
+) -> Result<InferRequest, ProtocolError> {
+    decode(body, header_length, limits, false)
+}
+
+fn decode(
+    body: &[u8],
+    header_length: Option<&str>,
+    limits: &DecodeLimits,
+    scan: bool,
+) -> Result<InferRequest, ProtocolError> {
     let (json, binary) = split_body(body, header_length)?;
-    let seed = RequestSeed {
-        max_elements: limits.max_elements,
-        borrow: PhantomData,
+    let scanned = scan
+        .then(|| scan_request(json, limits.max_elements))
+        .flatten();
+    let wire = match scanned {
+        Some(wire) => wire,
+        None => read_request(json, limits.max_elements)?,
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let wire = seed
-        .deserialize(&mut deserializer)
-        .and_then(|wire| deserializer.end().map(|()| wire))
-        .map_err(|e| json_error(&e))?;
     let parameters = wire.parameters.as_ref();
     let binary_data_output = bool_parameter(parameters, "binary_data_output")?.unwrap_or(false);
     let timeout_us = u64_parameter(parameters, "timeout")?;
@@ -207,6 +229,21 @@ pub fn decode_request_with(
         binary_data_output,
         timeout_us,
     })
+}
+
+/// Reads a request header with serde: any JSON, every error.
+pub(crate) fn read_request(
+    json: &[u8],
+    max_elements: u64,
+) -> Result<WireRequest<'_>, ProtocolError> {
+    let seed = RequestSeed {
+        max_elements,
+        borrow: PhantomData,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    seed.deserialize(&mut deserializer)
+        .and_then(|wire| deserializer.end().map(|()| wire))
+        .map_err(|e| json_error(&e))
 }
 
 #[derive(Serialize)]

@@ -161,6 +161,7 @@ macro_rules! float_element {
             const DATATYPE: DataType = DataType::$variant;
             variant_of!($variant);
             #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+            #[inline]
             fn from_json(value: JsonScalar) -> Result<Self, String> {
                 match value {
                     // JSON has no NaN or infinity, so a non-finite result is
