@@ -46,7 +46,7 @@ use switchyard_scheduler::sim::{PolicyRun, Profile, SimOptions, SimOutput};
 use crate::error::BenchError;
 use crate::gateway_process::GatewayProcess;
 use crate::local::progress;
-use crate::machine::{Machine, load_average, utc_now, wait_until_idle};
+use crate::machine::{Machine, Settled, load_average, utc_now, wait_until_idle};
 use crate::paper_report::{
     ModelResults, PaperResults, PlacementRun, Scale, SimReplay, backends_cost, median_from,
     saturation, saturation_point, sim_buckets,
@@ -572,7 +572,7 @@ async fn paper_async(
     {
         let mut runs = Vec::new();
         for &placement in &placements {
-            settle().await;
+            let settled = settle().await;
             progress(&format!(
                 "{} / {}: ramp {:.2} -> {:.1} requests/s over {:.0} s",
                 scale.model,
@@ -582,7 +582,7 @@ async fn paper_async(
                 scale.ramp_s
             ));
             let run = run_placement(options, root, &client, &mut lambda, placement, &scale).await;
-            let run = match run {
+            let mut run = match run {
                 Ok(run) => run,
                 Err(error) => {
                     progress(&format!(
@@ -593,6 +593,7 @@ async fn paper_async(
                     PlacementRun::failed(placement.name(), load_average(), error.to_string())
                 }
             };
+            run.busy_cores_before = settled.busy_cores;
             progress(&format!(
                 "{} / {}: {} requests, {} failed, p50 {:?} ms, p99 {:?} ms",
                 scale.model, run.placement, run.due, run.failed, run.p50_ms, run.p99_ms
@@ -616,7 +617,7 @@ async fn paper_async(
 
 /// Waits for the machine to be idle before a run (see [`SETTLE`]), saying
 /// so when that took long or never came.
-pub(crate) async fn settle() {
+pub(crate) async fn settle() -> Settled {
     let settled = wait_until_idle(SETTLE, SETTLE_MAX, Duration::from_secs(1), IDLE_CORES).await;
     let busy = settled
         .busy_cores
@@ -632,6 +633,7 @@ pub(crate) async fn settle() {
             settled.waited.as_secs_f64()
         ));
     }
+    settled
 }
 
 /// Lambda-only's median under load and local-only's saturation point.

@@ -184,6 +184,10 @@ pub struct PlacementRun {
     pub error: Option<String>,
     /// `/proc/loadavg` just before the load started.
     pub load_average_before: String,
+    /// Cores the whole machine was busy on over the last second of the wait
+    /// for an idle machine before the run (`None` if not measured). Unlike
+    /// the load average, which trails by minutes, this is the machine now.
+    pub busy_cores_before: Option<f64>,
     pub due: u64,
     pub succeeded: u64,
     pub failed: u64,
@@ -215,6 +219,7 @@ impl PlacementRun {
             placement: placement.to_owned(),
             error: Some(error),
             load_average_before,
+            busy_cores_before: None,
             due: 0,
             succeeded: 0,
             failed: 0,
@@ -250,6 +255,7 @@ impl PlacementRun {
             placement: placement.to_owned(),
             error: None,
             load_average_before,
+            busy_cores_before: None,
             due,
             succeeded,
             failed: due - succeeded,
@@ -894,11 +900,12 @@ pub fn document(
         results.wall_seconds
     );
     let _ = writeln!(out, "- Command: `{}`", results.command);
-    if busy_at_start(&m.load_average_at_start) {
-        out.push_str("- **Noisy numbers.** The machine was busy when the run started (other processes: see the load averages, and each run's own below). ");
-    } else {
-        out.push_str("- The machine was quiet when the run started (1-minute load average below 0.5; the run's own gateway and load generator raise it). ");
-    }
+    let first_busy = results
+        .models
+        .first()
+        .and_then(|model| model.runs.first())
+        .and_then(|run| run.busy_cores_before);
+    out.push_str(&start_condition(first_busy, &m.load_average_at_start));
     out.push_str(
         "Every placement of a model ran back to back in this one run on the same ramp, so compare placements within a table; absolute times are context only.\n\
 - Placements: the release gateway, one process per run. `local-only`, `container-only` and `lambda-only` deploy one tier each, set up as `config/local-only.toml`, `config/container-only.toml` and `config/lambda-only.toml` (worker containers of 1 CPU each, 1 to 4 of them; Lambda reserved concurrency 4). `straightline` (`config/straightline.toml`, the paper's Algorithm 1: F = 7 requests/s for xception, 2,000/s for fashion_cnn) and `adaptive` (`config/cost-aware.toml`) place over all three tiers set up the same way. `adaptive` is `cost-aware.toml` rather than `latency-first.toml` because it is the adaptive (SLO- and cost-driven) policy for both models (p99 SLO 1,000 ms for xception, 50 ms otherwise), while `latency-first.toml` runs `least_loaded` for fashion_cnn; its SLO is also the one each bucket is judged by below.\n\
@@ -942,10 +949,18 @@ pub fn document(
         let loads = model
             .runs
             .iter()
-            .map(|r| format!("{} {}", r.placement, r.load_average_before))
+            .map(|r| {
+                let busy = r
+                    .busy_cores_before
+                    .map_or_else(|| "not measured".to_owned(), |busy| format!("{busy:.2}"));
+                format!("{} {busy} · {}", r.placement, r.load_average_before)
+            })
             .collect::<Vec<_>>()
             .join("; ");
-        let _ = writeln!(out, "\nLoad average before each run: {loads}.\n");
+        let _ = writeln!(
+            out,
+            "\nBefore each run, cores busy over its last idle second · load average: {loads}.\n"
+        );
     }
     out.push_str("## The simulator: the same ramp at the paper's full scale\n\n`switchyard sim`'s engine with the gateway's own policies, the same five placements (single-tier baselines deploy only their tier), constant arrivals, 18 s buckets. The simulated tiers do not share a CPU, so this is the shape beyond one machine.\n\n");
     for model in &results.models {
@@ -974,6 +989,22 @@ pub fn document(
         out.push('\n');
     }
     out
+}
+
+/// What the report says of the machine when the run started: from the
+/// busy cores measured just before the first run when there are some, else
+/// from the load average.
+fn start_condition(first_busy: Option<f64>, load_average: &str) -> String {
+    match first_busy {
+        Some(busy) if busy < IDLE_CORES => format!(
+            "- The machine was idle when the run started ({busy:.2} cores busy over the second before the first run; the load averages trail the work before it by minutes). "
+        ),
+        Some(busy) => format!(
+            "- **Noisy numbers.** The machine was busy when the run started ({busy:.2} cores busy over the second before the first run, other processes; each run's own figure is below). "
+        ),
+        None if busy_at_start(load_average) => "- **Noisy numbers.** The machine was busy when the run started (other processes: see the load averages, and each run's own below). ".to_owned(),
+        None => "- The machine was quiet when the run started (1-minute load average below 0.5; the run's own gateway and load generator raise it). ".to_owned(),
+    }
 }
 
 /// Whether the 1-minute load average (the first field of `/proc/loadavg`
@@ -1053,6 +1084,14 @@ mod tests {
         assert!((9.9..=10.1).contains(&p50), "{p50}");
         let p99 = buckets[0].p99_ms.unwrap();
         assert!((29.9..=30.1).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn the_start_is_judged_by_busy_cores_when_they_were_measured() {
+        assert!(start_condition(Some(0.02), "3.00 2.00 1.00").contains("was idle"));
+        assert!(start_condition(Some(1.20), "0.00 0.00 0.00").contains("**Noisy numbers.**"));
+        assert!(start_condition(None, "3.00 2.00 1.00").contains("**Noisy numbers.**"));
+        assert!(start_condition(None, "0.10 0.20 0.30").contains("was quiet"));
     }
 
     #[test]
@@ -1166,6 +1205,7 @@ mod tests {
             placement: placement.into(),
             error: None,
             load_average_before: "1.00 1.00 1.00".into(),
+            busy_cores_before: Some(0.05),
             due: samples.len() as u64,
             succeeded,
             failed: samples.len() as u64 - succeeded,
