@@ -113,13 +113,8 @@ impl<'a> Scanner<'a> {
             let key = self.plain_string()?;
             self.eat(b':')?;
             field(self, key)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.another(b'}')? {
+                return Some(());
             }
         }
     }
@@ -133,15 +128,21 @@ impl<'a> Scanner<'a> {
         }
         loop {
             element(self)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.another(b']')? {
+                return Some(());
             }
         }
+    }
+
+    /// Past a field or an element: whether another follows (a comma,
+    /// consumed) or the object or list ends (`close`, consumed).
+    fn another(&mut self, close: u8) -> Option<bool> {
+        let byte = self.peek()?;
+        if byte != b',' && byte != close {
+            return None;
+        }
+        self.pos += 1;
+        Some(byte == b',')
     }
 
     /// A string without escapes or control characters (serde unescapes the
