@@ -28,8 +28,8 @@ use crate::error::BenchError;
 use crate::local::progress;
 use crate::machine::{Machine, load_average, utc_now};
 use crate::paper::{
-    ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, Schedule, chosen_placements, drive,
-    remove_containers, run_scoped, settle,
+    ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, SETTLE_BUDGET, Schedule,
+    chosen_placements, drive, remove_containers, run_scoped, settle,
 };
 use crate::paper_report::served_by;
 use crate::sim::{RunOutcome, Verdict, judge, load_profile, scaled_burst_phases, verdict_table};
@@ -238,8 +238,9 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
         let client = http_client(1024);
         let mut lambda = LambdaTier::default();
         let mut runs = Vec::new();
+        let mut idle_budget = SETTLE_BUDGET;
         for &placement in &placements {
-            settle().await;
+            settle(&mut idle_budget).await;
             progress(&format!(
                 "{MODEL} / {}: Poisson bursts, {:.0} s",
                 placement.name(),

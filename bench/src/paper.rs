@@ -71,8 +71,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before each gateway run, so one run's tail does not load the
 /// next: at least this long, then until the machine is idle.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
-/// Longest wait for an idle machine before a run starts anyway.
-pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(90);
+/// Longest wait for an idle machine, beyond [`SETTLE`], before one run
+/// starts anyway.
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// Longest wait beyond [`SETTLE`] over a whole benchmark, so that a busy
+/// machine cannot stretch it past its time bound.
+pub(crate) const SETTLE_BUDGET: Duration = Duration::from_secs(60);
 /// Busy cores (every process, over one second) below which the machine
 /// counts as idle.
 pub(crate) const IDLE_CORES: f64 = 0.3;
@@ -565,6 +569,7 @@ async fn paper_async(
     }
     let client = http_client(1024);
     let mut lambda = LambdaTier::default();
+    let mut idle_budget = SETTLE_BUDGET;
     let mut models = Vec::new();
     for scale in scales(options.quick)
         .into_iter()
@@ -572,7 +577,7 @@ async fn paper_async(
     {
         let mut runs = Vec::new();
         for &placement in &placements {
-            let settled = settle().await;
+            let settled = settle(&mut idle_budget).await;
             progress(&format!(
                 "{} / {}: ramp {:.2} -> {:.1} requests/s over {:.0} s",
                 scale.model,
@@ -615,10 +620,13 @@ async fn paper_async(
     })
 }
 
-/// Waits for the machine to be idle before a run (see [`SETTLE`]), saying
-/// so when that took long or never came.
-pub(crate) async fn settle() -> Settled {
-    let settled = wait_until_idle(SETTLE, SETTLE_MAX, Duration::from_secs(1), IDLE_CORES).await;
+/// Waits for the machine to be idle before a run (see [`SETTLE`]), taking
+/// what it waited beyond `SETTLE` from `budget`, and says so when that took
+/// long or never came.
+pub(crate) async fn settle(budget: &mut Duration) -> Settled {
+    let max = settle_limit(*budget);
+    let settled = wait_until_idle(SETTLE, max, Duration::from_secs(1), IDLE_CORES).await;
+    *budget = budget.saturating_sub(settled.waited.saturating_sub(SETTLE));
     let busy = settled
         .busy_cores
         .map_or_else(|| "unknown".to_owned(), |busy| format!("{busy:.2}"));
@@ -634,6 +642,12 @@ pub(crate) async fn settle() -> Settled {
         ));
     }
     settled
+}
+
+/// The longest one run's wait may be, with `budget` left of the whole
+/// benchmark's.
+fn settle_limit(budget: Duration) -> Duration {
+    SETTLE + SETTLE_MAX.min(budget)
 }
 
 /// Lambda-only's median under load and local-only's saturation point.
@@ -926,5 +940,20 @@ pub fn live_plot_input(model: &ModelResults) -> SimOutput {
         expected_requests: model.scale.expected_requests,
         runs,
         wall_seconds: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_wait_shrinks_with_what_is_left_of_the_budget() {
+        assert_eq!(settle_limit(Duration::ZERO), SETTLE);
+        assert_eq!(
+            settle_limit(Duration::from_secs(5)),
+            SETTLE + Duration::from_secs(5)
+        );
+        assert_eq!(settle_limit(SETTLE_BUDGET), SETTLE + SETTLE_MAX);
     }
 }

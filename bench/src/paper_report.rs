@@ -11,7 +11,7 @@ use switchyard_loadgen::{Outcome, Report, Sample};
 use switchyard_scheduler::sim::SimOutput;
 
 use crate::machine::Machine;
-use crate::paper::{IDLE_CORES, SETTLE, SETTLE_MAX};
+use crate::paper::{IDLE_CORES, SETTLE, SETTLE_BUDGET, SETTLE_MAX};
 use crate::raw::histogram;
 
 /// Failure share above which a load level counts as failing (the issue's
@@ -915,9 +915,10 @@ pub fn document(
     );
     let _ = writeln!(
         out,
-        "- Each run starts on an idle machine: at least {} s after the one before, then once fewer than {IDLE_CORES} cores were busy over 1 s (waiting up to {} s), so that what a run leaves behind (a Lambda instance still answering requests whose client gave up, containers being removed) does not load the next.",
+        "- Each run starts on an idle machine: at least {} s after the one before, then once fewer than {IDLE_CORES} cores were busy over 1 s (waiting up to {} s more for one run and {} s more in all), so that what a run leaves behind (a Lambda instance still answering requests whose client gave up, containers being removed) does not load the next.",
         SETTLE.as_secs(),
-        SETTLE_MAX.as_secs()
+        SETTLE_MAX.as_secs(),
+        SETTLE_BUDGET.as_secs()
     );
     out.push_str(
         "- Load: after a 1 s warm-up that is not counted (one request at a time, at most 20), open loop, constant spacing, single-image requests in binary tensors, latency from the intended send time (no coordinated omission), client and gateway deadline 10 s. A request fails when it gets no 2xx: refused (429), 5xx, timed out, or dropped by the client.\n\n",
