@@ -22,7 +22,9 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Number, Value};
 
 use crate::DataType;
-use crate::json_tensors::{INITIAL_CAPACITY, JsonData, Sink, WireData, WireTensor, read_ahead};
+use crate::json_tensors::{
+    INITIAL_CAPACITY, JsonData, Sink, WireData, WireTensor, declared_count, read_ahead,
+};
 use crate::request::{WireRequest, WireRequestedOutput};
 use crate::tensor::{Element, JsonScalar, for_datatype};
 
@@ -184,7 +186,7 @@ impl<'a> Scanner<'a> {
         let mut declared: u64 = 0;
         self.list(|scanner| {
             let tensor = scanner.tensor(max_elements.saturating_sub(declared))?;
-            let count = crate::json_tensors::declared_count(&tensor.shape).unwrap_or(0);
+            let count = declared_count(&tensor.shape).unwrap_or(0);
             declared = declared.saturating_add(count);
             tensors.push(tensor);
             Some(())
@@ -289,17 +291,10 @@ impl<'a> Scanner<'a> {
                 if depth == 0 {
                     return Some(());
                 }
-                match self.peek()? {
-                    b',' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    b']' => {
-                        self.pos += 1;
-                        depth -= 1;
-                    }
-                    _ => return None,
+                if self.another(b']')? {
+                    break;
                 }
+                depth -= 1;
             }
         }
     }
