@@ -354,6 +354,10 @@ async fn local_section(context: &Context<'_>) -> Result<BackendSection, BenchErr
     ))
 }
 
+/// The direct path through the container's published loopback port, when
+/// the gateway takes the container's network address instead.
+const PUBLISHED: &str = "direct (published port)";
+
 async fn container_section(
     context: &Context<'_>,
     docker: Option<&Docker>,
@@ -377,22 +381,36 @@ async fn container_section(
     };
     let cold = container_cold_starts(context, &one_container).await?;
     let gateway = start_gateway(context, Placement::ContainerOnly, None, one_container).await?;
-    let worker = worker_address(docker, CONTAINERS).await?;
-    let nginx = Nginx::start(context.temp, worker)?;
+    let worker = worker_addresses(&gateway, context.client, docker, CONTAINERS).await?;
+    progress(&format!(
+        "the gateway reaches its worker at {} ({} route); its published port is {}",
+        worker.used, worker.route, worker.published
+    ));
+    // nginx and the direct baseline take the gateway's route, so the
+    // comparisons measure the proxies and not the way to the container.
+    let nginx = Nginx::start(context.temp, worker.used)?;
     let mut variants = vec![
         named(
             "direct",
-            infer_target(
-                context.client,
-                Endpoint::parse(&format!("http://{worker}"), false)?,
-            )
-            .await?,
+            infer_target(context.client, worker.used_endpoint()?).await?,
         ),
         named(
             "switchyard",
             infer_target(context.client, gateway.endpoint()?).await?,
         ),
     ];
+    let mut pairs = vec![("switchyard", "direct"), ("nginx", "direct")];
+    if worker.used != worker.published {
+        variants.push(named(
+            PUBLISHED,
+            infer_target(
+                context.client,
+                Endpoint::parse(&format!("http://{}", worker.published), false)?,
+            )
+            .await?,
+        ));
+        pairs.push(("switchyard", PUBLISHED));
+    }
     if let Some(nginx) = &nginx {
         variants.push(named(
             "nginx",
@@ -409,9 +427,19 @@ async fn container_section(
     stop(gateway);
     let mut section = BackendSection::measured(
         "container",
-        "gateway (container-only, one worker container) vs the same worker container direct; nginx in front of the same worker beside it",
+        &format!(
+            "gateway (container-only, one worker container, which it reaches on the {} route) vs \
+             the same worker container direct on that route; nginx in front of the same worker, \
+             on the same route, beside it{}",
+            worker.route,
+            if worker.used == worker.published {
+                ""
+            } else {
+                "; and the container's published loopback port direct, the way a client reaches the container without the gateway"
+            }
+        ),
         cells,
-        &[("switchyard", "direct"), ("nginx", "direct")],
+        &pairs,
     );
     section.cold_start = Some(cold);
     Ok(section)
@@ -484,11 +512,51 @@ pub(crate) async fn container_cold_start_samples(
     Ok(samples)
 }
 
-/// The published loopback port of the one worker container of the scope.
-pub(crate) async fn worker_address(
+/// How a gateway reaches its one worker container, and the container's
+/// published loopback port.
+pub(crate) struct WorkerAddresses {
+    /// Where the gateway sends its requests, as its stats report it.
+    pub used: SocketAddr,
+    /// `network` (the container's own address) or `published`.
+    pub route: String,
+    /// The port the engine publishes on 127.0.0.1 for the container.
+    pub published: SocketAddr,
+}
+
+impl WorkerAddresses {
+    /// The endpoint of the address the gateway uses, for going direct on
+    /// the same route (a container's network address is not loopback, but
+    /// it is on this machine).
+    pub fn used_endpoint(&self) -> Result<Endpoint, BenchError> {
+        Ok(Endpoint::parse(
+            &format!("http://{}", self.used),
+            self.route == "network",
+        )?)
+    }
+}
+
+/// The addresses of the one worker container of `scope`, which `gateway`
+/// runs.
+pub(crate) async fn worker_addresses(
+    gateway: &GatewayProcess,
+    client: &HttpClient,
     docker: &Docker,
     scope: ContainerScope,
-) -> Result<SocketAddr, BenchError> {
+) -> Result<WorkerAddresses, BenchError> {
+    let stats = gateway.stats(client).await?;
+    let container = stats
+        .pointer("/backend_details/container/containers/0")
+        .ok_or_else(|| BenchError::Gateway("the gateway's stats list no container".into()))?;
+    let used = container
+        .get("address")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .ok_or_else(|| BenchError::Gateway(format!("no container address in {container}")))?;
+    let route = container
+        .get("route")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let port = engine::list_labelled(
         docker,
         &[
@@ -502,7 +570,11 @@ pub(crate) async fn worker_address(
     .flat_map(|c| c.ports.unwrap_or_default())
     .find_map(|p| p.public_port)
     .ok_or_else(|| BenchError::Other("no worker container with a published port".into()))?;
-    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+    Ok(WorkerAddresses {
+        used,
+        route,
+        published: SocketAddr::from(([127, 0, 0, 1], port)),
+    })
 }
 
 async fn lambda_section(context: &Context<'_>) -> Result<BackendSection, BenchError> {

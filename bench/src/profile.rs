@@ -40,7 +40,7 @@ use crate::local::{LocalOptions, gateway_binary, progress};
 use crate::machine::{Machine, utc_now};
 use crate::overhead::{
     TempDir, chosen, container_cold_start_samples, invoke_body, invoke_target, one_request,
-    worker_address,
+    worker_addresses,
 };
 use crate::overhead_report::ColdStarts;
 use crate::paper::{
@@ -479,8 +479,10 @@ async fn measure_containers(
         let mut gateway =
             tokio::task::block_in_place(|| GatewayProcess::start_with_config(binary, &path))?;
         gateway.wait_ready(&client).await?;
-        let worker = worker_address(docker, CONTAINERS).await?;
-        let endpoint = Endpoint::parse(&format!("http://{worker}"), false)?;
+        // The route the gateway itself takes to the container.
+        let endpoint = worker_addresses(&gateway, &client, docker, CONTAINERS)
+            .await?
+            .used_endpoint()?;
         let measured = direct_round_trip(&client, endpoint, model, quick).await;
         // SIGTERM: the gateway drains and removes its worker container itself.
         tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(15)));

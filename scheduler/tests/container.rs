@@ -429,6 +429,76 @@ async fn builds_the_image_from_nothing_and_serves_every_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_reaches_the_container_and_stats_say_which() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) = docker_or_skip("each_route_reaches_the_container_and_stats_say_which").await
+    else {
+        return;
+    };
+    for route in ["published", "network", "auto"] {
+        let scope = scope(&format!("route-{route}"));
+        let gateway = TestGateway::start(&container_config(
+            &scope,
+            TEST_IMAGE,
+            r#"["digits"]"#,
+            &format!("min_containers = 1\nmax_containers = 1\nroute = \"{route}\""),
+        ))
+        .await;
+        gateway.wait_ready(Duration::from_secs(120)).await;
+        let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
+        assert_eq!(reply.status, 200, "route {route}: {}", reply.text());
+        let stats = gateway.stats().await;
+        let container = &stats["backend_details"]["container"]["containers"][0];
+        let address: SocketAddr = container["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("route {route}: no address in {container}"));
+        let reported = container["route"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(container["state"], "ready", "route {route}: {container}");
+
+        let ids = containers(&docker, &scope).await;
+        assert_eq!(ids.len(), 1, "route {route}");
+        let settings = docker
+            .inspect_container(
+                &ids[0],
+                None::<switchyard_backend_container::bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .expect("inspect")
+            .network_settings
+            .expect("network settings");
+        let published_port = settings
+            .ports
+            .and_then(|mut p| p.remove("8000/tcp"))
+            .flatten()
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("a published port");
+        let published = SocketAddr::from(([127, 0, 0, 1], published_port));
+        let network = settings
+            .networks
+            .unwrap_or_default()
+            .into_values()
+            .find_map(|e| e.ip_address?.parse::<std::net::IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, 8000));
+        match (route, reported.as_str()) {
+            ("published", "published") => assert_eq!(address, published),
+            ("network", "network") => assert_eq!(Some(address), network),
+            // The network address answered in the step before, so auto
+            // must take it.
+            ("auto", "network") => assert_eq!(Some(address), network),
+            _ => panic!("route {route} reached the container as {reported} at {address}"),
+        }
+        gateway.shutdown().await;
+        assert!(
+            containers(&docker, &scope).await.is_empty(),
+            "route {route}"
+        );
+    }
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_up_under_load_and_down_when_idle() {
     let _turn = ENGINE.lock().await;
     let Some(docker) = docker_or_skip("scales_up_under_load_and_down_when_idle").await else {

@@ -21,6 +21,8 @@ pub struct ContainerFile {
     endpoint: String,
     #[serde(default)]
     tls: Option<TlsFile>,
+    #[serde(default = "default_route")]
+    route: String,
     #[serde(default = "default_api_timeout_ms")]
     api_timeout_ms: u64,
     #[serde(default = "default_image")]
@@ -104,6 +106,9 @@ fn default_name() -> String {
 fn default_endpoint() -> String {
     "unix:///var/run/docker.sock".into()
 }
+fn default_route() -> String {
+    "auto".into()
+}
 fn default_api_timeout_ms() -> u64 {
     120_000
 }
@@ -151,6 +156,34 @@ fn default_retry_interval_ms() -> u64 {
 }
 fn default_max_attempts() -> u32 {
     3
+}
+
+/// How the gateway reaches its worker containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The container's own address on its Docker network when the engine
+    /// runs on this machine (a Unix socket endpoint) and that address
+    /// answers; the published loopback port otherwise.
+    Auto,
+    /// The port published on 127.0.0.1, through the engine's port
+    /// forwarding (its userland proxy: one more process on the way).
+    Published,
+    /// The container's own address on its Docker network, always.
+    Network,
+}
+
+impl Route {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "published" => Ok(Self::Published),
+            "network" => Ok(Self::Network),
+            _ => Err(format!(
+                "{text:?} is not a route; write \"auto\" (the container's network address when \
+                 the engine is local, else the published port), \"published\" or \"network\""
+            )),
+        }
+    }
 }
 
 /// Where the Docker engine is. Neither `Debug` nor `Display` shows the TLS
@@ -203,6 +236,8 @@ pub struct ContainerConfig {
     /// Models the image carries and the backend serves.
     pub models: Vec<String>,
     pub endpoint: Endpoint,
+    /// How requests reach the containers.
+    pub route: Route,
     /// Deadline of one Docker API call (an image build included).
     pub api_timeout: Duration,
     /// Image repository name; the tag is the content hash of what goes in.
@@ -293,6 +328,16 @@ impl ContainerFile {
         }
         let endpoint = parse_endpoint(&self.endpoint, self.tls)
             .map_err(|message| error("endpoint", message))?;
+        let route = Route::parse(&self.route).map_err(|message| error("route", message))?;
+        if route == Route::Network && !matches!(endpoint, Endpoint::Unix(_)) {
+            return Err(error(
+                "route",
+                format!(
+                    "\"network\" needs the engine on this machine, but endpoint is {endpoint}; \
+                     write route = \"published\" or \"auto\" for a remote engine"
+                ),
+            ));
+        }
         let in_range = |key: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
                 Err(error(
@@ -349,6 +394,7 @@ impl ContainerFile {
             name: self.name,
             models,
             endpoint,
+            route,
             api_timeout: ms(self.api_timeout_ms),
             image: self.image,
             worker_binary: self.worker_binary,
@@ -453,6 +499,15 @@ mod tests {
             config.endpoint,
             Endpoint::Unix(PathBuf::from("/var/run/docker.sock"))
         );
+        assert_eq!(config.route, Route::Auto);
+        assert_eq!(
+            validate("route = \"published\"").unwrap().route,
+            Route::Published
+        );
+        assert_eq!(
+            validate("route = \"network\"").unwrap().route,
+            Route::Network
+        );
         assert_eq!(config.nano_cpus, 1_000_000_000);
         assert_eq!(config.memory_bytes, 1 << 30);
         assert_eq!(
@@ -475,6 +530,11 @@ mod tests {
             ),
             ("endpoint = \"http://x\"", "endpoint"),
             ("endpoint = \"tcp://host\"", "endpoint"),
+            ("route = \"bridge\"", "route"),
+            (
+                "endpoint = \"tcp://docker.internal:2375\"\nroute = \"network\"",
+                "route",
+            ),
             ("image = \"Worker:latest\"", "image"),
             ("cpus = 0.0", "cpus"),
             ("idle_timeout_ms = 0", "idle_timeout_ms"),

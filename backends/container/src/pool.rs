@@ -14,7 +14,7 @@
 //! replacing dead ones, found by Docker `die` events or failed health checks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use switchyard_models::ModelRepository;
 use tokio::sync::{Notify, watch};
 
 use crate::client::{CallError, EncodedRequest, WorkerClient};
-use crate::config::ContainerConfig;
+use crate::config::{ContainerConfig, Endpoint, Route};
 use crate::engine::{self, Identity};
 use crate::image::{ImagePlan, WORKER_PORT};
 
@@ -42,12 +42,23 @@ const SUSPECT: u8 = 1;
 const DRAINING: u8 = 2;
 const DEAD: u8 = 3;
 
+/// Which way the gateway's requests reach a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerRoute {
+    /// Straight to the container's address on its Docker network.
+    Network,
+    /// Through the port published on 127.0.0.1 (the engine's forwarding).
+    Published,
+}
+
 /// One running worker container.
 #[derive(Debug)]
 pub struct Worker {
     pub id: String,
     pub name: String,
     pub address: SocketAddr,
+    pub route: WorkerRoute,
     outstanding: AtomicU64,
     state: AtomicU8,
     health_failures: AtomicU32,
@@ -92,6 +103,21 @@ pub struct PoolStats {
     pub container_seconds: f64,
     /// What those cost at `pricing.container_second_dollars`.
     pub cost_dollars: f64,
+    /// The containers the pool holds, starting ones left out.
+    pub containers: Vec<ContainerView>,
+}
+
+/// One container in stats.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerView {
+    pub name: String,
+    /// Where the gateway sends its requests.
+    pub address: SocketAddr,
+    pub route: WorkerRoute,
+    /// `ready`, `suspect` (a request to it broke; checked before it gets
+    /// more), `draining` (being retired) or `dead`.
+    pub state: &'static str,
+    pub in_flight: u64,
 }
 
 /// Cold starts kept for the percentiles in stats.
@@ -102,6 +128,10 @@ const RECENT_COLD_STARTS: usize = 1024;
 /// worker that is not listening yet fails at once (a refused or closed
 /// connection).
 const READY_POLL_MAX: Duration = Duration::from_millis(10);
+
+/// How long a ready container's network address gets to answer before
+/// `route = "auto"` settles for the published port.
+const NETWORK_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How often a starting container that does not answer yet is asked for
 /// through the engine, to tell one that exited from one still loading.
@@ -193,6 +223,9 @@ pub struct Pool {
     failovers: AtomicU64,
     prewarms: AtomicU64,
     sequence: AtomicU64,
+    /// Set once `route = "auto"` found a container's network address
+    /// unreachable: later containers go straight to the published port.
+    network_unreachable: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -273,6 +306,7 @@ impl Pool {
             failovers: AtomicU64::new(0),
             prewarms: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
+            network_unreachable: AtomicBool::new(false),
             config,
         }
     }
@@ -615,6 +649,22 @@ impl Pool {
                 .map_or(0, |(containers, _)| containers as u64);
             (state.image.clone(), floor, state.uptime.seconds_at(now))
         };
+        let containers = lock(&self.state)
+            .workers
+            .iter()
+            .map(|worker| ContainerView {
+                name: worker.name.clone(),
+                address: worker.address,
+                route: worker.route,
+                state: match worker.state() {
+                    READY => "ready",
+                    SUSPECT => "suspect",
+                    DRAINING => "draining",
+                    _ => "dead",
+                },
+                in_flight: worker.outstanding(),
+            })
+            .collect();
         let counters = lock(&self.counters);
         let mut sorted: Vec<f64> = counters.recent_cold_starts.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
@@ -639,6 +689,7 @@ impl Pool {
             image,
             container_seconds,
             cost_dollars: container_seconds * self.config.container_second_dollars,
+            containers,
         }
     }
 
@@ -983,7 +1034,7 @@ impl Pool {
                 }
                 metrics::histogram!("switchyard_container_cold_start_seconds", "backend" => name.clone())
                     .record(cold_start.as_secs_f64());
-                tracing::info!(backend = %name, container = %worker.name, address = %worker.address,
+                tracing::info!(backend = %name, container = %worker.name, address = %worker.address, route = ?worker.route,
                     cold_start_ms = cold_start.as_secs_f64() * 1e3, "container ready");
                 let mut state = lock(&self.state);
                 state.starting -= 1;
@@ -1106,15 +1157,34 @@ impl Pool {
             )
             .await
             .map_err(|e| format!("cannot inspect container {name}: {e}"))?;
-        let host_port = inspect
-            .network_settings
-            .and_then(|n| n.ports)
+        let settings = inspect.network_settings.unwrap_or_default();
+        let published = settings
+            .ports
             .and_then(|mut ports| ports.remove(&format!("{WORKER_PORT}/tcp")))
             .flatten()
             .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
             .and_then(|p| p.parse::<u16>().ok())
-            .ok_or_else(|| format!("container {name} has no published port"))?;
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
+            .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        let network = settings
+            .networks
+            .unwrap_or_default()
+            .into_values()
+            .find_map(|endpoint| endpoint.ip_address?.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, WORKER_PORT));
+        let (address, route) = match self.config.route {
+            Route::Network => (
+                network.ok_or_else(|| {
+                    format!(
+                        "container {name} has no address on a Docker network (route = \"network\")"
+                    )
+                })?,
+                WorkerRoute::Network,
+            ),
+            Route::Auto | Route::Published => (
+                published.ok_or_else(|| format!("container {name} has no published port"))?,
+                WorkerRoute::Published,
+            ),
+        };
         let mut interval = Duration::from_millis(2);
         let mut last_exit_check = Instant::now();
         loop {
@@ -1139,14 +1209,46 @@ impl Pool {
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(READY_POLL_MAX);
         }
+        let (address, route) = match network {
+            Some(network) if route == WorkerRoute::Published => self
+                .try_network_route(name, network)
+                .await
+                .map_or((address, route), |network| (network, WorkerRoute::Network)),
+            _ => (address, route),
+        };
         Ok(Arc::new(Worker {
             id: id.to_owned(),
             name: name.to_owned(),
             address,
+            route,
             outstanding: AtomicU64::new(0),
             state: AtomicU8::new(READY),
             health_failures: AtomicU32::new(0),
         }))
+    }
+
+    /// With `route = "auto"` and the engine on this machine: `network` if
+    /// the ready container answers there too. Requests then skip the
+    /// engine's port forwarding (a userland proxy process by default, two
+    /// more hand-offs per request). The first container that does not
+    /// answer on its network address (a rootless engine's network, say)
+    /// turns the probe off for the pool's life.
+    async fn try_network_route(&self, name: &str, network: SocketAddr) -> Option<SocketAddr> {
+        if self.config.route != Route::Auto
+            || !matches!(self.config.endpoint, Endpoint::Unix(_))
+            || self.network_unreachable.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        if self.client.ready(network, NETWORK_PROBE_TIMEOUT).await {
+            return Some(network);
+        }
+        if !self.network_unreachable.swap(true, Ordering::Relaxed) {
+            tracing::warn!(backend = %self.config.name, container = %name, %network,
+                "the container does not answer on its Docker network address; requests go \
+                 through the published port (route = \"published\" skips this probe)");
+        }
+        None
     }
 
     /// If the container has stopped: its exit code and last log lines.
@@ -1309,6 +1411,7 @@ mod tests {
             id: "c1".into(),
             name: "worker-1".into(),
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+            route: WorkerRoute::Published,
             outstanding: AtomicU64::new(0),
             state: AtomicU8::new(READY),
             health_failures: AtomicU32::new(0),
@@ -1390,6 +1493,7 @@ mod tests {
             id: "c2".into(),
             name: "worker-2".into(),
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+            route: WorkerRoute::Published,
             outstanding: AtomicU64::new(1),
             state: AtomicU8::new(READY),
             health_failures: AtomicU32::new(0),
