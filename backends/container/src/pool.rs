@@ -25,6 +25,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, LogsOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use switchyard_backends::{BackendError, InferenceJob, InferenceResult, RecentColdStarts};
 use switchyard_models::ModelRepository;
@@ -128,6 +129,11 @@ const RECENT_COLD_STARTS: usize = 1024;
 /// worker that is not listening yet fails at once (a refused or closed
 /// connection).
 const READY_POLL_MAX: Duration = Duration::from_millis(10);
+
+/// How long one readiness probe of a starting container may take, and how
+/// many may be waiting at once (a new one starts every poll interval).
+const READY_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const MAX_READY_PROBES: usize = 64;
 
 /// How long a ready container's network address gets to answer before
 /// `route = "auto"` settles for the published port.
@@ -1185,11 +1191,30 @@ impl Pool {
                 WorkerRoute::Published,
             ),
         };
+        // Probes overlap: one that hangs (a SYN sent before the
+        // container's network was up, or the port forwarding waiting on
+        // it) does not hold back the next, which would add up to its
+        // whole timeout to the cold start.
+        let mut probes = FuturesUnordered::new();
         let mut interval = Duration::from_millis(2);
+        let mut next_probe = Instant::now();
         let mut last_exit_check = Instant::now();
         loop {
-            if self.client.ready(address, Duration::from_millis(500)).await {
-                break;
+            let now = Instant::now();
+            if now >= next_probe {
+                if probes.len() < MAX_READY_PROBES {
+                    probes.push(self.client.ready(address, READY_PROBE_TIMEOUT));
+                }
+                next_probe = now + interval;
+                interval = (interval * 2).min(READY_POLL_MAX);
+            }
+            tokio::select! {
+                Some(ready) = probes.next() => {
+                    if ready {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(next_probe.into()) => {}
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -1206,9 +1231,9 @@ impl Pool {
                     ));
                 }
             }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(READY_POLL_MAX);
         }
+        // Probes still waiting are dropped, their connections closed.
+        drop(probes);
         let (address, route) = match network {
             Some(network) if route == WorkerRoute::Published => self
                 .try_network_route(name, network)
