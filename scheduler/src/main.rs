@@ -177,6 +177,7 @@ fn main() -> ExitCode {
             log_format,
         } => {
             telemetry::init_logging(matches!(log_format, LogFormat::Json));
+            announce();
             let settings = WorkerSettings {
                 workers,
                 intra_op_threads,
@@ -345,6 +346,40 @@ fn serve_config(config: Config) -> ExitCode {
     })
 }
 
+/// Makes a worker container known on its network as it starts: one empty
+/// UDP datagram to the default gateway's discard port (on Docker's bridge,
+/// the host). To send it the container asks who has the gateway's
+/// address, and that request tells the host this container's hardware
+/// address. The gateway's first readiness probes of a new container can
+/// otherwise wait on the host's own address resolution, which retries
+/// once a second: a cold start then took 1.1-1.3 s instead of 0.5-0.6 s.
+/// Best effort: without a default route nothing is sent.
+fn announce() {
+    let Some(gateway) = default_gateway() else {
+        return;
+    };
+    if let Ok(socket) = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)) {
+        let _ = socket.send_to(&[], (gateway, 9));
+    }
+}
+
+/// The IPv4 default gateway from `/proc/net/route`.
+fn default_gateway() -> Option<std::net::Ipv4Addr> {
+    default_gateway_in(&std::fs::read_to_string("/proc/net/route").ok()?)
+}
+
+/// The default gateway in the text of `/proc/net/route`.
+fn default_gateway_in(table: &str) -> Option<std::net::Ipv4Addr> {
+    table.lines().skip(1).find_map(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let destination = fields.next()?;
+        let gateway = u32::from_str_radix(fields.next()?, 16).ok()?;
+        // The kernel prints the address as a native-endian number.
+        (destination == "00000000" && gateway != 0)
+            .then(|| std::net::Ipv4Addr::from(gateway.to_ne_bytes()))
+    })
+}
+
 fn banner(address: &str) -> String {
     format!(
         "\nSwitchyard is serving on http://{address}\n\n\
@@ -371,4 +406,28 @@ fn fail(message: &str, code: u8) -> ExitCode {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "switchyard: error: {message}");
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_gateway_in;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn default_gateway_is_read_from_the_route_table() {
+        let bytes = Ipv4Addr::new(172, 17, 0, 1).octets();
+        let table = format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+             eth0\t00000000\t{:08X}\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+            u32::from_ne_bytes(bytes)
+        );
+        assert_eq!(
+            default_gateway_in(&table),
+            Some(Ipv4Addr::new(172, 17, 0, 1))
+        );
+        let no_default = table.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert_eq!(default_gateway_in(&no_default), None);
+        assert_eq!(default_gateway_in(""), None);
+    }
 }
