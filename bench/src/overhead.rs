@@ -354,8 +354,10 @@ async fn local_section(context: &Context<'_>) -> Result<BackendSection, BenchErr
     ))
 }
 
-/// The direct path through the container's published loopback port, when
-/// the gateway takes the container's network address instead.
+/// When the gateway takes the container's network address: a second
+/// gateway on the published loopback port of its own container, and that
+/// port direct.
+const PUBLISHED_GATEWAY: &str = "switchyard (published route)";
 const PUBLISHED: &str = "direct (published port)";
 
 async fn container_section(
@@ -400,16 +402,42 @@ async fn container_section(
         ),
     ];
     let mut pairs = vec![("switchyard", "direct"), ("nginx", "direct")];
+    // When the gateway skips the published port, the same gateway on it
+    // (route = "published", a container of its own) measures what that
+    // is worth, and the published port direct is its baseline.
+    let mut published_gateway = None;
     if worker.used != worker.published {
+        let gateway = start_gateway(context, Placement::ContainerOnly, None, |table| {
+            one_container(table);
+            if let Some(tier) = table
+                .get_mut("backends")
+                .and_then(|b| b.get_mut("container"))
+                .and_then(toml::Value::as_table_mut)
+            {
+                tier.insert("route".into(), toml::Value::String("published".into()));
+            }
+        })
+        .await?;
+        let other = worker_addresses(&gateway, context.client, docker, CONTAINERS).await?;
+        progress(&format!(
+            "a second gateway reaches its own worker at {} ({} route)",
+            other.used, other.route
+        ));
         variants.push(named(
             PUBLISHED,
             infer_target(
                 context.client,
-                Endpoint::parse(&format!("http://{}", worker.published), false)?,
+                Endpoint::parse(&format!("http://{}", other.published), false)?,
             )
             .await?,
         ));
-        pairs.push(("switchyard", PUBLISHED));
+        variants.push(named(
+            PUBLISHED_GATEWAY,
+            infer_target(context.client, gateway.endpoint()?).await?,
+        ));
+        pairs.push((PUBLISHED_GATEWAY, PUBLISHED));
+        pairs.push(("switchyard", PUBLISHED_GATEWAY));
+        published_gateway = Some(gateway);
     }
     if let Some(nginx) = &nginx {
         variants.push(named(
@@ -423,8 +451,12 @@ async fn container_section(
     }
     let cells = rounds(context, "container", &variants).await?;
     drop(nginx);
-    // SIGTERM: the gateway drains and removes its worker container itself.
+    // SIGTERM: the gateways drain and remove their worker containers
+    // themselves.
     stop(gateway);
+    if let Some(gateway) = published_gateway {
+        stop(gateway);
+    }
     let mut section = BackendSection::measured(
         "container",
         &format!(
@@ -435,7 +467,7 @@ async fn container_section(
             if worker.used == worker.published {
                 ""
             } else {
-                "; and the container's published loopback port direct, the way a client reaches the container without the gateway"
+                "; and a second gateway on the published loopback port of its own container (route = \"published\") against that port direct, the way a client reaches a container without a gateway"
             }
         ),
         cells,
@@ -535,8 +567,8 @@ impl WorkerAddresses {
     }
 }
 
-/// The addresses of the one worker container of `scope`, which `gateway`
-/// runs.
+/// The addresses of the one worker container `gateway` runs (in `scope`,
+/// where other gateways may run theirs).
 pub(crate) async fn worker_addresses(
     gateway: &GatewayProcess,
     client: &HttpClient,
@@ -557,6 +589,12 @@ pub(crate) async fn worker_addresses(
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let name = container
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    // Docker lists names with a leading slash.
+    let named = format!("/{name}");
     let port = engine::list_labelled(
         docker,
         &[
@@ -567,9 +605,10 @@ pub(crate) async fn worker_addresses(
     .await
     .map_err(|e| BenchError::Other(format!("cannot list the worker containers: {e}")))?
     .into_iter()
+    .filter(|c| c.names.as_ref().is_some_and(|n| n.contains(&named)))
     .flat_map(|c| c.ports.unwrap_or_default())
     .find_map(|p| p.public_port)
-    .ok_or_else(|| BenchError::Other("no worker container with a published port".into()))?;
+    .ok_or_else(|| BenchError::Other(format!("no container {name} with a published port")))?;
     Ok(WorkerAddresses {
         used,
         route,
