@@ -69,6 +69,13 @@ enum Command {
         /// a one-row run takes at most this many µs (0: never).
         #[arg(long, default_value_t = switchyard_scheduler::config::DEFAULT_INLINE_MAX_COMPUTE_US)]
         inline_max_compute_us: u64,
+        /// As it starts, send one empty UDP datagram to the default
+        /// gateway's discard port so the network learns this worker's
+        /// address. The container pool sets it for its containers, whose
+        /// gateway on Docker's bridge is the gateway's own host; leave it
+        /// off anywhere else.
+        #[arg(long)]
+        announce: bool,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -174,10 +181,13 @@ fn main() -> ExitCode {
             intra_op_threads,
             queue_capacity,
             inline_max_compute_us,
+            announce: should_announce,
             log_format,
         } => {
             telemetry::init_logging(matches!(log_format, LogFormat::Json));
-            announce();
+            if should_announce {
+                announce();
+            }
             let settings = WorkerSettings {
                 workers,
                 intra_op_threads,
@@ -346,7 +356,8 @@ fn serve_config(config: Config) -> ExitCode {
     })
 }
 
-/// Makes a worker container known on its network as it starts: one empty
+/// Makes a worker container known on its network as it starts (`switchyard
+/// worker --announce`, which the container pool passes): one empty
 /// UDP datagram to the default gateway's discard port (on Docker's bridge,
 /// the host). To send it the container asks who has the gateway's
 /// address, and that request tells the host this container's hardware

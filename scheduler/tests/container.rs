@@ -418,9 +418,15 @@ async fn builds_the_image_from_nothing_and_serves_every_model() {
         .expect("ports");
     let binding = ports.get("8000/tcp").cloned().flatten().expect("published")[0].clone();
     assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
-    assert_eq!(
-        inspect.config.and_then(|c| c.user).as_deref(),
-        Some("65534:65534")
+    let config = inspect.config.expect("container config");
+    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    // The worker announces itself on the bridge as it starts.
+    assert!(
+        config
+            .cmd
+            .unwrap_or_default()
+            .iter()
+            .any(|arg| arg == "--announce")
     );
     gateway.shutdown().await;
     assert!(containers(&docker, &scope).await.is_empty());

@@ -1092,6 +1092,9 @@ impl Pool {
                 config.intra_op_threads.to_string(),
                 "--queue-capacity".into(),
                 config.max_in_flight.to_string(),
+                // The container's address becomes known to this host at
+                // once (see `switchyard worker --help`).
+                "--announce".into(),
             ]),
             labels: Some(self.identity.container_labels()),
             exposed_ports: Some(HashMap::from([(port.clone(), HashMap::new())])),
