@@ -518,11 +518,24 @@ async fn beyond_max_concurrent_requests_the_gateway_sheds_with_503() {
         "max_concurrent_requests = 1",
     ))
     .await;
-    let slow = {
+    // Under a limit of one, a stats poll can hold the only slot just as
+    // the slow request arrives, and then the slow request is the one shed:
+    // it is sent again until it is in flight.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let slow = loop {
         let base = gateway.base();
-        tokio::spawn(async move { infer(&base, "xception", &xception_batch(2), true).await })
+        let slow =
+            tokio::spawn(async move { infer(&base, "xception", &xception_batch(2), true).await });
+        if wait_for_in_flight_unless_done(&gateway, &slow).await {
+            break slow;
+        }
+        let reply = slow.await.expect("task");
+        assert_eq!(reply.status, 503, "only shedding ends it this early");
+        assert!(
+            Instant::now() < deadline,
+            "the slow request was always shed"
+        );
     };
-    wait_for_in_flight(&gateway, 1).await;
     let shed = get(&gateway.url("/v2/health/live")).await;
     assert_eq!(shed.status, 503, "{}", String::from_utf8_lossy(&shed.body));
     assert!(
@@ -537,6 +550,33 @@ async fn beyond_max_concurrent_requests_the_gateway_sheds_with_503() {
         "capacity is back"
     );
     gateway.shutdown().await;
+}
+
+/// Like [`wait_for_in_flight`] for one request, but false as soon as
+/// `request` has ended without being seen in flight.
+async fn wait_for_in_flight_unless_done(
+    gateway: &TestGateway,
+    request: &tokio::task::JoinHandle<Reply>,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = get(&gateway.url("/v2/switchyard/stats")).await;
+        if stats.status == 503 {
+            return true;
+        }
+        if stats.json()["backend_state"][0]["in_flight"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+        {
+            return true;
+        }
+        if request.is_finished() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "request never went in flight");
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Waits (bounded) until the backend has `n` requests in flight, as the
