@@ -354,6 +354,14 @@ async fn local_section(context: &Context<'_>) -> Result<BackendSection, BenchErr
     ))
 }
 
+/// The `[backends.container]` table of a gateway config, if it has one.
+pub(crate) fn container_tier(table: &mut toml::Table) -> Option<&mut toml::Table> {
+    table
+        .get_mut("backends")
+        .and_then(|b| b.get_mut("container"))
+        .and_then(toml::Value::as_table_mut)
+}
+
 /// When the gateway takes the container's network address: a second
 /// gateway on the published loopback port of its own container, and that
 /// port direct.
@@ -372,11 +380,7 @@ async fn container_section(
         ));
     }
     let one_container = |table: &mut toml::Table| {
-        if let Some(tier) = table
-            .get_mut("backends")
-            .and_then(|b| b.get_mut("container"))
-            .and_then(toml::Value::as_table_mut)
-        {
+        if let Some(tier) = container_tier(table) {
             tier.insert("min_containers".into(), toml::Value::Integer(1));
             tier.insert("max_containers".into(), toml::Value::Integer(1));
         }
@@ -409,11 +413,7 @@ async fn container_section(
     if worker.used != worker.published {
         let gateway = start_gateway(context, Placement::ContainerOnly, None, |table| {
             one_container(table);
-            if let Some(tier) = table
-                .get_mut("backends")
-                .and_then(|b| b.get_mut("container"))
-                .and_then(toml::Value::as_table_mut)
-            {
+            if let Some(tier) = container_tier(table) {
                 tier.insert("route".into(), toml::Value::String("published".into()));
             }
         })

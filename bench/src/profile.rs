@@ -39,8 +39,8 @@ use crate::gateway_process::GatewayProcess;
 use crate::local::{LocalOptions, gateway_binary, progress};
 use crate::machine::{Machine, utc_now};
 use crate::overhead::{
-    TempDir, chosen, container_cold_start_samples, invoke_body, invoke_target, one_request,
-    worker_addresses,
+    TempDir, chosen, container_cold_start_samples, container_tier, invoke_body, invoke_target,
+    one_request, worker_addresses,
 };
 use crate::overhead_report::ColdStarts;
 use crate::paper::{
@@ -423,11 +423,7 @@ fn one_container(models: &[String], image: Option<&str>) -> impl Fn(&mut toml::T
         .collect();
     let image = image.map(str::to_owned);
     move |table: &mut toml::Table| {
-        if let Some(tier) = table
-            .get_mut("backends")
-            .and_then(|b| b.get_mut("container"))
-            .and_then(toml::Value::as_table_mut)
-        {
+        if let Some(tier) = container_tier(table) {
             tier.insert("min_containers".into(), toml::Value::Integer(1));
             tier.insert("max_containers".into(), toml::Value::Integer(1));
             tier.insert("models".into(), toml::Value::Array(models.clone()));

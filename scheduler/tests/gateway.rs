@@ -526,7 +526,7 @@ async fn beyond_max_concurrent_requests_the_gateway_sheds_with_503() {
         let base = gateway.base();
         let slow =
             tokio::spawn(async move { infer(&base, "xception", &xception_batch(2), true).await });
-        if wait_for_in_flight_unless_done(&gateway, &slow).await {
+        if wait_for_in_flight_unless_done(&gateway, 1, Some(&slow)).await {
             break slow;
         }
         let reply = slow.await.expect("task");
@@ -552,48 +552,34 @@ async fn beyond_max_concurrent_requests_the_gateway_sheds_with_503() {
     gateway.shutdown().await;
 }
 
-/// Like [`wait_for_in_flight`] for one request, but false as soon as
-/// `request` has ended without being seen in flight.
+/// Waits (bounded) until the backend has `n` requests in flight, as the
+/// stats endpoint reports. Under a concurrency limit of one, the stats
+/// request itself being shed (503) shows the same thing.
+async fn wait_for_in_flight(gateway: &TestGateway, n: u64) {
+    wait_for_in_flight_unless_done(gateway, n, None).await;
+}
+
+/// [`wait_for_in_flight`], but false as soon as `request`, if given, has
+/// ended without being seen in flight.
 async fn wait_for_in_flight_unless_done(
     gateway: &TestGateway,
-    request: &tokio::task::JoinHandle<Reply>,
+    n: u64,
+    request: Option<&tokio::task::JoinHandle<Reply>>,
 ) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let stats = get(&gateway.url("/v2/switchyard/stats")).await;
         if stats.status == 503 {
-            return true;
-        }
-        if stats.json()["backend_state"][0]["in_flight"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
-        {
-            return true;
-        }
-        if request.is_finished() {
-            return false;
-        }
-        assert!(Instant::now() < deadline, "request never went in flight");
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Waits (bounded) until the backend has `n` requests in flight, as the
-/// stats endpoint reports. Under a concurrency limit of one, the stats
-/// request itself being shed (503) shows the same thing.
-async fn wait_for_in_flight(gateway: &TestGateway, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let stats = get(&gateway.url("/v2/switchyard/stats")).await;
-        if stats.status == 503 {
-            return; // the limit is taken: the slow request is in flight
+            return true; // the limit is taken: the slow request is in flight
         }
         let in_flight = stats.json()["backend_state"][0]["in_flight"]
             .as_u64()
             .unwrap_or(0);
         if in_flight >= n {
-            return;
+            return true;
+        }
+        if request.is_some_and(tokio::task::JoinHandle::is_finished) {
+            return false;
         }
         assert!(Instant::now() < deadline, "request never went in flight");
         tokio::task::yield_now().await;

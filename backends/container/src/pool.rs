@@ -646,31 +646,36 @@ impl Pool {
 
     pub fn stats(&self) -> PoolStats {
         let status = self.status();
-        let (image, prewarm_floor, container_seconds) = {
+        let (image, prewarm_floor, container_seconds, containers) = {
             let state = lock(&self.state);
             let now = Instant::now();
             let floor = state
                 .prewarm
                 .filter(|&(_, until)| now < until)
                 .map_or(0, |(containers, _)| containers as u64);
-            (state.image.clone(), floor, state.uptime.seconds_at(now))
+            let containers: Vec<ContainerView> = state
+                .workers
+                .iter()
+                .map(|worker| ContainerView {
+                    name: worker.name.clone(),
+                    address: worker.address,
+                    route: worker.route,
+                    state: match worker.state() {
+                        READY => "ready",
+                        SUSPECT => "suspect",
+                        DRAINING => "draining",
+                        _ => "dead",
+                    },
+                    in_flight: worker.outstanding(),
+                })
+                .collect();
+            (
+                state.image.clone(),
+                floor,
+                state.uptime.seconds_at(now),
+                containers,
+            )
         };
-        let containers = lock(&self.state)
-            .workers
-            .iter()
-            .map(|worker| ContainerView {
-                name: worker.name.clone(),
-                address: worker.address,
-                route: worker.route,
-                state: match worker.state() {
-                    READY => "ready",
-                    SUSPECT => "suspect",
-                    DRAINING => "draining",
-                    _ => "dead",
-                },
-                in_flight: worker.outstanding(),
-            })
-            .collect();
         let counters = lock(&self.counters);
         let mut sorted: Vec<f64> = counters.recent_cold_starts.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
