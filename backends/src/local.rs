@@ -9,10 +9,10 @@
 //! Batching is opportunistic. A worker takes the next request; if more
 //! compatible requests are already queued it merges them (up to the model's
 //! `max_batch_size`), and only then, because the queue shows load, keeps
-//! taking arrivals for at most `max_queue_delay_us`, and only while they keep
-//! coming (a 50 µs silence ends the wait). A request arriving at an idle
-//! pool runs at once: batching costs nothing at low load and raises
-//! throughput at high load.
+//! taking arrivals for at most `max_queue_delay_us` (0 by default: no
+//! waiting), and only while they keep coming (a 50 µs silence ends the
+//! wait). A request arriving at an idle pool runs at once: batching costs
+//! nothing at low load and raises throughput at high load.
 //!
 //! The inline path. Handing a request to a worker thread and its answer
 //! back costs two thread wake-ups, and on a virtual machine an idle CPU

@@ -46,16 +46,14 @@ pub struct ModelConfig {
 #[serde(deny_unknown_fields)]
 pub struct DynamicBatching {
     /// Longest time the first request of a batch waits for others, in µs.
-    #[serde(default = "default_queue_delay_us")]
+    /// 0 (the default, as in Triton) merges what is already queued and
+    /// never waits for more.
+    #[serde(default)]
     pub max_queue_delay_us: u64,
 }
 
 fn default_platform() -> String {
     ONNX_PLATFORM.to_owned()
-}
-
-fn default_queue_delay_us() -> u64 {
-    500
 }
 
 impl ModelConfig {
@@ -252,4 +250,35 @@ fn read_config(path: &Path) -> Result<ModelConfig, ModelError> {
         key: e.key,
         message: e.message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ModelConfig {
+        match crate::toml_config::from_toml::<ModelConfig>(text) {
+            Ok(config) => config,
+            Err(e) => panic!("{}: {}", e.key, e.message),
+        }
+    }
+
+    #[test]
+    fn dynamic_batching_without_a_delay_merges_without_waiting() {
+        let config = parse("name = \"m\"\nmax_batch_size = 8\n[dynamic_batching]\n");
+        assert_eq!(
+            config.dynamic_batching,
+            Some(DynamicBatching {
+                max_queue_delay_us: 0
+            })
+        );
+        let config = parse(
+            "name = \"m\"\nmax_batch_size = 8\n[dynamic_batching]\nmax_queue_delay_us = 300\n",
+        );
+        assert_eq!(
+            config.dynamic_batching.map(|b| b.max_queue_delay_us),
+            Some(300)
+        );
+        assert_eq!(parse("name = \"m\"\n").dynamic_batching, None);
+    }
 }

@@ -247,6 +247,76 @@ async fn digits_held_out_accuracy_through_the_gateway() {
     gateway.shutdown().await;
 }
 
+/// The `probabilities` output of a digits response.
+fn digit_probabilities(reply: &Reply) -> Vec<f32> {
+    let response = decode(reply);
+    let output = response
+        .outputs
+        .into_iter()
+        .find(|t| t.name == "probabilities")
+        .expect("probabilities");
+    let TensorData::Fp32(values) = output.data else {
+        panic!("probabilities are FP32")
+    };
+    values
+}
+
+/// Requests that arrive while the worker is busy are merged into one run
+/// (the response says how many rows ran together), and the run's outputs
+/// are split back so that every request gets the answer to its own input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_a_batch_and_each_gets_its_own_answer() {
+    let gateway = TestGateway::start(DIGITS_AND_FASHION).await;
+    let base = gateway.base();
+    let requests: Vec<InferRequest> = (0..48)
+        .map(|k| fp32_request(vec![1, 64], move |i| ((i * 7 + k * 13) % 17) as f32))
+        .collect();
+    let mut alone = Vec::new();
+    for request in &requests {
+        let reply = infer(&base, "digits", request, true).await;
+        assert_eq!(
+            reply.header(switchyard_scheduler::http::BATCH_ROWS_HEADER),
+            Some("1")
+        );
+        alone.push(digit_probabilities(&reply));
+    }
+    let mut largest_batch = 1u64;
+    // Whether requests meet in the queue depends on timing; a few rounds
+    // make it all but certain, and every round checks the answers.
+    for _ in 0..20 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, request) in requests.iter().cloned().enumerate() {
+            let base = base.clone();
+            tasks.spawn(async move { (index, infer(&base, "digits", &request, true).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (index, reply) = joined.expect("request task");
+            let rows: u64 = reply
+                .header(switchyard_scheduler::http::BATCH_ROWS_HEADER)
+                .and_then(|v| v.parse().ok())
+                .expect("batch rows header");
+            largest_batch = largest_batch.max(rows);
+            let got = digit_probabilities(&reply);
+            assert_eq!(got.len(), alone[index].len());
+            for (g, a) in got.iter().zip(&alone[index]) {
+                assert!(
+                    (g - a).abs() < 1e-4,
+                    "request {index} ran in a batch of {rows} and got {got:?}, alone {:?}",
+                    alone[index]
+                );
+            }
+        }
+        if largest_batch > 1 {
+            break;
+        }
+    }
+    assert!(
+        largest_batch > 1,
+        "48 concurrent requests, 20 rounds, and never two in one run"
+    );
+    gateway.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_model_answers_json_and_binary_requests() {
     let gateway = TestGateway::start(
