@@ -39,7 +39,12 @@ pub struct Plan {
     pub quick: bool,
     pub raw_warmup_s: f64,
     pub raw_duration_s: f64,
-    pub saturation_concurrency: usize,
+    /// Connection counts of the closed-loop saturation runs; the gateway's
+    /// saturation throughput is the best of them. One count can leave the
+    /// gateway short of saturation: at 64 connections its two fashion_cnn
+    /// workers often both wait for the next requests (about 11% of the
+    /// machine idle in that run, 1% at 256).
+    pub saturation_connections: Vec<usize>,
     pub saturation_warmup_s: f64,
     pub saturation_duration_s: f64,
     pub low_load_rate_per_s: f64,
@@ -58,16 +63,20 @@ impl Plan {
     /// The full run (about two minutes) or the quick one (about half a minute).
     pub fn new(quick: bool) -> Self {
         let (raw, sat, low) = if quick {
-            (1.0, 3.0, 2.0)
+            (1.0, 1.5, 2.0)
         } else {
-            (8.0, 12.0, 5.0)
+            (8.0, 8.0, 5.0)
         };
         Self {
             quick,
             raw_warmup_s: if quick { 0.3 } else { 1.0 },
             raw_duration_s: raw,
-            saturation_concurrency: 64,
-            saturation_warmup_s: if quick { 0.5 } else { 2.0 },
+            saturation_connections: if quick {
+                vec![64, 256]
+            } else {
+                vec![64, 128, 256]
+            },
+            saturation_warmup_s: if quick { 0.5 } else { 1.0 },
             saturation_duration_s: sat,
             low_load_rate_per_s: 50.0,
             low_load_warmup_s: if quick { 0.3 } else { 1.0 },
@@ -106,6 +115,30 @@ pub struct GatewayRun {
     pub client_threads: Vec<ThreadCores>,
     /// Cores that other processes used during the run.
     pub other_cores: f64,
+}
+
+/// One closed-loop saturation run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    pub connections: usize,
+    pub requests_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub errors: u64,
+    pub batch_rows_mean: f64,
+    pub gateway_cpu_us_per_request: f64,
+    pub other_cores: f64,
+}
+
+impl Plan {
+    /// The most connections any run opens (the client's pool size).
+    pub fn max_connections(&self) -> usize {
+        self.saturation_connections
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+    }
 }
 
 /// What the gateway uses with no requests at all.
@@ -159,7 +192,11 @@ pub struct ModelResult {
     pub raw: Vec<RawResult>,
     /// Batch 1 on one thread at the low-load rate.
     pub raw_paced: RawResult,
+    /// The saturation run with the most requests/s, and its connections.
     pub gateway_saturation: GatewayRun,
+    pub saturation_connections: usize,
+    /// Every saturation run, by connection count.
+    pub saturation_sweep: Vec<SweepPoint>,
     pub gateway_low_load: GatewayRun,
     pub comparison: Comparison,
 }
@@ -259,8 +296,14 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .into_iter()
         .zip(raw_results)
         .zip(gateway_runs)
-        .map(|((setup, (raw, raw_paced)), (saturation, low_load))| {
-            let comparison = compare(&raw, &raw_paced, &http_floor, &saturation, &low_load);
+        .map(|((setup, (raw, raw_paced)), runs)| {
+            let comparison = compare(
+                &raw,
+                &raw_paced,
+                &http_floor,
+                &runs.saturation,
+                &runs.low_load,
+            );
             ModelResult {
                 model: setup.model,
                 workers: setup.workers,
@@ -268,8 +311,10 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
                 max_batch_size: setup.max_batch_size,
                 raw,
                 raw_paced,
-                gateway_saturation: saturation,
-                gateway_low_load: low_load,
+                gateway_saturation: runs.saturation,
+                saturation_connections: runs.connections,
+                saturation_sweep: runs.sweep,
+                gateway_low_load: runs.low_load,
                 comparison,
             }
         })
@@ -354,10 +399,10 @@ async fn gateway_phases(
     binary: &Path,
     setups: &[ModelSetup],
     plan: &Plan,
-) -> Result<(IdleGateway, GatewayRun, Vec<(GatewayRun, GatewayRun)>), BenchError> {
+) -> Result<(IdleGateway, GatewayRun, Vec<GatewayModelRuns>), BenchError> {
     progress(&format!("starting the gateway: {}", binary.display()));
     let mut gateway = GatewayProcess::start(binary)?;
-    let client = http_client(plan.saturation_concurrency);
+    let client = http_client(plan.max_connections());
     gateway.wait_ready(&client).await?;
     let idle = idle_gateway(&gateway, plan.idle_s).await;
     progress(&format!(
@@ -377,35 +422,39 @@ async fn gateway_phases(
     for setup in setups {
         let target =
             Arc::new(Target::prepare(&client, gateway.endpoint()?, &setup.model, &payload).await?);
-        let closed = |seconds: f64| RunSettings {
-            load: Load::Closed {
-                concurrency: plan.saturation_concurrency,
-                duration: Duration::from_secs_f64(seconds),
-            },
-            max_duration: Duration::from_secs_f64(seconds),
-            max_requests: Some(plan.max_requests_per_run),
-            timeout,
-            keep_samples: false,
-        };
-        progress(&format!(
-            "gateway at saturation: {} closed loop, {} connections, {:.1} s",
-            setup.model, plan.saturation_concurrency, plan.saturation_duration_s
-        ));
-        run(&client, &target, &closed(plan.saturation_warmup_s)).await?;
-        let saturation = measured(
-            &gateway,
-            &client,
-            &target,
-            &closed(plan.saturation_duration_s),
-        )
-        .await?;
-        progress(&format!(
-            "  {:.0} req/s, p50 {} µs, p99 {} µs, errors {}",
-            saturation.report.throughput_per_s,
-            saturation.report.latency_us.p50,
-            saturation.report.latency_us.p99,
-            saturation.report.counts.errors()
-        ));
+        let mut sweep: Vec<(usize, GatewayRun)> = Vec::new();
+        for &connections in &plan.saturation_connections {
+            let closed = |seconds: f64| RunSettings {
+                load: Load::Closed {
+                    concurrency: connections,
+                    duration: Duration::from_secs_f64(seconds),
+                },
+                max_duration: Duration::from_secs_f64(seconds),
+                max_requests: Some(plan.max_requests_per_run),
+                timeout,
+                keep_samples: false,
+            };
+            progress(&format!(
+                "gateway at saturation: {} closed loop, {connections} connections, {:.1} s",
+                setup.model, plan.saturation_duration_s
+            ));
+            run(&client, &target, &closed(plan.saturation_warmup_s)).await?;
+            let saturation = measured(
+                &gateway,
+                &client,
+                &target,
+                &closed(plan.saturation_duration_s),
+            )
+            .await?;
+            progress(&format!(
+                "  {:.0} req/s, p50 {} µs, p99 {} µs, errors {}",
+                saturation.report.throughput_per_s,
+                saturation.report.latency_us.p50,
+                saturation.report.latency_us.p99,
+                saturation.report.counts.errors()
+            ));
+            sweep.push((connections, saturation));
+        }
         let open = |seconds: f64| low_load(plan, seconds);
         progress(&format!(
             "gateway at low load: {} open loop, {} req/s, {:.1} s",
@@ -420,20 +469,57 @@ async fn gateway_phases(
             low_load.report.latency_us.p99,
             low_load.report.counts.errors()
         ));
-        runs.push((saturation, low_load));
+        runs.push(GatewayModelRuns::new(sweep, low_load)?);
     }
     Ok((idle, floor, runs))
+}
+
+/// One model's gateway runs: the saturation sweep and the low-load run.
+struct GatewayModelRuns {
+    /// The sweep's run with the most requests/s.
+    saturation: GatewayRun,
+    connections: usize,
+    sweep: Vec<SweepPoint>,
+    low_load: GatewayRun,
+}
+
+impl GatewayModelRuns {
+    fn new(sweep: Vec<(usize, GatewayRun)>, low_load: GatewayRun) -> Result<Self, BenchError> {
+        let points = sweep
+            .iter()
+            .map(|(connections, run)| SweepPoint {
+                connections: *connections,
+                requests_per_s: run.report.throughput_per_s,
+                p50_us: run.report.latency_us.p50,
+                p99_us: run.report.latency_us.p99,
+                errors: run.report.counts.errors(),
+                batch_rows_mean: run.report.server_timing.batch_rows.mean,
+                gateway_cpu_us_per_request: run.gateway_cpu_us_per_request,
+                other_cores: run.other_cores,
+            })
+            .collect();
+        let (connections, saturation) = sweep
+            .into_iter()
+            .max_by(|a, b| {
+                a.1.report
+                    .throughput_per_s
+                    .total_cmp(&b.1.report.throughput_per_s)
+            })
+            .ok_or_else(|| BenchError::Config("no saturation connection counts".into()))?;
+        Ok(Self {
+            saturation,
+            connections,
+            sweep: points,
+            low_load,
+        })
+    }
 }
 
 /// The open-loop settings of the low-load runs.
 fn low_load(plan: &Plan, seconds: f64) -> Result<RunSettings, BenchError> {
     let duration = Duration::from_secs_f64(seconds);
     Ok(RunSettings {
-        load: Load::constant_rate(
-            plan.low_load_rate_per_s,
-            duration,
-            plan.saturation_concurrency,
-        )?,
+        load: Load::constant_rate(plan.low_load_rate_per_s, duration, plan.max_connections())?,
         max_duration: duration,
         max_requests: Some(plan.max_requests_per_run),
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
@@ -644,8 +730,8 @@ mod tests {
         for (quick, budget) in [(true, 30.0), (false, 160.0)] {
             let p = Plan::new(quick);
             let per_model = 3.0 * (p.raw_warmup_s + p.raw_duration_s)
-                + p.saturation_warmup_s
-                + p.saturation_duration_s
+                + p.saturation_connections.len() as f64
+                    * (p.saturation_warmup_s + p.saturation_duration_s)
                 + p.low_load_warmup_s
                 + 2.0 * p.low_load_duration_s;
             let shared = p.idle_s + p.low_load_warmup_s + p.low_load_duration_s;

@@ -35,11 +35,16 @@ pub fn tables(results: &LocalResults) -> String {
     );
     let _ = writeln!(
         out,
-        "- Durations: raw loops {} s each, saturation {} s ({} connections, closed loop), \
-         low load {} s at {} req/s (open loop, constant spacing){}",
+        "- Durations: raw loops {} s each, saturation {} s at each of {} connections \
+         (closed loop; the best counts), low load {} s at {} req/s (open loop, constant \
+         spacing){}",
         plan.raw_duration_s,
         plan.saturation_duration_s,
-        plan.saturation_concurrency,
+        plan.saturation_connections
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         plan.low_load_duration_s,
         plan.low_load_rate_per_s,
         if plan.quick { "; **quick run**" } else { "" }
@@ -79,7 +84,7 @@ pub fn tables(results: &LocalResults) -> String {
     let _ = writeln!(out, "\n### Throughput at saturation\n");
     let _ = writeln!(
         out,
-        "| model | ORT threads | raw batch 1 items/s | raw best items/s (batch) | gateway req/s | gateway mean batch rows | gateway ÷ raw batch 1 | gateway ÷ raw best | ≥ {} |",
+        "| model | ORT threads | raw batch 1 items/s | raw best items/s (batch) | gateway req/s (connections) | gateway mean batch rows | gateway ÷ raw batch 1 | gateway ÷ raw best | ≥ {} |",
         crate::local::THROUGHPUT_TARGET
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|");
@@ -87,7 +92,7 @@ pub fn tables(results: &LocalResults) -> String {
         let c = &model.comparison;
         let _ = writeln!(
             out,
-            "| {} | {} × {} | {:.0} | {:.0} ({}) | {:.0} | {:.1} | {:.2} | {:.2} | vs batch 1: {}; vs best: {} |",
+            "| {} | {} × {} | {:.0} | {:.0} ({}) | {:.0} ({}) | {:.1} | {:.2} | {:.2} | vs batch 1: {}; vs best: {} |",
             model.model,
             model.workers,
             model.intra_op_threads,
@@ -95,6 +100,7 @@ pub fn tables(results: &LocalResults) -> String {
             c.raw_best_items_per_s,
             c.raw_best_batch,
             c.gateway_items_per_s,
+            model.saturation_connections,
             model
                 .gateway_saturation
                 .report
@@ -106,6 +112,33 @@ pub fn tables(results: &LocalResults) -> String {
             met(c.throughput_target_met_vs_batch1),
             met(c.throughput_target_met_vs_best)
         );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nThe gateway's saturation runs, by connection count (closed loop):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| model | connections | req/s | p50 / p99 µs | errors | mean batch rows | gateway CPU µs/req | other work (cores) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for model in &results.models {
+        for point in &model.saturation_sweep {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} / {} | {} | {:.1} | {:.1} | {:.2} |",
+                model.model,
+                point.connections,
+                point.requests_per_s,
+                point.p50_us,
+                point.p99_us,
+                point.errors,
+                point.batch_rows_mean,
+                point.gateway_cpu_us_per_request,
+                point.other_cores
+            );
+        }
     }
 
     let _ = writeln!(out, "\n### Latency at low load\n");
@@ -183,7 +216,7 @@ pub fn tables(results: &LocalResults) -> String {
         [
             (
                 model.model.as_str(),
-                "saturation",
+                "saturation (best)",
                 &model.gateway_saturation,
             ),
             (model.model.as_str(), "low load", &model.gateway_low_load),
@@ -250,10 +283,8 @@ fn max_other_cores(results: &LocalResults) -> f64 {
                 .iter()
                 .chain([&m.raw_paced])
                 .map(|r| r.other_cores)
-                .chain([
-                    m.gateway_saturation.other_cores,
-                    m.gateway_low_load.other_cores,
-                ])
+                .chain(m.saturation_sweep.iter().map(|p| p.other_cores))
+                .chain([m.gateway_low_load.other_cores])
         })
         .chain([results.http_floor.other_cores])
         .fold(0.0, f64::max)
