@@ -68,6 +68,7 @@ struct ServerFile {
     max_connections: u64,
     header_read_timeout_ms: u64,
     body_read_timeout_ms: u64,
+    io_threads: Option<u64>,
     auth: AuthFile,
 }
 
@@ -88,6 +89,7 @@ impl Default for ServerFile {
             max_connections: 4096,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+            io_threads: None,
             auth: AuthFile::default(),
         }
     }
@@ -276,6 +278,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Time to receive a whole request body (408 after).
     pub body_read_timeout: Duration,
+    /// Threads of the async runtime that runs HTTP, placement and the
+    /// remote backends' clients; `None`: one per CPU. ONNX Runtime's
+    /// threads are the local backend's own and not counted here.
+    pub io_threads: Option<usize>,
     /// Bearer tokens for the inference and admin endpoints.
     pub auth: AuthConfig,
 }
@@ -537,6 +543,10 @@ fn validate_server(
     let max_connections = size("server.max_connections", file.max_connections, 1, 1 << 20)?;
     let header_read_timeout = millis("server.header_read_timeout_ms", file.header_read_timeout_ms)?;
     let body_read_timeout = millis("server.body_read_timeout_ms", file.body_read_timeout_ms)?;
+    let io_threads = file
+        .io_threads
+        .map(|n| size("server.io_threads", n, 1, MAX_IO_THREADS))
+        .transpose()?;
     let auth = validate_auth(file.auth, base_dir, error)?;
     Ok(ServerConfig {
         listen,
@@ -552,9 +562,13 @@ fn validate_server(
         max_connections,
         header_read_timeout,
         body_read_timeout,
+        io_threads,
         auth,
     })
 }
+
+/// Most async runtime threads `server.io_threads` may ask for.
+const MAX_IO_THREADS: u64 = 1024;
 
 /// Shortest token accepted: a guessable token is no protection.
 const MIN_TOKEN_CHARS: usize = 16;
@@ -886,6 +900,11 @@ mod tests {
         assert_eq!(server.max_connections, 4096);
         assert_eq!(server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(server.io_threads, None, "one per CPU unless set");
+        assert_eq!(
+            parse_server("io_threads = 3").unwrap().server.io_threads,
+            Some(3)
+        );
         assert!(!server.auth.enabled());
         // The worker behind a gateway: loopback by default (its CLI's
         // default too), no tokens, and the gateway's non-finite policy
@@ -916,6 +935,8 @@ mod tests {
             ),
             ("max_headers = 0", "server.max_headers", "between 1"),
             ("max_connections = 0", "server.max_connections", "between 1"),
+            ("io_threads = 0", "server.io_threads", "between 1"),
+            ("io_threads = 5000", "server.io_threads", "and 1024"),
             (
                 "max_tensor_elements = 0",
                 "server.max_tensor_elements",

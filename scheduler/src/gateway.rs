@@ -570,6 +570,10 @@ impl Gateway {
         let report = self.stats.report();
         serde_json::json!({
             "uptime_seconds": report.uptime_seconds,
+            // The async runtime's worker threads (`server.io_threads`).
+            "io_threads": tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|runtime| runtime.metrics().num_workers()),
             "policies": self.policies.describe(),
             "policy_reloads": self.policies.reload_count(),
             "backends": report.backends,
