@@ -88,6 +88,15 @@ impl Plan {
             max_calls_per_raw_thread: 100_000_000,
         }
     }
+
+    /// The most connections any run opens (the client's pool size).
+    pub fn max_connections(&self) -> usize {
+        self.saturation_connections
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+    }
 }
 
 /// Options from the command line.
@@ -128,17 +137,6 @@ pub struct SweepPoint {
     pub batch_rows_mean: f64,
     pub gateway_cpu_us_per_request: f64,
     pub other_cores: f64,
-}
-
-impl Plan {
-    /// The most connections any run opens (the client's pool size).
-    pub fn max_connections(&self) -> usize {
-        self.saturation_connections
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(1)
-    }
 }
 
 /// What the gateway uses with no requests at all.
