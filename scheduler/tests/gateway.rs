@@ -900,9 +900,9 @@ fn switchyard() -> std::process::Command {
 }
 
 /// Kills the child process when dropped, whatever the test did.
-struct Child(std::process::Child);
+struct KillOnDrop(std::process::Child);
 
-impl Drop for Child {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -925,7 +925,7 @@ async fn io_threads_sizes_the_runtime_and_the_stats_show_it() {
     )
     .expect("config");
     let port = switchyard_backend_lambda::emulator::free_port().expect("a free port");
-    let _child = Child(
+    let _gateway = KillOnDrop(
         switchyard()
             .args(["serve", "--config"])
             .arg(&config)
