@@ -15,7 +15,18 @@ cd "$(dirname "$0")/../.."
 CARGO_LAMBDA=.venv/bin/cargo-lambda
 PORT=${LAMBDA_EMULATOR_PORT:-9000}
 [ -x "$CARGO_LAMBDA" ] || { echo "lambda-emulator: $CARGO_LAMBDA is missing; run \`make setup\`" >&2; exit 1; }
-${CARGO:-cargo} build --release --locked -p switchyard-lambda-function --bin switchyard-lambda
+# The build runs in a process group of its own so that a stop (Ctrl-C, or
+# the SIGTERM `make run` sends when the gateway exits, perhaps during a
+# first build) ends cargo and its compiler processes with it instead of
+# leaving them to run on.
+set -m
+${CARGO:-cargo} build --release --locked -p switchyard-lambda-function --bin switchyard-lambda &
+BUILD=$!
+set +m
+trap 'kill -TERM -- "-$BUILD" 2>/dev/null; exit 143' TERM
+trap 'kill -TERM -- "-$BUILD" 2>/dev/null; exit 130' INT
+wait "$BUILD"
+trap - TERM INT
 echo "lambda-emulator: serving switchyard-lambda on http://127.0.0.1:$PORT" >&2
 # --manifest-path: the workspace's default-members would hide the binary
 # from the emulator's `cargo run --bin switchyard-lambda`.
