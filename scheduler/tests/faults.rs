@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Reply, Running, fp32_request, get, send, workspace};
+use common::{BinaryGateway, Reply, Running, fp32_request, get, send, workspace};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -361,26 +361,8 @@ async fn one_exchange(address: std::net::SocketAddr, body: &[u8]) -> Exchange {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_every_accepted_request_and_refuses_new_ones() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[models]\nrepository = \"{}\"\n[backends.local]\nmodels = [\"digits\"]\n",
-            workspace().join("models/repository").display()
-        ),
-    )
-    .expect("config");
-    let port = switchyard_backend_lambda::emulator::free_port().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(workspace())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the gateway starts");
+    let mut gateway = BinaryGateway::spawn("[backends.local]\nmodels = [\"digits\"]\n");
+    let port = gateway.port;
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ready_by = Instant::now() + Duration::from_secs(30);
     while one_exchange(address, &json_body(&digits())).await != Exchange::Status(200) {
@@ -412,7 +394,7 @@ async fn sigterm_under_load_answers_every_accepted_request_and_refuses_new_ones(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &gateway.child.id().to_string()])
         .status()
         .expect("kill");
     assert!(kill.success());
@@ -422,7 +404,7 @@ async fn sigterm_under_load_answers_every_accepted_request_and_refuses_new_ones(
             *outcomes.entry(outcome).or_default() += 1;
         }
     }
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || gateway.child.wait())
         .await
         .expect("join")
         .expect("wait");

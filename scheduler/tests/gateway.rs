@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Reply, fp32_request, get, send, workspace};
+use common::{BinaryGateway, Reply, fp32_request, get, send, workspace};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -899,42 +899,14 @@ fn switchyard() -> std::process::Command {
     command
 }
 
-/// Kills the child process when dropped, whatever the test did.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `server.io_threads` sizes the binary's async runtime, and the stats say
 /// how many threads it has (3: the default on neither a 1- nor a 2-CPU
 /// machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_threads_sizes_the_runtime_and_the_stats_show_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nio_threads = 3\n[models]\nrepository = \"{}\"\n[backends.local]\nmodels = [\"digits\"]\n",
-            workspace().join("models/repository").display()
-        ),
-    )
-    .expect("config");
-    let port = switchyard_backend_lambda::emulator::free_port().expect("a free port");
-    let _gateway = KillOnDrop(
-        switchyard()
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the gateway starts"),
-    );
+    let gateway =
+        BinaryGateway::spawn("[server]\nio_threads = 3\n[backends.local]\nmodels = [\"digits\"]\n");
+    let port = gateway.port;
     // The gateway listens once its models are loaded.
     let ready_by = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -25,6 +25,53 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `switchyard` binary serving on a free loopback port with a config
+/// file of `[models] repository` (this workspace's) followed by `sections`,
+/// its output discarded. The process is killed when this is dropped, and
+/// the config file removed.
+pub struct BinaryGateway {
+    pub port: u16,
+    pub child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl BinaryGateway {
+    pub fn spawn(sections: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[models]\nrepository = \"{}\"\n{sections}",
+                workspace().join("models/repository").display()
+            ),
+        )
+        .expect("config");
+        let port = switchyard_backend_lambda::emulator::free_port().expect("a free port");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(workspace())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the gateway starts");
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for BinaryGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A whole HTTP response.
 pub struct Reply {
     pub status: u16,
