@@ -109,8 +109,21 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
     }
     let _ = drain.send(true);
     // Connections the kernel completed before the listener closes would be
-    // reset with it, their requests unanswered: take them in first.
-    while let Ok(Ok((stream, _peer))) = tokio::time::timeout(BACKLOG_POLL, listener.accept()).await
+    // reset with it, their requests unanswered: take them in first. The
+    // kernel stops starting handshakes (a client's SYN is dropped; its retry
+    // finds the port closed and is refused), so once the handshakes already
+    // under way have landed, the queue runs dry. Where the filter cannot be
+    // set, the overall bound keeps a steady stream of new connections from
+    // holding the drain open.
+    if let Err(error) = refuse_new_handshakes(&listener) {
+        tracing::warn!(%error, "could not stop new handshakes; draining the accept queue for a bounded time");
+    }
+    let backlog_deadline = tokio::time::Instant::now() + BACKLOG_WINDOW;
+    while let Ok(Ok((stream, _peer))) = tokio::time::timeout_at(
+        backlog_deadline.min(tokio::time::Instant::now() + BACKLOG_POLL),
+        listener.accept(),
+    )
+    .await
     {
         accept(stream);
     }
@@ -133,6 +146,43 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long the drain waits for one more connection in the accept queue.
 const BACKLOG_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The longest the drain keeps taking connections from the accept queue.
+const BACKLOG_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Stops the kernel from starting new TCP handshakes on `listener` while
+/// letting those under way complete: a socket filter drops every arriving
+/// segment with SYN set, and nothing else. A refused client's SYN goes
+/// unanswered; its retransmission (after about a second) meets the closed
+/// port and is refused, so it never sends a request into a connection the
+/// listener's close would reset. Connections accepted later inherit the
+/// filter, which an established connection never notices.
+#[cfg(target_os = "linux")]
+fn refuse_new_handshakes(listener: &TcpListener) -> std::io::Result<()> {
+    use socket2::{SockFilter, SockRef};
+    // Classic BPF, run on the TCP header: load the flags byte; SYN set →
+    // drop (keep 0 bytes), else keep the whole segment.
+    const LOAD_BYTE_ABSOLUTE: u16 = 0x30;
+    const JUMP_IF_BITS_SET: u16 = 0x45;
+    const RETURN: u16 = 0x06;
+    const TCP_FLAGS_OFFSET: u32 = 13;
+    const SYN: u32 = 0x02;
+    let program = [
+        SockFilter::new(LOAD_BYTE_ABSOLUTE, 0, 0, TCP_FLAGS_OFFSET),
+        SockFilter::new(JUMP_IF_BITS_SET, 0, 1, SYN),
+        SockFilter::new(RETURN, 0, 0, 0),
+        SockFilter::new(RETURN, 0, 0, u32::MAX),
+    ];
+    SockRef::from(listener).attach_filter(&program)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn refuse_new_handshakes(_listener: &TcpListener) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "socket filters need Linux",
+    ))
+}
 
 /// Serves one connection until it closes. When the drain begins, a request
 /// already in progress completes; one still on its way (its bytes not yet
