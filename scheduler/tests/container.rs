@@ -701,6 +701,94 @@ async fn orphans_of_a_crashed_gateway_are_removed_at_start() {
     assert_nothing_left(&docker).await;
 }
 
+/// Images labelled with any of `scopes`, tagged or not.
+async fn images_of(docker: &Docker, scopes: &[&str]) -> Vec<(String, Vec<String>)> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{}=true", engine::LABEL_MANAGED)],
+    )]);
+    docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list images")
+        .into_iter()
+        .filter(|image| {
+            image
+                .labels
+                .get(engine::LABEL_SCOPE)
+                .is_some_and(|s| scopes.contains(&s.as_str()))
+        })
+        .map(|image| (image.id, image.repo_tags))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_building_the_same_image_at_once_leave_one_image() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("two_gateways_building_the_same_image_at_once_leave_one_image").await
+    else {
+        return;
+    };
+    let image = "switchyard-worker-test-race";
+    remove_images(&docker, image).await;
+    let (first, second) = (scope("race-a"), scope("race-b"));
+    let config = |scope: &str| {
+        container_config(
+            scope,
+            image,
+            r#"["digits"]"#,
+            "min_containers = 1\nmax_containers = 1",
+        )
+    };
+    // Both find the image missing and build it side by side; the tag ends
+    // on the build that finishes last.
+    let (config_a, config_b) = (config(&first), config(&second));
+    let (a, b) = tokio::join!(TestGateway::start(&config_a), TestGateway::start(&config_b));
+    tokio::join!(
+        a.wait_ready(Duration::from_secs(150)),
+        b.wait_ready(Duration::from_secs(150))
+    );
+    for gateway in [&a, &b] {
+        let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // While they run, a container may still use the copy that lost its
+    // tag; once both have stopped, only the tagged image may be left.
+    a.shutdown().await;
+    b.shutdown().await;
+    let images = images_of(&docker, &[&first, &second]).await;
+    // Whatever the outcome, remove every image of both scopes.
+    for (id, _) in images_of(&docker, &[&first, &second]).await {
+        let _ = docker
+            .remove_image(
+                &id,
+                Some(RemoveImageOptions {
+                    force: true,
+                    noprune: false,
+                }),
+                None,
+            )
+            .await;
+    }
+    assert_eq!(
+        images.len(),
+        1,
+        "one image, not an untagged copy: {images:?}"
+    );
+    assert!(
+        images[0]
+            .1
+            .iter()
+            .any(|tag| tag.starts_with(&format!("{image}:"))),
+        "{images:?}"
+    );
+    assert_nothing_left(&docker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_while_loading_is_reported_and_removed() {
     let _turn = ENGINE.lock().await;

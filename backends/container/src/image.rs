@@ -146,7 +146,11 @@ impl ImagePlan {
     /// whether it was built.
     pub async fn ensure(&self, docker: &Docker, identity: &Identity) -> Result<bool, ImageError> {
         match docker.inspect_image(&self.reference).await {
-            Ok(_) => return Ok(false),
+            Ok(_) => {
+                // A copy left by an earlier race whose container held it.
+                self.remove_untagged_copies(docker).await;
+                return Ok(false);
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
@@ -169,8 +173,12 @@ impl ImagePlan {
     }
 
     /// Removes earlier builds of this repository that no container uses
-    /// (each binary or model change makes a new one).
+    /// (each binary or model change makes a new one), and untagged copies
+    /// of this very content: two gateways that found the image missing at
+    /// the same moment both build it, and the tag moves to the build that
+    /// ends last, leaving the other one dangling.
     async fn remove_stale(&self, docker: &Docker) {
+        self.remove_untagged_copies(docker).await;
         let repository = self
             .reference
             .rsplit_once(':')
@@ -205,6 +213,41 @@ impl ImagePlan {
                 {
                     tracing::info!(image = %tag, "removed a stale worker image");
                 }
+            }
+        }
+    }
+
+    /// Removes images with this plan's content label that no tag names
+    /// (see [`Self::remove_stale`]). One in use by a container stays (the
+    /// engine refuses) until the pool that started the container stops, or
+    /// a later start finds it free.
+    pub(crate) async fn remove_untagged_copies(&self, docker: &Docker) {
+        let filters = HashMap::from([
+            (
+                "label".to_owned(),
+                vec![
+                    format!("{LABEL_MANAGED}=true"),
+                    format!("{LABEL_CONTENT}={}", self.content_hash),
+                ],
+            ),
+            ("dangling".to_owned(), vec!["true".to_owned()]),
+        ]);
+        let Ok(images) = docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        else {
+            return;
+        };
+        for image in images {
+            if docker
+                .remove_image(&image.id, None::<RemoveImageOptions>, None)
+                .await
+                .is_ok()
+            {
+                tracing::info!(image = %image.id, "removed an untagged copy of the worker image");
             }
         }
     }

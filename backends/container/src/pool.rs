@@ -1381,6 +1381,12 @@ impl Pool {
                 tracing::warn!(backend = %self.config.name, %error, "cannot list containers to remove")
             }
         }
+        // A copy of the image that lost its tag to another gateway's build
+        // of the same content while these containers used it is free now.
+        let plan = lock(&self.plan).clone();
+        if let Some(plan) = plan {
+            plan.remove_untagged_copies(&docker).await;
+        }
         tracing::info!(backend = %self.config.name, removed = ids.len(), "container pool stopped");
         self.changed();
     }
