@@ -16,6 +16,7 @@ pub mod placement;
 pub mod policy;
 pub mod policy_check;
 pub mod prewarm;
+pub mod self_wake;
 pub mod server;
 pub mod sim;
 pub mod stats;

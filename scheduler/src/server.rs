@@ -29,6 +29,7 @@ use crate::config::ServerConfig;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http::{Body, error_response, handle};
+use crate::self_wake::SelfWake;
 
 /// Turns the load-shedding layer's refusal into the gateway's 503.
 fn shed_to_response(
@@ -224,8 +225,13 @@ async fn serve_connection<S>(
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
         .into_owned();
     let mut connection = std::pin::pin!(connection);
+    // hyper wakes the connection's own task while it is being polled (see
+    // `self_wake`); poll it again at once rather than through the scheduler.
+    // This covers everything the request runs in this task, the call to a
+    // worker container included.
+    let self_wake = SelfWake::new();
     let ended = tokio::select! {
-        ended = connection.as_mut() => Some(ended),
+        ended = std::future::poll_fn(|cx| self_wake.poll(connection.as_mut(), cx)) => Some(ended),
         () = drain_started(&mut draining) => None,
     };
     let ended = match ended {
@@ -233,10 +239,10 @@ async fn serve_connection<S>(
         None => {
             let grace = tokio::time::sleep(DRAIN_GRACE);
             tokio::select! {
-                ended = connection.as_mut() => ended,
+                ended = std::future::poll_fn(|cx| self_wake.poll(connection.as_mut(), cx)) => ended,
                 () = grace => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    std::future::poll_fn(|cx| self_wake.poll(connection.as_mut(), cx)).await
                 }
             }
         }
