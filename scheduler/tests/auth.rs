@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::server::{Step, TestGateway, post_bytes, raw_exchange};
-use common::{Reply, fp32_request, send, workspace};
+use common::{Reply, fp32_request, send, write_config};
 use switchyard_protocol::encode_request;
 
 const INFERENCE: &str = "inference-token-0123456789abcdef";
@@ -173,15 +173,10 @@ async fn with_only_an_inference_token_admin_endpoints_take_it_too() {
 #[test]
 fn tokens_can_come_from_the_environment_and_check_config_never_prints_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[models]\nrepository = {:?}\n[server.auth]\ninference_token_env = \"SWITCHYARD_TEST_INFERENCE_TOKEN\"\n[backends.local]\nmodels = [\"digits\"]\n",
-            workspace().join("models/repository").display().to_string()
-        ),
-    )
-    .expect("write");
+    let config = write_config(
+        dir.path(),
+        "[server.auth]\ninference_token_env = \"SWITCHYARD_TEST_INFERENCE_TOKEN\"\n[backends.local]\nmodels = [\"digits\"]\n",
+    );
     let run = |token: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
         command.arg("check-config").arg(&config);

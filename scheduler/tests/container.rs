@@ -20,7 +20,6 @@ mod common;
 
 use common::{Reply, get, send, workspace};
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,9 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use switchyard_backend_container::bollard::Docker;
-use switchyard_backend_container::bollard::query_parameters::{
-    ListImagesOptions, RemoveImageOptions,
-};
+use switchyard_backend_container::bollard::query_parameters::RemoveImageOptions;
 use switchyard_backend_container::engine;
 use switchyard_protocol::{
     BINARY_HEADER_LENGTH, InferRequest, Tensor, TensorData, decode_response, encode_request,
@@ -259,12 +256,7 @@ async fn assert_nothing_left(docker: &Docker) {
 }
 
 async fn remove_images(docker: &Docker, repository: &str) {
-    let filters = HashMap::from([("reference".to_owned(), vec![repository.to_owned()])]);
-    let images = docker
-        .list_images(Some(ListImagesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
+    let images = engine::list_images(docker, &[("reference", repository)])
         .await
         .expect("list images");
     for image in images {
@@ -703,15 +695,8 @@ async fn orphans_of_a_crashed_gateway_are_removed_at_start() {
 
 /// Images labelled with any of `scopes`, tagged or not.
 async fn images_of(docker: &Docker, scopes: &[&str]) -> Vec<(String, Vec<String>)> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![format!("{}=true", engine::LABEL_MANAGED)],
-    )]);
-    docker
-        .list_images(Some(ListImagesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
+    let managed = format!("{}=true", engine::LABEL_MANAGED);
+    engine::list_images(docker, &[("label", &managed)])
         .await
         .expect("list images")
         .into_iter()

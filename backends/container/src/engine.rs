@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, RemoveContainerOptions};
 use bollard::{ClientVersion, Docker};
 
 use crate::config::{ContainerConfig, Endpoint};
@@ -181,6 +181,29 @@ pub async fn list_labelled(
         }))
         .await
         .map_err(EngineError::new("cannot list containers"))
+}
+
+/// Images (top-level: no intermediate build layers) matching every filter,
+/// given as the engine's `(name, value)` pairs; a name may repeat, as
+/// `label` does for several labels.
+pub async fn list_images(
+    docker: &Docker,
+    filters: &[(&str, &str)],
+) -> Result<Vec<bollard::models::ImageSummary>, EngineError> {
+    let mut grouped: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in filters {
+        grouped
+            .entry((*name).to_owned())
+            .or_default()
+            .push((*value).to_owned());
+    }
+    docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(grouped),
+            ..Default::default()
+        }))
+        .await
+        .map_err(EngineError::new("cannot list images"))
 }
 
 /// Removes a container, running or not; one already gone is not an error.

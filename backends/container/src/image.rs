@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptions, ListImagesOptions, RemoveImageOptions};
+use bollard::query_parameters::{BuildImageOptions, RemoveImageOptions};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use switchyard_models::ModelRepository;
 
 use crate::config::ContainerConfig;
 use crate::engine::{
-    EngineError, Identity, LABEL_CONTENT, LABEL_MANAGED, LABEL_MODELS, LABEL_SCOPE,
+    self, EngineError, Identity, LABEL_CONTENT, LABEL_MANAGED, LABEL_MODELS, LABEL_SCOPE,
 };
 
 /// The port the worker listens on inside the container.
@@ -183,16 +183,9 @@ impl ImagePlan {
             .reference
             .rsplit_once(':')
             .map_or(&*self.reference, |(r, _)| r);
-        let filters = HashMap::from([
-            ("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")]),
-            ("reference".to_owned(), vec![repository.to_owned()]),
-        ]);
-        let Ok(images) = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
+        let managed = format!("{LABEL_MANAGED}=true");
+        let Ok(images) =
+            engine::list_images(docker, &[("label", &managed), ("reference", repository)]).await
         else {
             return;
         };
@@ -222,23 +215,14 @@ impl ImagePlan {
     /// engine refuses) until the pool that started the container stops, or
     /// a later start finds it free.
     pub(crate) async fn remove_untagged_copies(&self, docker: &Docker) {
-        let filters = HashMap::from([
-            (
-                "label".to_owned(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_CONTENT}={}", self.content_hash),
-                ],
-            ),
-            ("dangling".to_owned(), vec!["true".to_owned()]),
-        ]);
-        let Ok(images) = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-        else {
+        let managed = format!("{LABEL_MANAGED}=true");
+        let content = format!("{LABEL_CONTENT}={}", self.content_hash);
+        let filters = [
+            ("label", managed.as_str()),
+            ("label", content.as_str()),
+            ("dangling", "true"),
+        ];
+        let Ok(images) = engine::list_images(docker, &filters).await else {
             return;
         };
         for image in images {

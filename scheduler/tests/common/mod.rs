@@ -35,18 +35,25 @@ pub struct BinaryGateway {
     _dir: tempfile::TempDir,
 }
 
+/// Writes `gateway.toml` in `dir`: `[models] repository` (this workspace's)
+/// followed by `sections`. Returns its path.
+pub fn write_config(dir: &std::path::Path, sections: &str) -> PathBuf {
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models]\nrepository = {:?}\n{sections}",
+            workspace().join("models/repository").display().to_string()
+        ),
+    )
+    .expect("config");
+    config
+}
+
 impl BinaryGateway {
     pub fn spawn(sections: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("gateway.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[models]\nrepository = \"{}\"\n{sections}",
-                workspace().join("models/repository").display()
-            ),
-        )
-        .expect("config");
+        let config = write_config(dir.path(), sections);
         let port = switchyard_backend_lambda::emulator::free_port().expect("a free port");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--config"])
