@@ -710,11 +710,38 @@ async fn images_of(docker: &Docker, scopes: &[&str]) -> Vec<(String, Vec<String>
         .collect()
 }
 
+/// Force-removes every image labelled with any of `scopes`, and returns
+/// what there was.
+async fn remove_images_of(docker: &Docker, scopes: &[&str]) -> Vec<(String, Vec<String>)> {
+    let images = images_of(docker, scopes).await;
+    for (id, _) in &images {
+        let _ = docker
+            .remove_image(
+                id,
+                Some(RemoveImageOptions {
+                    force: true,
+                    noprune: false,
+                }),
+                None,
+            )
+            .await;
+    }
+    images
+}
+
+/// Whether the container backend of `gateway` built its image itself.
+async fn built_its_image(gateway: &TestGateway) -> bool {
+    let details = gateway.stats().await["backend_details"]["container"].clone();
+    details["image_built"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("image_built in {details}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gateways_building_the_same_image_at_once_leave_one_image() {
+async fn two_gateways_started_together_build_a_missing_image_once() {
     let _turn = ENGINE.lock().await;
     let Some(docker) =
-        docker_or_skip("two_gateways_building_the_same_image_at_once_leave_one_image").await
+        docker_or_skip("two_gateways_started_together_build_a_missing_image_once").await
     else {
         return;
     };
@@ -729,8 +756,8 @@ async fn two_gateways_building_the_same_image_at_once_leave_one_image() {
             "min_containers = 1\nmax_containers = 1",
         )
     };
-    // Both find the image missing and build it side by side; the tag ends
-    // on the build that finishes last.
+    // Both find the image missing; one builds it while the other waits for
+    // the build lock, and then finds the image there.
     let (config_a, config_b) = (config(&first), config(&second));
     let (a, b) = tokio::join!(TestGateway::start(&config_a), TestGateway::start(&config_b));
     tokio::join!(
@@ -741,29 +768,17 @@ async fn two_gateways_building_the_same_image_at_once_leave_one_image() {
         let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
-    // While they run, a container may still use the copy that lost its
-    // tag; once both have stopped, only the tagged image may be left.
+    let built = [built_its_image(&a).await, built_its_image(&b).await];
     a.shutdown().await;
     b.shutdown().await;
-    let images = images_of(&docker, &[&first, &second]).await;
-    // Whatever the outcome, remove every image of both scopes.
-    for (id, _) in images_of(&docker, &[&first, &second]).await {
-        let _ = docker
-            .remove_image(
-                &id,
-                Some(RemoveImageOptions {
-                    force: true,
-                    noprune: false,
-                }),
-                None,
-            )
-            .await;
-    }
+    // Whatever the outcome, every image of both scopes goes.
+    let images = remove_images_of(&docker, &[&first, &second]).await;
     assert_eq!(
-        images.len(),
+        built.iter().filter(|&&b| b).count(),
         1,
-        "one image, not an untagged copy: {images:?}"
+        "exactly one of the two gateways builds (built: {built:?})"
     );
+    assert_eq!(images.len(), 1, "one image, no second copy: {images:?}");
     assert!(
         images[0]
             .1
@@ -771,6 +786,106 @@ async fn two_gateways_building_the_same_image_at_once_leave_one_image() {
             .any(|tag| tag.starts_with(&format!("{image}:"))),
         "{images:?}"
     );
+    assert_nothing_left(&docker).await;
+}
+
+/// Where gateways do race (the build lock was not to be had), the build
+/// that ends first loses its tag and stays as an untagged copy; the next
+/// gateway to start on the image removes it. The copy is made here by
+/// committing a container created (never started) from the image, with the
+/// image's labels, as a second build of the same content has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_starting_on_its_image_removes_an_untagged_copy_of_it() {
+    use switchyard_backend_container::bollard::models::ContainerCreateBody;
+    use switchyard_backend_container::bollard::query_parameters::{
+        CommitContainerOptions, CreateContainerOptions, RemoveContainerOptions,
+    };
+
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("a_gateway_starting_on_its_image_removes_an_untagged_copy_of_it").await
+    else {
+        return;
+    };
+    let image = "switchyard-worker-test-copy";
+    remove_images(&docker, image).await;
+    let scope = scope("copy");
+    let config = container_config(
+        &scope,
+        image,
+        r#"["digits"]"#,
+        "min_containers = 1\nmax_containers = 1",
+    );
+    let first = TestGateway::start(&config).await;
+    first.wait_ready(Duration::from_secs(150)).await;
+    let reference = first.stats().await["backend_details"]["container"]["image"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("the image in stats");
+    first.shutdown().await;
+    let labels = docker
+        .inspect_image(&reference)
+        .await
+        .ok()
+        .and_then(|i| i.config)
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    let name = format!("switchyard-{scope}-copy");
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(reference.clone()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            },
+        )
+        .await;
+    let copy = match &created {
+        Ok(_) => docker
+            .commit_container(
+                CommitContainerOptions {
+                    container: Some(name.clone()),
+                    ..Default::default()
+                },
+                switchyard_backend_container::bollard::models::ContainerConfig {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|r| r.id),
+        Err(_) => Ok(String::new()),
+    };
+    let _ = docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    created.expect("create a container from the image");
+    let copy = copy.expect("commit the container");
+    let copy_made = docker.inspect_image(&copy).await.is_ok();
+    let second = TestGateway::start(&config).await;
+    second.wait_ready(Duration::from_secs(150)).await;
+    let copy_left = docker.inspect_image(&copy).await.is_ok();
+    let built = built_its_image(&second).await;
+    second.shutdown().await;
+    let images = remove_images_of(&docker, &[&scope]).await;
+    assert!(
+        labels.contains_key(engine::LABEL_CONTENT),
+        "the image carries its content label: {labels:?}"
+    );
+    assert!(copy_made, "the copy {copy} exists before the second start");
+    assert!(!built, "the second gateway finds the image");
+    assert!(!copy_left, "the untagged copy {copy} was removed");
+    assert_eq!(images.len(), 1, "only the tagged image: {images:?}");
     assert_nothing_left(&docker).await;
 }
 

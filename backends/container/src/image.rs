@@ -7,12 +7,16 @@
 //! The tag is a hash of everything that goes in (the Dockerfile text and
 //! each file's path, mode and bytes), so a changed binary, library or model
 //! gives a new tag and a stale image is never used; an image whose tag
-//! exists is reused without a build.
+//! exists is reused without a build. Gateways on one machine take turns to
+//! build (a lock file, [`BuildLock`]), so gateways started together build a
+//! missing image once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptions, RemoveImageOptions};
@@ -144,21 +148,27 @@ impl ImagePlan {
 
     /// Makes sure the image exists, building it when missing. Returns
     /// whether it was built.
-    pub async fn ensure(&self, docker: &Docker, identity: &Identity) -> Result<bool, ImageError> {
-        match docker.inspect_image(&self.reference).await {
-            Ok(_) => {
-                // A copy left by an earlier race whose container held it.
-                self.remove_untagged_copies(docker).await;
-                return Ok(false);
-            }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => {
-                return Err(
-                    EngineError::new(format!("cannot inspect image {}", self.reference))(e).into(),
-                );
-            }
+    ///
+    /// Gateways on this machine take turns to build (see [`BuildLock`]):
+    /// one that finds the image missing waits, up to `wait`, for another
+    /// one's build of it to end, and then uses that image. After `wait`, or
+    /// where the lock cannot be had, it builds anyway, and the untagged
+    /// copy such a race leaves is removed later.
+    pub async fn ensure(
+        &self,
+        docker: &Docker,
+        identity: &Identity,
+        wait: Duration,
+    ) -> Result<bool, ImageError> {
+        if self.exists(docker).await? {
+            // A copy left by an earlier race whose container held it.
+            self.remove_untagged_copies(docker).await;
+            return Ok(false);
+        }
+        let _turn = BuildLock::acquire(&BuildLock::path(), wait).await;
+        if self.exists(docker).await? {
+            tracing::info!(image = %self.reference, "another gateway built the worker image");
+            return Ok(false);
         }
         let plan = self.clone();
         let context = tokio::task::spawn_blocking(move || plan.build_context())
@@ -172,11 +182,25 @@ impl ImagePlan {
         Ok(true)
     }
 
+    /// Whether the engine has the image.
+    async fn exists(&self, docker: &Docker) -> Result<bool, ImageError> {
+        match docker.inspect_image(&self.reference).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => {
+                Err(EngineError::new(format!("cannot inspect image {}", self.reference))(e).into())
+            }
+        }
+    }
+
     /// Removes earlier builds of this repository that no container uses
     /// (each binary or model change makes a new one), and untagged copies
     /// of this very content: two gateways that found the image missing at
-    /// the same moment both build it, and the tag moves to the build that
-    /// ends last, leaving the other one dangling.
+    /// the same moment and could not take turns (see [`BuildLock`]) both
+    /// build it, and the tag moves to the build that ends last, leaving the
+    /// other one dangling.
     async fn remove_stale(&self, docker: &Docker) {
         self.remove_untagged_copies(docker).await;
         let repository = self
@@ -326,6 +350,78 @@ impl ImagePlan {
                 .map_err(|e| tar_error(e.to_string()))?;
         }
         builder.into_inner().map_err(|e| tar_error(e.to_string()))
+    }
+}
+
+/// An exclusive advisory lock (`flock`) on a file in the system's temporary
+/// folder, which gateways on this machine hold while they build a worker
+/// image: the gateways of one machine normally share its engine, and two
+/// that find the image missing at once would otherwise both build it. The
+/// kernel drops the lock when its holder exits, so a crashed gateway never
+/// leaves it held. One file serves every image: builds are rare, and a file
+/// per content hash would be one more file per binary change.
+#[derive(Debug)]
+pub(crate) struct BuildLock {
+    _file: File,
+}
+
+impl BuildLock {
+    /// How often a waiting gateway tries the lock again.
+    const RETRY: Duration = Duration::from_millis(50);
+
+    /// The lock file every gateway of this machine uses.
+    pub(crate) fn path() -> PathBuf {
+        std::env::temp_dir().join("switchyard-image-build.lock")
+    }
+
+    /// Takes the lock at `path`, waiting up to `wait` for its holder.
+    /// `None` (and the reason logged) when the file cannot be opened, or
+    /// the wait ran out: the caller then builds without it.
+    pub(crate) async fn acquire(path: &Path, wait: Duration) -> Option<Self> {
+        let file = match Self::open(path) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error,
+                    "cannot open the image build lock; building without it");
+                return None;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut logged = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Some(Self { _file: file }),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(error)) => {
+                    tracing::warn!(path = %path.display(), %error,
+                        "cannot take the image build lock; building without it");
+                    return None;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(path = %path.display(), ?wait,
+                    "another gateway held the image build lock all along; building without it");
+                return None;
+            }
+            if !logged {
+                tracing::info!(path = %path.display(), "another gateway is building a worker image; waiting for it");
+                logged = true;
+            }
+            tokio::time::sleep(Self::RETRY).await;
+        }
+    }
+
+    /// Opens (creating it if needed) the lock file. A file another user
+    /// created may be read-only to this one; `flock` works on it all the
+    /// same.
+    fn open(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .or_else(|_| File::open(path))
     }
 }
 
@@ -490,6 +586,70 @@ mod tests {
             ]
         );
         assert!(parse_ldd("\tlibfoo.so => not found\n").is_err());
+    }
+
+    /// A lock file of this test alone, removed when dropped.
+    struct LockPath(PathBuf);
+
+    impl LockPath {
+        fn new(test: &str) -> Self {
+            Self(std::env::temp_dir().join(format!(
+                "switchyard-build-lock-test-{}-{test}",
+                std::process::id()
+            )))
+        }
+    }
+
+    impl Drop for LockPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_builder_waits_for_the_first_and_then_gets_the_lock() {
+        let path = LockPath::new("waits");
+        let first = BuildLock::acquire(&path.0, Duration::ZERO).await;
+        assert!(first.is_some(), "a free lock is taken at once");
+        let second = tokio::spawn({
+            let path = path.0.clone();
+            async move { BuildLock::acquire(&path, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "the second waits while the first holds the lock"
+        );
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second gets the lock soon after the first lets go")
+            .unwrap();
+        assert!(second.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_builder_that_waited_its_limit_goes_on_without_the_lock() {
+        let path = LockPath::new("limit");
+        let _first = BuildLock::acquire(&path.0, Duration::ZERO).await.unwrap();
+        let started = std::time::Instant::now();
+        let second = BuildLock::acquire(&path.0, Duration::from_millis(200)).await;
+        assert!(second.is_none(), "the holder kept it, so the wait ran out");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_lock_file_that_cannot_be_opened_means_no_lock_and_no_wait() {
+        let path = std::env::temp_dir()
+            .join(format!("switchyard-no-such-folder-{}", std::process::id()))
+            .join("lock");
+        let started = std::time::Instant::now();
+        assert!(
+            BuildLock::acquire(&path, Duration::from_secs(30))
+                .await
+                .is_none()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

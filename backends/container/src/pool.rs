@@ -99,6 +99,9 @@ pub struct PoolStats {
     pub prewarm_floor: u64,
     /// The image this gateway runs, once known.
     pub image: Option<String>,
+    /// Whether this gateway built that image (false: it was there already,
+    /// or another gateway on this machine built it meanwhile).
+    pub image_built: bool,
     /// Seconds of every container this instance created, each from its
     /// creation to its removal (a start and an idle container count).
     pub container_seconds: f64,
@@ -159,6 +162,8 @@ struct Counters {
 struct State {
     docker: Option<Docker>,
     image: Option<String>,
+    /// Whether this instance built `image`.
+    image_built: bool,
     workers: Vec<Arc<Worker>>,
     starting: usize,
     /// Every container this instance created and has not removed.
@@ -283,6 +288,7 @@ impl Pool {
             state: Mutex::new(State {
                 docker: None,
                 image: None,
+                image_built: false,
                 workers: Vec::new(),
                 starting: 0,
                 created: HashSet::new(),
@@ -646,7 +652,7 @@ impl Pool {
 
     pub fn stats(&self) -> PoolStats {
         let status = self.status();
-        let (image, prewarm_floor, container_seconds, containers) = {
+        let (image, image_built, prewarm_floor, container_seconds, containers) = {
             let state = lock(&self.state);
             let now = Instant::now();
             let floor = state
@@ -671,6 +677,7 @@ impl Pool {
                 .collect();
             (
                 state.image.clone(),
+                state.image_built,
                 floor,
                 state.uptime.seconds_at(now),
                 containers,
@@ -698,6 +705,7 @@ impl Pool {
             prewarms: self.prewarms.load(Ordering::Relaxed),
             prewarm_floor,
             image,
+            image_built,
             container_seconds,
             cost_dollars: container_seconds * self.config.container_second_dollars,
             containers,
@@ -769,6 +777,7 @@ impl Pool {
                     let mut state = lock(&self.state);
                     state.docker = Some(docker.clone());
                     state.image = Some(image);
+                    state.image_built = built;
                     state.problem = None;
                 }
                 tokio::spawn(Arc::clone(self).watch_events(docker));
@@ -812,7 +821,7 @@ impl Pool {
             }
         };
         let built = plan
-            .ensure(&docker, &self.identity)
+            .ensure(&docker, &self.identity, self.config.api_timeout)
             .await
             .map_err(|e| format!("cannot prepare the worker image: {e}"))?;
         Ok((docker, plan.reference, built, orphans))
