@@ -53,7 +53,7 @@ use switchyard_scheduler::Config;
 use crate::error::BenchError;
 use crate::gateway_process::GatewayProcess;
 use crate::local::{model_setups, progress};
-use crate::machine::{Machine, MachineCpu, load_average, utc_now};
+use crate::machine::{Machine, MachineCpu, load_average, process_cpu_time, utc_now};
 use crate::overhead_report::{BackendSection, Cell, ColdStarts, OverheadResults, target_checks};
 use crate::paper::{
     ContainerScope, LambdaTier, Placement, Tiers, config_text, function_path, gateway_table,
@@ -247,6 +247,9 @@ enum Probe {
 struct Variant {
     name: &'static str,
     probe: Probe,
+    /// The processes of the proxy in front of the backend on this path
+    /// (the gateway, nginx), whose CPU time per request is reported.
+    proxy: Vec<u32>,
 }
 
 /// The gateway of `placement` for [`MODEL`], on a free loopback port, with
@@ -303,11 +306,20 @@ async fn infer_target(client: &HttpClient, endpoint: Endpoint) -> Result<Variant
     Ok(Variant {
         name: "",
         probe: Probe::Http(Arc::new(target)),
+        proxy: Vec::new(),
     })
 }
 
 fn named(name: &'static str, variant: Variant) -> Variant {
     Variant { name, ..variant }
+}
+
+/// `variant` with the CPU time of `processes` counted.
+fn proxied(processes: Vec<u32>, variant: Variant) -> Variant {
+    Variant {
+        proxy: processes,
+        ..variant
+    }
 }
 
 async fn local_section(context: &Context<'_>) -> Result<BackendSection, BenchError> {
@@ -334,14 +346,19 @@ async fn local_section(context: &Context<'_>) -> Result<BackendSection, BenchErr
         Variant {
             name: "raw ort",
             probe: Probe::Raw(raw),
+            proxy: Vec::new(),
         },
-        named(
-            "switchyard",
-            infer_target(context.client, endpoint.clone()).await?,
+        proxied(
+            vec![gateway.pid()],
+            named(
+                "switchyard",
+                infer_target(context.client, endpoint.clone()).await?,
+            ),
         ),
         Variant {
             name: "HTTP floor",
             probe: Probe::Http(Arc::new(Target::probe(endpoint, "/v2/health/live")?)),
+            proxy: vec![gateway.pid()],
         },
     ];
     let cells = rounds(context, "local", &variants).await?;
@@ -400,9 +417,12 @@ async fn container_section(
             "direct",
             infer_target(context.client, worker.used_endpoint()?).await?,
         ),
-        named(
-            "switchyard",
-            infer_target(context.client, gateway.endpoint()?).await?,
+        proxied(
+            vec![gateway.pid()],
+            named(
+                "switchyard",
+                infer_target(context.client, gateway.endpoint()?).await?,
+            ),
         ),
     ];
     let mut pairs = vec![("switchyard", "direct"), ("nginx", "direct")];
@@ -431,22 +451,28 @@ async fn container_section(
             )
             .await?,
         ));
-        variants.push(named(
-            PUBLISHED_GATEWAY,
-            infer_target(context.client, gateway.endpoint()?).await?,
+        variants.push(proxied(
+            vec![gateway.pid()],
+            named(
+                PUBLISHED_GATEWAY,
+                infer_target(context.client, gateway.endpoint()?).await?,
+            ),
         ));
         pairs.push((PUBLISHED_GATEWAY, PUBLISHED));
         pairs.push(("switchyard", PUBLISHED_GATEWAY));
         published_gateway = Some(gateway);
     }
     if let Some(nginx) = &nginx {
-        variants.push(named(
-            "nginx",
-            infer_target(
-                context.client,
-                Endpoint::parse(&format!("http://{}", nginx.address), false)?,
-            )
-            .await?,
+        variants.push(proxied(
+            nginx.processes(),
+            named(
+                "nginx",
+                infer_target(
+                    context.client,
+                    Endpoint::parse(&format!("http://{}", nginx.address), false)?,
+                )
+                .await?,
+            ),
         ));
     }
     let cells = rounds(context, "container", &variants).await?;
@@ -653,10 +679,14 @@ async fn lambda_section(context: &Context<'_>) -> Result<BackendSection, BenchEr
         Variant {
             name: "direct invoke",
             probe: Probe::Bounded(target, usize::try_from(reserved).unwrap_or(1)),
+            proxy: Vec::new(),
         },
-        named(
-            "switchyard",
-            infer_target(context.client, gateway.endpoint()?).await?,
+        proxied(
+            vec![gateway.pid()],
+            named(
+                "switchyard",
+                infer_target(context.client, gateway.endpoint()?).await?,
+            ),
         ),
     ];
     let cells = rounds(context, "lambda", &variants).await?;
@@ -742,6 +772,8 @@ struct Tally {
     requests: u64,
     errors: BTreeMap<&'static str, u64>,
     busy_cores: Vec<f64>,
+    /// The proxy's CPU time over the rounds, with the requests due in them.
+    proxy_cpu: Option<(Duration, u64)>,
 }
 
 /// One measured cell: the 2xx latencies, the requests due and the ones
@@ -750,6 +782,8 @@ struct Measured {
     latency: Histogram<u64>,
     requests: u64,
     errors: BTreeMap<&'static str, u64>,
+    /// CPU time of the variant's proxy processes while it was recorded.
+    proxy_cpu: Option<Duration>,
 }
 
 /// Every path of `variants` at every rate, `plan.rounds` times, in
@@ -772,7 +806,8 @@ async fn rounds(
                     latency,
                     requests,
                     errors,
-                } = measure(context, &variant.probe, rate).await?;
+                    proxy_cpu,
+                } = measure(context, variant, rate).await?;
                 let busy = match (before, MachineCpu::read()) {
                     (Some(a), Some(b)) => a.busy_cores_until(&b, started.elapsed()),
                     _ => 0.0,
@@ -798,6 +833,11 @@ async fn rounds(
                     *tally.errors.entry(outcome).or_default() += n;
                 }
                 tally.busy_cores.push(busy);
+                if let Some(cpu) = proxy_cpu {
+                    let (sum, due) = tally.proxy_cpu.get_or_insert((Duration::ZERO, 0));
+                    *sum += cpu;
+                    *due += requests;
+                }
             }
         }
     }
@@ -805,7 +845,7 @@ async fn rounds(
         .into_iter()
         .map(|((v, r), tally)| {
             let latency = tally.latency.unwrap_or_else(histogram);
-            Cell::new(
+            let mut cell = Cell::new(
                 variants[v].name,
                 RATES[r],
                 plan.rounds,
@@ -813,7 +853,12 @@ async fn rounds(
                 &tally.errors,
                 &latency,
                 &tally.busy_cores,
-            )
+            );
+            cell.proxy_cpu_us_per_request = tally
+                .proxy_cpu
+                .filter(|&(_, due)| due > 0)
+                .map(|(cpu, due)| cpu.as_secs_f64() * 1e6 / due as f64);
+            cell
         })
         .collect())
 }
@@ -829,9 +874,23 @@ fn round_order(paths: usize, round: usize, rate: usize) -> Vec<usize> {
     order
 }
 
+/// The CPU time of `processes` so far; `None` if there are none or one
+/// cannot be read.
+fn cpu_of(processes: &[u32]) -> Option<Duration> {
+    if processes.is_empty() {
+        return None;
+    }
+    processes.iter().map(|&pid| process_cpu_time(pid)).sum()
+}
+
 /// One measured cell, after its warm-up.
-async fn measure(context: &Context<'_>, probe: &Probe, rate: f64) -> Result<Measured, BenchError> {
+async fn measure(
+    context: &Context<'_>,
+    variant: &Variant,
+    rate: f64,
+) -> Result<Measured, BenchError> {
     let plan = context.plan;
+    let probe = &variant.probe;
     match probe {
         Probe::Raw(raw) => {
             let paced = RawPlan {
@@ -843,6 +902,7 @@ async fn measure(context: &Context<'_>, probe: &Probe, rate: f64) -> Result<Meas
                 latency: result.histogram,
                 requests: result.calls,
                 errors: BTreeMap::new(),
+                proxy_cpu: None,
             })
         }
         Probe::Http(target) | Probe::Bounded(target, _) => {
@@ -860,7 +920,11 @@ async fn measure(context: &Context<'_>, probe: &Probe, rate: f64) -> Result<Meas
                 Ok(settings)
             };
             run(context.client, target, &settings(plan.warm_up_s)?).await?;
+            let cpu_before = cpu_of(&variant.proxy);
             let recording = run(context.client, target, &settings(plan.cell_s)?).await?;
+            let proxy_cpu = cpu_before
+                .zip(cpu_of(&variant.proxy))
+                .map(|(before, after)| after.saturating_sub(before));
             let recorder = &recording.recorder;
             Ok(Measured {
                 latency: recorder
@@ -873,6 +937,7 @@ async fn measure(context: &Context<'_>, probe: &Probe, rate: f64) -> Result<Meas
                     .filter(|o| *o != Outcome::Success && recorder.count(*o) > 0)
                     .map(|o| (o.label(), recorder.count(o)))
                     .collect(),
+                proxy_cpu,
             })
         }
     }
@@ -952,6 +1017,18 @@ impl Nginx {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(Some(nginx))
+    }
+}
+
+impl Nginx {
+    /// The master and its worker (`worker_processes 1`).
+    fn processes(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
     }
 }
 

@@ -34,6 +34,10 @@ pub struct Cell {
     pub latency_us: LatencySummary,
     /// Cores the whole machine was busy on during each round of the cell.
     pub machine_busy_cores: Vec<f64>,
+    /// CPU time of the proxy in front of the backend (the gateway, or
+    /// nginx), per request due, over the measured rounds (warm-ups left
+    /// out); `None` for a path with no proxy process of its own.
+    pub proxy_cpu_us_per_request: Option<f64>,
 }
 
 impl Cell {
@@ -55,6 +59,7 @@ impl Cell {
             errors_by_outcome: errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             latency_us: LatencySummary::of(latency),
             machine_busy_cores: machine_busy_cores.to_vec(),
+            proxy_cpu_us_per_request: None,
         }
     }
 }
@@ -375,12 +380,12 @@ pub fn added_table(results: &OverheadResults) -> String {
 }
 
 /// Every path measured, with its errors and the machine's load.
-pub fn paths_table(results: &OverheadResults) -> String {
+pub fn paths_table(sections: &[BackendSection]) -> String {
     let mut out = String::from(
-        "| backend | path | rate/s | requests | failed (by outcome) | p50 µs | p99 µs | p99.9 µs | machine busy (cores, per round) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| backend | path | rate/s | requests | failed (by outcome) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request | machine busy (cores, per round) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    for section in &results.sections {
+    for section in sections {
         for cell in &section.cells {
             let busy: Vec<String> = cell
                 .machine_busy_cores
@@ -399,7 +404,7 @@ pub fn paths_table(results: &OverheadResults) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {failed} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {failed} | {} | {} | {} | {} | {} |",
                 section.backend,
                 cell.path,
                 cell.rate_per_s,
@@ -407,6 +412,8 @@ pub fn paths_table(results: &OverheadResults) -> String {
                 cell.latency_us.p50,
                 cell.latency_us.p99,
                 cell.latency_us.p999,
+                cell.proxy_cpu_us_per_request
+                    .map_or_else(|| "–".to_owned(), |us| format!("{us:.0}")),
                 busy.join(" ")
             );
         }
@@ -563,7 +570,10 @@ pub fn document(results: &OverheadResults, plot_name: &str) -> String {
         "\nContainer: a fresh pool of one worker container each time, create → ready as the pool measures it (the image is built once, before). Lambda: the first Invoke sent to a function instance started at that moment on the emulator (process start, ONNX Runtime and model load, then the call); real Lambda adds its micro-VM start.\n",
     );
     out.push_str("\n## Every path measured\n\n");
-    out.push_str(&paths_table(results));
+    out.push_str(&paths_table(&results.sections));
+    out.push_str(
+        "\nProxy CPU: user and system CPU time of the process in front of the backend (the gateway; nginx's master and worker) during the measured rounds, warm-ups left out, per request due. At a low rate each request finds the proxy idle, so it costs more CPU than at a high one; the CPU a proxy spends on a request is on that request's path, so set the added p50 beside it.\n",
+    );
     out
 }
 
@@ -689,6 +699,30 @@ mod tests {
         assert!(target_checks(&[BackendSection::failed("local", "x".into())]).is_empty());
         let unmeasured = target_checks(&[BackendSection::failed("container", "no Docker".into())]);
         assert!(unmeasured.iter().all(|c| c.met.is_none()));
+    }
+
+    #[test]
+    fn the_paths_table_gives_the_proxy_cpu_where_a_path_has_a_proxy() {
+        let mut ours = cell("switchyard", 200.0, 1100, 3500);
+        ours.proxy_cpu_us_per_request = Some(181.4);
+        let section = container(vec![cell("direct", 200.0, 1000, 3000), ours], &[]);
+        let table = paths_table(&[section]);
+        let row = |path: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| container | {path} |")))
+                .unwrap()
+                .split(" | ")
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let header: Vec<&str> = table.lines().next().unwrap().split(" | ").collect();
+        let column = header
+            .iter()
+            .position(|h| *h == "proxy CPU µs/request")
+            .unwrap();
+        assert_eq!(row("switchyard")[column], "181");
+        assert_eq!(row("direct")[column], "–");
     }
 
     #[test]
