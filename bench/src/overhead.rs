@@ -16,7 +16,9 @@
 //!
 //! Each backend's paths are measured in rounds, the order of the paths
 //! reversed every other round (the two rates in opposite orders), so
-//! drift in the machine's load favours none.
+//! drift in the machine's load favours none. For each path with a proxy
+//! process of its own (the gateway, nginx) its CPU time per request is
+//! recorded too.
 //! Cold starts: container create → ready over 20 starts (as the pool
 //! measures it), and the first Invoke of a fresh Lambda function instance.
 //!
