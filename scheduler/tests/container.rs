@@ -889,6 +889,40 @@ async fn a_gateway_starting_on_its_image_removes_an_untagged_copy_of_it() {
     assert_nothing_left(&docker).await;
 }
 
+/// A shutdown that comes while the gateway builds its image abandons the
+/// build instead of waiting for it (some seconds here, longer with big
+/// models): the image never appears, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_while_it_builds_its_image_abandons_the_build() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("a_gateway_stopped_while_it_builds_its_image_abandons_the_build").await
+    else {
+        return;
+    };
+    let image = "switchyard-worker-test-abandoned";
+    remove_images(&docker, image).await;
+    let scope = scope("abandoned");
+    let gateway = TestGateway::start(&container_config(
+        &scope,
+        image,
+        r#"["digits"]"#,
+        "min_containers = 1\nmax_containers = 1",
+    ))
+    .await;
+    // The pool plans the image and starts building it at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gateway.assert_live_but_unready().await;
+    gateway.shutdown().await;
+    // Had the shutdown waited for the build, the image would be there now;
+    // give the engine a moment in case it finished the build on its own.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let images = remove_images_of(&docker, &[&scope]).await;
+    assert!(images.is_empty(), "the build was abandoned: {images:?}");
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_while_loading_is_reported_and_removed() {
     let _turn = ENGINE.lock().await;

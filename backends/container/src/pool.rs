@@ -784,6 +784,7 @@ impl Pool {
                 self.changed();
                 self.wake.notify_one();
             }
+            Err(_) if self.stopping() => {}
             Err(problem) => {
                 let mut state = lock(&self.state);
                 if state.problem.as_deref() != Some(&problem) {
@@ -820,11 +821,33 @@ impl Pool {
                 plan
             }
         };
-        let built = plan
-            .ensure(&docker, &self.identity, self.config.api_timeout)
+        let built = self
+            .unless_stopped(plan.ensure(&docker, &self.identity, self.config.api_timeout))
             .await
+            .ok_or_else(|| "the pool is stopping".to_owned())?
             .map_err(|e| format!("cannot prepare the worker image: {e}"))?;
         Ok((docker, plan.reference, built, orphans))
+    }
+
+    /// Runs `work` unless the pool starts stopping first: then `work` is
+    /// dropped (an image build or a wait for another gateway's build is
+    /// abandoned, so a shutdown does not wait for it) and `None` returned.
+    async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut changes = self.generation.subscribe();
+        let mut work = std::pin::pin!(work);
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            tokio::select! {
+                done = &mut work => return Some(done),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Some(work.await);
+                    }
+                }
+            }
+        }
     }
 
     /// Follows `die` events of this instance's containers.
