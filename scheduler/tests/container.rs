@@ -255,21 +255,31 @@ async fn assert_nothing_left(docker: &Docker) {
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
 
+/// Removes the image `name` (a tag or an id) even if a container uses it.
+async fn force_remove_image(
+    docker: &Docker,
+    name: &str,
+) -> Result<(), switchyard_backend_container::bollard::errors::Error> {
+    docker
+        .remove_image(
+            name,
+            Some(RemoveImageOptions {
+                force: true,
+                noprune: false,
+            }),
+            None,
+        )
+        .await
+        .map(drop)
+}
+
 async fn remove_images(docker: &Docker, repository: &str) {
     let images = engine::list_images(docker, &[("reference", repository)])
         .await
         .expect("list images");
     for image in images {
         for tag in image.repo_tags {
-            docker
-                .remove_image(
-                    &tag,
-                    Some(RemoveImageOptions {
-                        force: true,
-                        noprune: false,
-                    }),
-                    None,
-                )
+            force_remove_image(docker, &tag)
                 .await
                 .expect("remove image");
         }
@@ -715,16 +725,7 @@ async fn images_of(docker: &Docker, scopes: &[&str]) -> Vec<(String, Vec<String>
 async fn remove_images_of(docker: &Docker, scopes: &[&str]) -> Vec<(String, Vec<String>)> {
     let images = images_of(docker, scopes).await;
     for (id, _) in &images {
-        let _ = docker
-            .remove_image(
-                id,
-                Some(RemoveImageOptions {
-                    force: true,
-                    noprune: false,
-                }),
-                None,
-            )
-            .await;
+        let _ = force_remove_image(docker, id).await;
     }
     images
 }
