@@ -75,12 +75,19 @@ test: setup test-models test-rust lint lambda-package
 test-models: setup
 	$(VENV_PY) models/gen/test_models.py
 
+# The release binaries first, so that `target/release/switchyard serve`
+# works after `make test` as after `make run`. The suite itself builds in
+# the `suite` profile (Cargo.toml: release without the whole-program
+# optimisation) into target/suite/, every binary of the workspace too: the
+# tests start some that no test of their own package asks Cargo for (the
+# Lambda function).
 # The suite removes its containers itself; what a failed test left (its
 # containers) and the images the suite built are removed here whatever the
 # outcome.
 test-rust: setup
 	$(CARGO) build --release --locked --workspace --bins
-	$(CARGO) test --release --locked --workspace; status=$$?; \
+	$(CARGO) build --profile suite --locked --workspace --bins
+	$(CARGO) test --profile suite --locked --workspace; status=$$?; \
 	if docker info >/dev/null 2>&1; then \
 	  docker ps -aq --filter label=io.switchyard.managed --filter name=switchyard-test- | xargs -r docker rm -f >/dev/null; \
 	  docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-test*' | xargs -r docker rmi -f >/dev/null; \
@@ -176,7 +183,7 @@ fuzz: setup
 
 # The same targets on stable: seeds plus FUZZ_ITERATIONS seeded mutations.
 fuzz-replay: setup
-	$(CARGO) test --release --locked --workspace --test fuzz_corpus
+	$(CARGO) test --profile suite --locked --workspace --test fuzz_corpus
 
 # Licences, bans and sources always; advisories when the RustSec database
 # (fetched from GitHub) can be reached or is already cached.

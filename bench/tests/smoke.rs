@@ -8,8 +8,8 @@
 //! that each command finishes and writes its table and JSON; no timing is
 //! asserted (the numbers of a run on a busy machine mean little).
 //!
-//! Needs `make setup` and the release binaries of the workspace, which
-//! `cargo test --release --workspace` builds.
+//! Needs `make setup` and the workspace's binaries beside the test, which
+//! `make test` builds (`cargo build --profile suite --workspace --bins`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

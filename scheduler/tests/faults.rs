@@ -4,7 +4,8 @@
 //! Each test is bounded in requests and time.
 //!
 //! Needs `make setup` (models, ONNX Runtime, the Lambda emulator) and the
-//! release binaries, which `cargo test --release --workspace` builds.
+//! binaries beside the test, which `make test` builds (`cargo build
+//! --profile suite --workspace --bins`).
 
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

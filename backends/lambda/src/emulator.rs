@@ -94,8 +94,9 @@ pub fn function_binary(exe: &Path) -> Result<PathBuf, String> {
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
             format!(
-                "no {FUNCTION} binary near {}: build it with `cargo build --release -p \
-                 switchyard-lambda-function` (`cargo test --release --workspace` does), or set \
+                "no {FUNCTION} binary near {}: build it in the same profile, `cargo build \
+                 --profile suite -p switchyard-lambda-function` beside the tests (`make test` \
+                 does) or `--release` beside the release binaries, or set \
                  SWITCHYARD_LAMBDA_FUNCTION_BIN",
                 exe.display()
             )
