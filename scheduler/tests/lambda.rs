@@ -8,7 +8,8 @@
 //!
 //! Needs `make setup` (models, ONNX Runtime, `.venv/bin/cargo-lambda`) and
 //! the function binary beside the test, which `make test` builds (`cargo
-//! build --profile suite --workspace --bins`); or set `SWITCHYARD_LAMBDA_FUNCTION_BIN`.
+//! build --profile suite --workspace --bins`); or set
+//! `SWITCHYARD_LAMBDA_FUNCTION_BIN`.
 
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
