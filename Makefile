@@ -75,17 +75,15 @@ test: setup test-models test-rust lint lambda-package
 test-models: setup
 	$(VENV_PY) models/gen/test_models.py
 
-# The release binaries first, so that `target/release/switchyard serve`
-# works after `make test` as after `make run`. The suite itself builds in
-# the `suite` profile (Cargo.toml: release without the whole-program
-# optimisation) into target/suite/, every binary of the workspace too: the
-# tests start some that no test of their own package asks Cargo for (the
-# Lambda function).
+# `build` first, so that `target/release/switchyard serve` works after
+# `make test` as after `make run`. The suite itself builds in the `suite`
+# profile (Cargo.toml: release without the whole-program optimisation) into
+# target/suite/, every binary of the workspace too: the tests start some
+# that no test of their own package asks Cargo for (the Lambda function).
 # The suite removes its containers itself; what a failed test left (its
 # containers) and the images the suite built are removed here whatever the
 # outcome.
-test-rust: setup
-	$(CARGO) build --release --locked --workspace --bins
+test-rust: build
 	$(CARGO) build --profile suite --locked --workspace --bins
 	$(CARGO) test --profile suite --locked --workspace; status=$$?; \
 	if docker info >/dev/null 2>&1; then \
