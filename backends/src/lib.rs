@@ -5,6 +5,7 @@
 
 mod backend;
 mod cold_start;
+mod error_chain;
 pub mod local;
 
 pub use backend::{
@@ -12,3 +13,4 @@ pub use backend::{
     InferenceResult, ModelInfo, Timing,
 };
 pub use cold_start::{COLD_STARTS_AVERAGED, RecentColdStarts};
+pub use error_chain::error_chain;

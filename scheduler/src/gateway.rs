@@ -238,7 +238,12 @@ impl Gateway {
 
     /// Whether the gateway can serve: every backend ready and some model.
     pub fn ready(&self) -> bool {
-        !self.catalog.is_empty() && self.backends.iter().all(|b| b.ready())
+        self.has_models() && self.backends.iter().all(|b| b.ready())
+    }
+
+    /// Whether any model is served (a gateway serving none is never ready).
+    pub fn has_models(&self) -> bool {
+        !self.catalog.is_empty()
     }
 
     /// Releases what the backends started (containers, ...), once; `run`

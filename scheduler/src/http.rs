@@ -89,6 +89,28 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
     response
 }
 
+/// `/v2/health/ready`: whether the gateway is ready (every backend is),
+/// and each backend's name, kind and readiness, with the reason it is not
+/// ready when `reasons`.
+fn readiness(gateway: &Gateway, reasons: bool) -> (bool, serde_json::Value) {
+    let snapshots = gateway.snapshots();
+    let ready = gateway.has_models() && snapshots.iter().all(|s| s.ready);
+    let backends: Vec<serde_json::Value> = snapshots
+        .into_iter()
+        .map(|s| {
+            let mut entry = serde_json::json!({ "name": s.name, "kind": s.kind, "ready": s.ready });
+            if let (true, Some(reason)) = (reasons, s.unready_reason) {
+                entry["reason"] = reason.into();
+            }
+            entry
+        })
+        .collect();
+    (
+        ready,
+        serde_json::json!({ "ready": ready, "backends": backends }),
+    )
+}
+
 async fn route(
     gateway: &Arc<Gateway>,
     request: Request<Incoming>,
@@ -133,11 +155,16 @@ async fn route(
         }
         ["health", "ready"] => {
             expect_method(&method, &path, "GET")?;
-            let ready = gateway.ready();
-            Ok(json(
-                status_of(ready),
-                &serde_json::json!({ "ready": ready }),
-            ))
+            // Why a backend is not ready (engine errors, endpoints) is
+            // admin information: shown to a request the admin class lets
+            // in, which on a gateway without tokens is every request.
+            let reasons = gateway
+                .server
+                .auth
+                .check(Access::Admin, request.headers())
+                .is_ok();
+            let (ready, body) = readiness(gateway, reasons);
+            Ok(json(status_of(ready), &body))
         }
         ["repository", "index"] => {
             expect_method(&method, &path, "GET, POST")?;

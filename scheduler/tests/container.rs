@@ -980,6 +980,13 @@ async fn an_unreachable_engine_leaves_the_gateway_up_and_unready() {
         "{reason}"
     );
     gateway.assert_live_but_unready().await;
+    // The readiness probe says which backend and why.
+    let ready = get(&format!("{}/v2/health/ready", gateway.base())).await;
+    let backend = &ready.json()["backends"][0];
+    assert_eq!(backend["name"], "container");
+    assert_eq!(backend["ready"], false);
+    let why = backend["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("the Docker engine is unreachable"), "{why}");
     let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     gateway.shutdown().await;
@@ -988,20 +995,38 @@ async fn an_unreachable_engine_leaves_the_gateway_up_and_unready() {
 /// A TCP front of the Docker engine's socket that can be cut and restored,
 /// so a test sees the engine go away and come back (as in an engine
 /// restart) without disturbing the real engine other tests share.
+///
+/// With a TLS configuration it is the engine as `dockerd --tlsverify`
+/// serves it: each connection completes a TLS handshake, with a client
+/// certificate the configuration trusts, before it reaches the socket.
 struct EngineProxy {
     port: u16,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Connections that reached the engine's socket (after the handshake,
+    /// with TLS).
+    admitted: Arc<AtomicU64>,
     accept: Option<tokio::task::JoinHandle<()>>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl EngineProxy {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("address").port();
         let mut proxy = Self {
             port,
+            tls,
+            admitted: Arc::default(),
             accept: None,
             connections: Arc::default(),
         };
@@ -1011,14 +1036,36 @@ impl EngineProxy {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let connections = Arc::clone(&self.connections);
+        let admitted = Arc::clone(&self.admitted);
+        let tls = self.tls.clone();
         self.accept = Some(tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                else {
-                    continue;
-                };
+            while let Ok((client, _)) = listener.accept().await {
+                let admitted = Arc::clone(&admitted);
+                let tls = tls.clone();
                 let task = tokio::spawn(async move {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    let engine = || tokio::net::UnixStream::connect("/var/run/docker.sock");
+                    match tls {
+                        None => {
+                            let (mut client, Ok(mut engine)) = (client, engine().await) else {
+                                return;
+                            };
+                            admitted.fetch_add(1, Ordering::AcqRel);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                        }
+                        // A failed handshake (an untrusted client, or a
+                        // client that does not trust this engine) closes
+                        // the connection before the engine sees a byte.
+                        Some(tls) => {
+                            let Ok(mut client) = tls.accept(client).await else {
+                                return;
+                            };
+                            let Ok(mut engine) = engine().await else {
+                                return;
+                            };
+                            admitted.fetch_add(1, Ordering::AcqRel);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                        }
+                    }
                 });
                 connections.lock().unwrap().push(task.abort_handle());
             }
@@ -1139,4 +1186,176 @@ async fn the_engine_going_away_and_back_loses_no_request_and_the_pool_recovers()
     gateway.shutdown().await;
     assert!(containers(&docker, &scope).await.is_empty());
     assert_nothing_left(&docker).await;
+}
+
+/// A certificate authority of the kind `dockerd --tlsverify` is set up
+/// with: it signs the engine's certificate and the clients' certificates.
+struct Authority {
+    certificate: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        Self {
+            certificate,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for the engine at 127.0.0.1, or for a client.
+    fn sign(&self, server: bool) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let (names, usage) = if server {
+            (
+                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            )
+        } else {
+            (Vec::new(), rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+        };
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        (certificate, key)
+    }
+
+    /// The engine's side: its certificate signed here, and client
+    /// certificates required and checked against this authority.
+    fn engine_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.certificate.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let (certificate, key) = self.sign(true);
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![certificate.der().clone()], key.into())
+                .unwrap(),
+        )
+    }
+}
+
+/// The gateway's TLS files in `dir`: `trusted` as the engine's authority,
+/// and a client certificate signed by `client_signer`. Returns the config
+/// lines of `[backends.container.tls]` and the key's path.
+fn client_tls_files(
+    dir: &std::path::Path,
+    trusted: &Authority,
+    client_signer: &Authority,
+) -> (String, String) {
+    let (certificate, key) = client_signer.sign(false);
+    let paths = [
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ];
+    std::fs::write(&paths[0], trusted.certificate.pem()).unwrap();
+    std::fs::write(&paths[1], certificate.pem()).unwrap();
+    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
+    let [ca, cert, key] = paths.map(|p| p.display().to_string());
+    (
+        format!("\n[backends.container.tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n"),
+        key,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_engine_over_tls_with_client_certificates_runs_the_pool() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("a_remote_engine_over_tls_with_client_certificates_runs_the_pool").await
+    else {
+        return;
+    };
+    let authority = Authority::new("switchyard test engine CA");
+    let proxy = EngineProxy::start_tls(authority.engine_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, _) = client_tls_files(dir.path(), &authority, &authority);
+    let scope = scope("tls");
+    let config = format!(
+        "{}endpoint = \"tcp://127.0.0.1:{}\"\n{tls}",
+        container_config(&scope, TEST_IMAGE, r#"["digits"]"#, "min_containers = 1"),
+        proxy.port
+    );
+    let gateway = TestGateway::start(&config).await;
+    gateway.wait_ready(Duration::from_secs(120)).await;
+    let reply = infer(&gateway.base(), "digits", &fp32_request(vec![2, 64])).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("switchyard-backend"), Some("container"));
+    // The pool's container was made through the TLS front: the engine saw
+    // it only over connections that passed the handshake.
+    assert_eq!(containers(&docker, &scope).await.len(), 1);
+    let admitted = proxy.admitted.load(Ordering::Acquire);
+    assert!(
+        admitted >= 3,
+        "only {admitted} connections reached the engine"
+    );
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refused_either_way_leaves_the_gateway_unready_with_the_reason() {
+    let _turn = ENGINE.lock().await;
+    let authority = Authority::new("switchyard test engine CA");
+    let stranger = Authority::new("some other CA");
+    let proxy = EngineProxy::start_tls(authority.engine_config()).await;
+    // First the engine refuses a client certificate it did not sign, then
+    // the gateway refuses an engine whose certificate its CA did not sign.
+    for (trusted, client_signer, expected) in [
+        (&authority, &stranger, "received fatal alert: UnknownCA"),
+        (
+            &stranger,
+            &authority,
+            "invalid peer certificate: UnknownIssuer",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (tls, key_path) = client_tls_files(dir.path(), trusted, client_signer);
+        let config = format!(
+            "{}endpoint = \"tcp://127.0.0.1:{}\"\nretry_interval_ms = 100\n{tls}",
+            container_config(&scope("tls-refused"), TEST_IMAGE, r#"["digits"]"#, ""),
+            proxy.port
+        );
+        let gateway = TestGateway::start(&config).await;
+        let reason = gateway
+            .unready_reason_containing("unreachable", Duration::from_secs(30))
+            .await;
+        assert!(reason.contains(expected), "{reason}");
+        assert!(
+            reason.contains(&format!("tcp://127.0.0.1:{} (TLS)", proxy.port)),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(&key_path),
+            "the key's path leaked: {reason}"
+        );
+        gateway.assert_live_but_unready().await;
+        let reply = infer(&gateway.base(), "digits", &fp32_request(vec![1, 64])).await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        gateway.shutdown().await;
+    }
+    assert_eq!(proxy.admitted.load(Ordering::Acquire), 0);
 }

@@ -729,9 +729,9 @@ impl Backend for NotReady {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_without_a_ready_backend_is_503_not_ready() {
-    let config = Config::parse(DIGITS_AND_FASHION, "(test)", &workspace()).expect("config");
+/// A gateway whose one backend is [`NotReady`], on `config`.
+async fn standby_gateway(config: &str) -> TestGateway {
+    let config = Config::parse(config, "(test)", &workspace()).expect("config");
     let spec = TensorSpec {
         name: "x".into(),
         datatype: DataType::Fp32,
@@ -751,10 +751,70 @@ async fn a_model_without_a_ready_backend_is_503_not_ready() {
     };
     let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
     let backend: Arc<dyn Backend> = Arc::new(NotReady(Arc::new(info)));
-    let gateway = TestGateway::serve(Arc::new(
+    TestGateway::serve(Arc::new(
         Gateway::with_backends(&config, vec![backend], prometheus).expect("gateway"),
     ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_names_each_backend_and_why_it_is_not_ready() {
+    let gateway = TestGateway::start(DIGITS_AND_FASHION).await;
+    let ready = get(&gateway.url("/v2/health/ready")).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(
+        ready.json(),
+        serde_json::json!({
+            "ready": true,
+            "backends": [{ "name": "local", "kind": "local", "ready": true }]
+        })
+    );
+    gateway.shutdown().await;
+
+    let gateway = standby_gateway(DIGITS_AND_FASHION).await;
+    let ready = get(&gateway.url("/v2/health/ready")).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.json(),
+        serde_json::json!({
+            "ready": false,
+            "backends": [{
+                "name": "standby", "kind": "container", "ready": false, "reason": "not started"
+            }]
+        })
+    );
+    gateway.shutdown().await;
+
+    // With tokens the probe stays open, but the reason is admin information.
+    let gateway = standby_gateway(&format!(
+        "{DIGITS_AND_FASHION}[server.auth]\ninference_token = \"inference-token-0123456789\"\n\
+         admin_token = \"admin-token-9876543210\"\n"
+    ))
     .await;
+    let url = gateway.url("/v2/health/ready");
+    let anonymous = get(&url).await;
+    assert_eq!(anonymous.status, 503);
+    assert_eq!(
+        anonymous.json()["backends"],
+        serde_json::json!([{ "name": "standby", "kind": "container", "ready": false }])
+    );
+    let inference = [(
+        "authorization",
+        "Bearer inference-token-0123456789".to_owned(),
+    )];
+    let reply = send("GET", &url, &inference, Vec::new()).await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.json()["backends"][0].get("reason").is_none());
+    let admin = [("authorization", "Bearer admin-token-9876543210".to_owned())];
+    let reply = send("GET", &url, &admin, Vec::new()).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["backends"][0]["reason"], "not started");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_a_ready_backend_is_503_not_ready() {
+    let gateway = standby_gateway(DIGITS_AND_FASHION).await;
     assert_eq!(get(&gateway.url("/v2/health/ready")).await.status, 503);
     assert_eq!(
         get(&gateway.url("/v2/models/standby_model/ready"))

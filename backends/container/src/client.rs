@@ -388,14 +388,10 @@ impl WorkerClient {
 }
 
 fn transport(address: SocketAddr, error: &dyn std::error::Error) -> CallError {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+    CallError::Transport {
+        address,
+        message: switchyard_backends::error_chain(error),
     }
-    CallError::Transport { address, message }
 }
 
 /// The `error` field of a v2 error body, or the body itself.

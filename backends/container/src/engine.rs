@@ -34,14 +34,25 @@ pub const LABEL_PID: &str = "io.switchyard.pid";
 pub const LABEL_CONTENT: &str = "io.switchyard.content-hash";
 pub const LABEL_MODELS: &str = "io.switchyard.models";
 
-/// A Docker API failure, with what was being done.
-#[derive(Debug, thiserror::Error)]
-#[error("{action}: {source}")]
+/// A Docker API failure, with what was being done. The message carries the
+/// error's whole chain of causes (so `source()` gives none): for a failed
+/// connection bollard's own text is only "client error (SendRequest)", and
+/// why (a refused connection, a TLS certificate the engine or the gateway
+/// did not accept) is further down.
+#[derive(Debug)]
 pub struct EngineError {
     pub action: String,
-    #[source]
     pub source: bollard::errors::Error,
 }
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cause = switchyard_backends::error_chain(&self.source);
+        write!(f, "{}: {cause}", self.action)
+    }
+}
+
+impl std::error::Error for EngineError {}
 
 impl EngineError {
     pub fn new(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {

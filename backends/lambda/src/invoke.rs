@@ -125,14 +125,9 @@ fn transport_outcome(error: &reqwest::Error) -> InvokeOutcome {
         return InvokeOutcome::TimedOut;
     }
     // The full cause chain: reqwest's top-level message alone is vague.
-    let mut cause = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        cause.push_str(": ");
-        cause.push_str(&inner.to_string());
-        source = inner.source();
+    InvokeOutcome::Unreachable {
+        cause: switchyard_backends::error_chain(error),
     }
-    InvokeOutcome::Unreachable { cause }
 }
 
 /// The fields Lambda and the emulator use in error bodies.
