@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,16 @@ struct PoolShared {
     epoch: Instant,
     /// Requests that took the inline path.
     inline_runs: AtomicU64,
+    /// Metric handles, taken at first use (the labels are fixed): a run
+    /// then looks nothing up in the metrics registry.
+    metrics: OnceLock<PoolMetrics>,
+    inline_requests: OnceLock<metrics::Counter>,
+}
+
+#[derive(Debug)]
+struct PoolMetrics {
+    batch_size: metrics::Histogram,
+    compute_seconds: metrics::Histogram,
 }
 
 /// The inline path is for a pool that has been idle this long, not one
@@ -141,11 +151,17 @@ impl PoolShared {
         (outputs, compute)
     }
 
+    fn metrics(&self) -> &PoolMetrics {
+        self.metrics.get_or_init(|| PoolMetrics {
+            batch_size: metrics::histogram!("switchyard_batch_size", "model" => self.model.clone()),
+            compute_seconds: metrics::histogram!("switchyard_inference_compute_seconds", "backend" => self.backend.clone(), "model" => self.model.clone()),
+        })
+    }
+
     fn record(&self, rows: u64, compute: Duration) {
-        metrics::histogram!("switchyard_batch_size", "model" => self.model.clone())
-            .record(rows as f64);
-        metrics::histogram!("switchyard_inference_compute_seconds", "backend" => self.backend.clone(), "model" => self.model.clone())
-            .record(compute.as_secs_f64());
+        let metrics = self.metrics();
+        metrics.batch_size.record(rows as f64);
+        metrics.compute_seconds.record(compute.as_secs_f64());
         if rows == 1 {
             // An eighth of each new run: a few slow runs (a busy machine)
             // move the average, one outlier does not. Workers update it
@@ -194,7 +210,10 @@ impl PoolShared {
         let (outputs, compute) = self.run(&mut session, inputs, rows);
         drop(session);
         self.inline_runs.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("switchyard_local_inline_requests_total", "model" => self.model.clone())
+        self.inline_requests
+            .get_or_init(|| {
+                metrics::counter!("switchyard_local_inline_requests_total", "model" => self.model.clone())
+            })
             .increment(1);
         Ok(match outputs {
             Ok(outputs) => Ok(InferenceResult {
@@ -345,6 +364,8 @@ fn start_model(
             idle_since_ns: AtomicU64::new(NEVER_ACTIVE),
             epoch: Instant::now(),
             inline_runs: AtomicU64::new(0),
+            metrics: OnceLock::new(),
+            inline_requests: OnceLock::new(),
         });
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let mut threads = Vec::with_capacity(shared.sessions.len());
@@ -828,6 +849,8 @@ mod tests {
             idle_since_ns: AtomicU64::new(NEVER_ACTIVE),
             epoch: Instant::now(),
             inline_runs: AtomicU64::new(0),
+            metrics: OnceLock::new(),
+            inline_requests: OnceLock::new(),
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_backend_container::ContainerBackend;
 use switchyard_backend_lambda::LambdaBackend;
@@ -25,7 +26,7 @@ use crate::placement::{
 };
 use crate::policy::{BackendView, Policy, RequestFeatures};
 use crate::prewarm::{self, Prewarmer};
-use crate::stats::{Outcome, SeriesKey, Stats};
+use crate::stats::{Outcome, SeriesKey, SeriesRecorder, Stats};
 use crate::throttle::Throttle;
 
 /// A model the gateway serves and the backends that serve it.
@@ -34,6 +35,10 @@ pub struct CatalogModel {
     pub info: Arc<ModelInfo>,
     /// Indices into the gateway's backends.
     pub backends: Vec<usize>,
+    /// The stats and metrics recorder of each series of this model, by
+    /// backend index (`None` when none was chosen) and policy: found
+    /// without building a key.
+    recorders: DashMap<(Option<usize>, &'static str), Arc<SeriesRecorder>>,
 }
 
 /// A successful inference and how it was served.
@@ -47,6 +52,8 @@ pub struct Served {
 
 /// How one attempt ended, for stats and the decision log.
 struct Attempted {
+    /// The backend's index and name; `None` and "none" before one is chosen.
+    index: Option<usize>,
     backend: String,
     policy: &'static str,
     reason: String,
@@ -134,6 +141,7 @@ impl Gateway {
                     .or_insert_with(|| CatalogModel {
                         info: Arc::clone(&info),
                         backends: Vec::new(),
+                        recorders: DashMap::new(),
                     })
                     .backends
                     .push(index);
@@ -292,6 +300,7 @@ impl Gateway {
                     percent: probability * 100.0,
                 };
                 let attempted = Attempted {
+                    index: None,
                     backend: "none".into(),
                     policy: "shed",
                     reason: error.to_string(),
@@ -316,30 +325,14 @@ impl Gateway {
             self.throttle.rejected(name, Instant::now());
         }
         let elapsed = received.elapsed();
-        let model = name.to_owned();
-        self.stats.record(
-            &SeriesKey {
-                backend: attempted.backend.clone(),
-                model: model.clone(),
-                policy: attempted.policy.to_owned(),
-            },
-            outcome,
-            elapsed,
-        );
-        metrics::counter!("switchyard_requests_total", "model" => model.clone(), "backend" => attempted.backend.clone(), "outcome" => outcome.as_str())
-            .increment(1);
-        if outcome == Outcome::Success {
-            metrics::histogram!("switchyard_request_duration_seconds", "model" => model.clone(), "backend" => attempted.backend.clone())
-                .record(elapsed.as_secs_f64());
-            metrics::histogram!("switchyard_request_payload_bytes", "model" => model.clone())
-                .record(payload_bytes as f64);
-        }
+        self.recorder(name, &attempted)
+            .record(outcome, elapsed, payload_bytes);
         if let Some(log) = self.decision_log.as_ref().filter(|log| log.sampled(random)) {
             log.write(DecisionRecord {
                 unix_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis()),
-                model,
+                model: name.to_owned(),
                 payload_bytes,
                 rate_per_second: rate,
                 policy: attempted.policy,
@@ -351,6 +344,24 @@ impl Gateway {
             });
         }
         result
+    }
+
+    /// The stats and metrics recorder of the series a request ended in.
+    fn recorder(&self, model: &str, attempted: &Attempted) -> Arc<SeriesRecorder> {
+        let catalog = self.catalog.get(model);
+        let slot = (attempted.index, attempted.policy);
+        if let Some(recorder) = catalog.and_then(|m| m.recorders.get(&slot)) {
+            return Arc::clone(&recorder);
+        }
+        let recorder = self.stats.series(&SeriesKey {
+            backend: attempted.backend.clone(),
+            model: model.to_owned(),
+            policy: attempted.policy.to_owned(),
+        });
+        if let Some(catalog) = catalog {
+            catalog.recorders.insert(slot, Arc::clone(&recorder));
+        }
+        recorder
     }
 
     /// Validates, places, and runs the request, failing over to the policy's
@@ -368,6 +379,7 @@ impl Gateway {
         let policies = self.policies.current();
         let policy = policies.for_model(name);
         let mut attempted = Attempted {
+            index: None,
             backend: "none".into(),
             policy: policy.name(),
             reason: String::new(),
@@ -438,6 +450,7 @@ impl Gateway {
                 continue;
             }
             let backend = &self.backends[index];
+            attempted.index = Some(index);
             attempted.backend = backend.name().to_owned();
             attempted.reason = format!("{}{failover_note}", decision.reason);
             attempted.attempts += 1;

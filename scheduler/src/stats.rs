@@ -1,10 +1,11 @@
 //! Latency and outcome statistics per backend, model and policy, kept in HDR
 //! histograms (microsecond resolution, 3 significant digits) and served as
 //! JSON at `GET /v2/switchyard/stats`. Prometheus metrics carry the same
-//! facts in bucketed form; these give exact percentiles.
+//! facts in bucketed form; these give exact percentiles. Each series'
+//! [`SeriesRecorder`] records a request into both.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -24,6 +25,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How many outcomes there are (`Error` is the last).
+    const COUNT: usize = Outcome::Error as usize + 1;
+
     /// The `outcome` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,11 +77,71 @@ fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid constant histogram bounds")
 }
 
+/// Where one series' requests are recorded: its statistics, and its
+/// handles on the Prometheus metrics (`switchyard_requests_total`,
+/// `switchyard_request_duration_seconds`, `switchyard_request_payload_bytes`).
+/// Made at the series' first request and kept, so that recording a request
+/// builds no label strings and looks nothing up in the metrics registry.
+/// Each handle is taken at its first use, as the metrics macros would
+/// (a series shows in `/metrics` only once it has something to show).
+#[derive(Debug)]
+pub struct SeriesRecorder {
+    key: SeriesKey,
+    series: Mutex<Series>,
+    requests: [OnceLock<metrics::Counter>; Outcome::COUNT],
+    duration: OnceLock<metrics::Histogram>,
+    payload: OnceLock<metrics::Histogram>,
+}
+
+impl SeriesRecorder {
+    fn new(key: SeriesKey) -> Self {
+        Self {
+            key,
+            series: Mutex::new(Series::new()),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            payload: OnceLock::new(),
+        }
+    }
+
+    /// Records one request's outcome and, for a success, its latency and
+    /// payload size.
+    pub fn record(&self, outcome: Outcome, latency: Duration, payload_bytes: u64) {
+        if let Ok(mut series) = self.series.lock() {
+            *series.outcomes.entry(outcome).or_insert(0) += 1;
+            if outcome == Outcome::Success {
+                let micros = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                series.latency_us.saturating_record(micros);
+            }
+        }
+        let key = &self.key;
+        self.requests[outcome as usize]
+            .get_or_init(|| {
+                metrics::counter!("switchyard_requests_total", "model" => key.model.clone(), "backend" => key.backend.clone(), "outcome" => outcome.as_str())
+            })
+            .increment(1);
+        if outcome == Outcome::Success {
+            self.duration
+                .get_or_init(|| {
+                    metrics::histogram!("switchyard_request_duration_seconds", "model" => key.model.clone(), "backend" => key.backend.clone())
+                })
+                .record(latency.as_secs_f64());
+            self.payload
+                .get_or_init(|| {
+                    metrics::histogram!("switchyard_request_payload_bytes", "model" => key.model.clone())
+                })
+                .record(payload_bytes as f64);
+        }
+    }
+}
+
 /// Statistics of every series since the gateway started.
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
-    series: DashMap<SeriesKey, Mutex<Series>>,
+    series: DashMap<SeriesKey, Arc<SeriesRecorder>>,
 }
 
 impl Default for Stats {
@@ -125,29 +189,17 @@ pub struct StatsReport {
 }
 
 impl Stats {
-    /// Records one request's outcome and (for successes) its latency.
-    pub fn record(&self, key: &SeriesKey, outcome: Outcome, latency: Duration) {
-        let update = |series: &Mutex<Series>| {
-            let Ok(mut series) = series.lock() else {
-                return;
-            };
-            *series.outcomes.entry(outcome).or_insert(0) += 1;
-            if outcome == Outcome::Success {
-                let micros = u64::try_from(latency.as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
-                series.latency_us.saturating_record(micros);
-            }
-        };
-        match self.series.get(key) {
-            Some(series) => update(&series),
-            None => update(
-                &self
-                    .series
-                    .entry(key.clone())
-                    .or_insert_with(|| Mutex::new(Series::new())),
-            ),
+    /// The recorder of the series `key`, made at its first request.
+    /// Callers on the request path keep it rather than look it up again.
+    pub fn series(&self, key: &SeriesKey) -> Arc<SeriesRecorder> {
+        if let Some(recorder) = self.series.get(key) {
+            return Arc::clone(&recorder);
         }
+        let recorder = self
+            .series
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(SeriesRecorder::new(key.clone())));
+        Arc::clone(&recorder)
     }
 
     /// A consistent-enough copy of everything recorded so far.
@@ -156,7 +208,7 @@ impl Stats {
             .series
             .iter()
             .filter_map(|entry| {
-                let s = entry.value().lock().ok()?;
+                let s = entry.value().series.lock().ok()?;
                 Some((
                     entry.key().clone(),
                     s.latency_us.clone(),
@@ -239,11 +291,16 @@ mod tests {
             model: model.into(),
             policy: "ordered".into(),
         };
+        let a = stats.series(&key("a"));
         for ms in 1..=100 {
-            stats.record(&key("a"), Outcome::Success, Duration::from_millis(ms));
+            a.record(Outcome::Success, Duration::from_millis(ms), 256);
         }
-        stats.record(&key("a"), Outcome::Overloaded, Duration::ZERO);
-        stats.record(&key("b"), Outcome::ClientError, Duration::ZERO);
+        stats
+            .series(&key("a"))
+            .record(Outcome::Overloaded, Duration::ZERO, 256);
+        stats
+            .series(&key("b"))
+            .record(Outcome::ClientError, Duration::ZERO, 0);
         let report = stats.report();
         let a = &report.series[0];
         assert_eq!((a.model.as_str(), a.requests, a.failures), ("a", 101, 1));

@@ -344,6 +344,30 @@ intra_op_threads = 2
         ] {
             assert!(json.header(header).is_some(), "{model}: {header} missing");
         }
+        // Server-Timing carries the same two durations in milliseconds.
+        let micros = |header: &str| -> f64 { json.header(header).unwrap().parse().unwrap() };
+        let timing = json.header("server-timing").expect("server-timing");
+        let durations: Vec<f64> = timing
+            .split(", ")
+            .zip(["queue;dur=", "infer;dur="])
+            .map(|(part, name)| {
+                let value = part
+                    .strip_prefix(name)
+                    .unwrap_or_else(|| panic!("{timing}"));
+                assert_eq!(value.split('.').nth(1).map(str::len), Some(3), "{timing}");
+                value.parse().unwrap()
+            })
+            .collect();
+        assert_eq!(durations.len(), 2, "{timing}");
+        for (ms, header) in durations
+            .iter()
+            .zip(["switchyard-queue-time-us", "switchyard-inference-time-us"])
+        {
+            assert!(
+                (ms * 1000.0 - micros(header)).abs() <= 1.0,
+                "{timing} against {header}"
+            );
+        }
         let from_json = decode(&json);
         // Binary in, binary out: the same numbers without a JSON round trip.
         let mut binary_request = request.clone();
