@@ -246,12 +246,15 @@ impl Gateway {
 
     /// Whether the gateway can serve: every backend ready and some model.
     pub fn ready(&self) -> bool {
-        self.has_models() && self.backends.iter().all(|b| b.ready())
+        self.readiness().0
     }
 
-    /// Whether any model is served (a gateway serving none is never ready).
-    pub fn has_models(&self) -> bool {
-        !self.catalog.is_empty()
+    /// [`Gateway::ready`], with the backend snapshots it was decided on
+    /// (for `/v2/health/ready`'s body).
+    pub fn readiness(&self) -> (bool, Vec<BackendSnapshot>) {
+        let snapshots = self.snapshots();
+        let ready = !self.catalog.is_empty() && snapshots.iter().all(|s| s.ready);
+        (ready, snapshots)
     }
 
     /// Releases what the backends started (containers, ...), once; `run`

@@ -93,8 +93,7 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
 /// and each backend's name, kind and readiness, with the reason it is not
 /// ready when `reasons`.
 fn readiness(gateway: &Gateway, reasons: bool) -> (bool, serde_json::Value) {
-    let snapshots = gateway.snapshots();
-    let ready = gateway.has_models() && snapshots.iter().all(|s| s.ready);
+    let (ready, snapshots) = gateway.readiness();
     let backends: Vec<serde_json::Value> = snapshots
         .into_iter()
         .map(|s| {

@@ -1043,27 +1043,15 @@ impl EngineProxy {
                 let admitted = Arc::clone(&admitted);
                 let tls = tls.clone();
                 let task = tokio::spawn(async move {
-                    let engine = || tokio::net::UnixStream::connect("/var/run/docker.sock");
                     match tls {
-                        None => {
-                            let (mut client, Ok(mut engine)) = (client, engine().await) else {
-                                return;
-                            };
-                            admitted.fetch_add(1, Ordering::AcqRel);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
-                        }
+                        None => relay(client, &admitted).await,
                         // A failed handshake (an untrusted client, or a
                         // client that does not trust this engine) closes
                         // the connection before the engine sees a byte.
                         Some(tls) => {
-                            let Ok(mut client) = tls.accept(client).await else {
-                                return;
-                            };
-                            let Ok(mut engine) = engine().await else {
-                                return;
-                            };
-                            admitted.fetch_add(1, Ordering::AcqRel);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                            if let Ok(client) = tls.accept(client).await {
+                                relay(client, &admitted).await;
+                            }
                         }
                     }
                 });
@@ -1092,6 +1080,19 @@ impl EngineProxy {
         .await;
         self.serve(listener);
     }
+}
+
+/// Connects `client` to the engine's socket and copies both ways until
+/// either side closes, counting the connection in `admitted`.
+async fn relay(
+    mut client: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    admitted: &AtomicU64,
+) {
+    let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await else {
+        return;
+    };
+    admitted.fetch_add(1, Ordering::AcqRel);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
 }
 
 impl Drop for EngineProxy {
