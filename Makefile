@@ -22,6 +22,8 @@ CARGO       ?= cargo
 # builds them (building single packages unifies features differently and
 # rebuilds most dependencies).
 BENCH_BUILD := --workspace --bins
+# 1 (default): the release gateway is built with profile-guided optimisation.
+PGO         ?= 1
 LAMBDA_STAMP := $(VENV)/.lambda-installed
 LAMBDA_EMULATOR_PORT ?= 9000
 
@@ -59,8 +61,16 @@ $(MODEL_STAMP): $(VENV_STAMP) models/gen/make_models.py models/checksums.sha256
 
 setup: $(ORT_LIB) $(MODEL_STAMP) $(LAMBDA_STAMP)
 
+# The release gateway, built with profile-guided optimisation
+# (scheduler/pgo/build.sh: an instrumented build, a training run on
+# loopback, then the optimised build). PGO=0 builds it without, which is
+# quicker to build and slower to serve (bench/README.md, "PGO").
 build: setup
+ifeq ($(PGO),0)
 	$(CARGO) build --release --locked -p switchyard
+else
+	CARGO=$(CARGO) scheduler/pgo/build.sh
+endif
 
 # The gateway on its embedded default config, with the Lambda emulator
 # beside it (stopped when the gateway stops). The container tier uses the
@@ -101,6 +111,7 @@ fmt:
 
 bench-local: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench local
 
 # The container and Lambda parts of bench-overhead alone:
@@ -133,6 +144,7 @@ clean-models:
 .PHONY: bench-loadgen
 bench-loadgen: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench loadgen
 
 # The soak: the paper's ramp through all three tiers with faults injected
@@ -142,6 +154,7 @@ bench-loadgen: setup
 .PHONY: soak
 soak: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench soak $(SOAK_ARGS); status=$$?; \
 	docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-soak*' | xargs -r docker rmi -f >/dev/null; \
 	exit $$status
@@ -210,6 +223,7 @@ remove_bench_scope = if docker info >/dev/null 2>&1; then \
 .PHONY: bench-paper
 bench-paper: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench paper $(PAPER_ARGS); status=$$?; \
 	$(call remove_bench_scope,paper); exit $$status
 
@@ -223,6 +237,7 @@ bench-paper: setup
 .PHONY: bench-overhead
 bench-overhead: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench overhead $(OVERHEAD_ARGS); status=$$?; \
 	$(call remove_bench_scope,overhead); exit $$status
 
@@ -233,6 +248,7 @@ bench-overhead: setup
 .PHONY: bench-burst
 bench-burst: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench burst $(BURST_ARGS); status=$$?; \
 	$(call remove_bench_scope,burst); exit $$status
 
@@ -259,10 +275,12 @@ bench-sim:
 .PHONY: bench-peers
 bench-peers: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench peers --no-build $(PEERS_ARGS)
 
 # Measures the local tier through the gateway and writes a simulator
 # profile: bench/results/profile.toml (use with `switchyard sim --profile`).
 bench-profile: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
+	$(MAKE) --no-print-directory build
 	target/release/switchyard-bench profile

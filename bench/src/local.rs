@@ -678,27 +678,43 @@ pub(crate) fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchErr
     if options.build_gateway {
         // Under `cargo run` CARGO names the cargo that built us.
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        progress("building the gateway: cargo build --release --locked -p switchyard");
-        let status = Command::new(&cargo)
-            .args(["build", "--release", "--locked", "--workspace", "--bins"])
-            .status()
-            .map_err(|source| BenchError::Io {
-                context: "cannot run cargo",
-                path: PathBuf::from(&cargo),
-                source,
-            })?;
-        if !status.success() {
-            return Err(BenchError::Other(format!(
-                "building the gateway failed ({status}); fix the build or pass --gateway-bin"
-            )));
-        }
+        progress("building the gateway: cargo build --release --locked --workspace --bins");
+        run_build(
+            Command::new(&cargo).args(["build", "--release", "--locked", "--workspace", "--bins"]),
+            &cargo,
+        )?;
+        // Cargo has just put its own (plain) build of the gateway at
+        // target/release/switchyard; `make build` puts back the
+        // profile-guided one that `make run` serves (rebuilding it first
+        // if the sources changed), so that the bench measures that.
+        progress("building the gateway: make build (profile-guided, PGO=0 to skip)");
+        run_build(
+            Command::new("make").args(["--no-print-directory", "build"]),
+            std::ffi::OsStr::new("make"),
+        )?;
     }
     if binary.is_file() {
         Ok(binary)
     } else {
         Err(BenchError::Other(format!(
-            "no gateway binary at {}; run `cargo build --release -p switchyard` or pass --gateway-bin",
+            "no gateway binary at {}; run `make build` or pass --gateway-bin",
             binary.display()
+        )))
+    }
+}
+
+/// Runs a build step; a failure says how to go on without it.
+fn run_build(command: &mut Command, program: &std::ffi::OsStr) -> Result<(), BenchError> {
+    let status = command.status().map_err(|source| BenchError::Io {
+        context: "cannot run the build",
+        path: PathBuf::from(program),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Other(format!(
+            "building the gateway failed ({status}); fix the build or pass --gateway-bin"
         )))
     }
 }
