@@ -32,6 +32,7 @@ LAMBDA_EMULATOR_PORT ?= 9000
 
 help:
 	@echo "make run    set up, build and start the gateway on 127.0.0.1:8000"
+	@echo "make build  only the set-up and the profile-guided release gateway (PGO=0: without PGO)"
 	@echo "make test   set up, then run every test, clippy and the format check"
 	@echo "make setup  only the set-up (virtualenv, ONNX Runtime, models)"
 	@echo "make bench-local   gateway vs raw ONNX Runtime benchmark (bench/)"

@@ -13,8 +13,9 @@
 #
 # Each step is skipped when its inputs have not changed: cargo decides for
 # the builds; the training reruns when the instrumented binary is newer than
-# the profile. Where llvm-profdata cannot be had (apt-get needs root), the
-# gateway is built without PGO and the reason is printed.
+# the profile. Where llvm-profdata cannot be had (apt-get needs root) or the
+# training run fails, the gateway is built without PGO and the reason is
+# printed: PGO makes the gateway faster, never the build fail.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -50,7 +51,7 @@ fi
 # --target keeps the flags off build scripts and procedural macros, which
 # run on the build machine and need no profile.
 echo "pgo: 1/4 instrumented build (target/pgo/gen)" >&2
-RUSTFLAGS="-Cprofile-generate=$ROOT/$OUT/gen-unused" "$CARGO" build --release --locked \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$ROOT/$OUT/gen-unused" "$CARGO" build --release --locked \
     --target "$HOST" --target-dir "$OUT/gen" -p switchyard -p switchyard-loadgen
 GEN_BINARY=$OUT/gen/$HOST/release/switchyard
 
@@ -58,16 +59,18 @@ if [ ! -f "$PROFILE" ] || [ "$GEN_BINARY" -nt "$PROFILE" ]; then
     echo "pgo: 2/4 training run" >&2
     rm -rf "$OUT/raw"
     mkdir -p "$OUT/raw"
-    scheduler/pgo/train.sh "$GEN_BINARY" "$OUT/gen/$HOST/release/switchyard-loadgen" "$ROOT/$OUT/raw"
+    scheduler/pgo/train.sh "$GEN_BINARY" "$OUT/gen/$HOST/release/switchyard-loadgen" "$ROOT/$OUT/raw" ||
+        plain_build "the training run failed (its output is above)"
     echo "pgo: 3/4 merging the profile" >&2
-    "$PROFDATA" merge -o "$PROFILE.tmp" "$OUT"/raw/*.profraw
+    "$PROFDATA" merge -o "$PROFILE.tmp" "$OUT"/raw/*.profraw ||
+        plain_build "llvm-profdata could not merge the training run's profile"
     mv "$PROFILE.tmp" "$PROFILE"
 fi
 
 # rustc records the profile in each crate's dependency info, so a new
 # profile rebuilds what it optimises.
 echo "pgo: 4/4 optimised build (target/pgo/use)" >&2
-RUSTFLAGS="-Cprofile-use=$PROFILE" "$CARGO" build --release --locked \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFILE" "$CARGO" build --release --locked \
     --target "$HOST" --target-dir "$OUT/use" -p switchyard
 
 # A rename, not a copy over the file: a gateway may be running from it.

@@ -9,8 +9,8 @@
 #   - the local tier (config/local-only.toml): each model at a steady rate
 #     with binary and with JSON tensors, batches of several rows, and a
 #     closed loop that makes the dynamic batcher form full batches;
-#   - the container tier (config/container-only.toml, scope `pgo`, its own
-#     image built from the instrumented binary) with the same load, when the
+#   - the container tier (config/container-only.toml, scope `pgo-PID`, its
+#     own image built from the instrumented binary) with the same load, when the
 #     Docker engine answers; the pool scales up under the closed loop;
 #   - metadata, health, stats and metrics reads, and refused requests.
 # The Lambda tier is left out: its emulator builds and starts the function
@@ -22,8 +22,8 @@
 # Bounded: every load run has a fixed duration, every other request a
 # timeout, and a gateway must be ready within 2 minutes: the local one or
 # the run fails; the container one or its part is left out.
-# Containers and the image of scope `pgo` are removed at the end, whatever
-# happened.
+# The run's containers and image are removed at the end, whatever happened,
+# and those of an earlier run that crashed at its start.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,25 +32,53 @@ LOADGEN=$2
 RAW=$3
 WORK=$(mktemp -d)
 PIDS=()
+# Scope and image are this run's own, so that two trainings on one machine
+# (two checkouts building at once) never remove each other's containers.
+SCOPE=pgo-$$
+IMAGE=switchyard-worker-$SCOPE
+
+# Removes the containers and images of training runs whose process is gone
+# (SCOPE=pgo-PID), after a crash; with `all`, this run's too. Never fails:
+# what it cannot remove now, the next run or `make clean-docker` will.
+remove_training_leftovers() {
+    docker info >/dev/null 2>&1 || return 0
+    local ref scope pid
+    docker ps -a --filter label=io.switchyard.managed --format '{{.ID}} {{.Label "io.switchyard.scope"}}' 2>/dev/null |
+        while read -r ref scope; do
+            pid=${scope#pgo-}
+            case $scope in pgo-*) ;; *) continue ;; esac
+            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || ! kill -0 "$pid" 2>/dev/null; then
+                docker rm -f "$ref" >/dev/null 2>&1 || true
+            fi
+        done
+    docker images --filter label=io.switchyard.managed --format '{{.Repository}}:{{.Tag}}' 2>/dev/null |
+        while read -r ref; do
+            scope=${ref%%:*}
+            scope=${scope#switchyard-worker-}
+            pid=${scope#pgo-}
+            case $scope in pgo-*) ;; *) continue ;; esac
+            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || ! kill -0 "$pid" 2>/dev/null; then
+                docker rmi -f "$ref" >/dev/null 2>&1 || true
+            fi
+        done
+    return 0
+}
 
 cleanup() {
+    set +e
     for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null
     done
     for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null
     done
-    if docker info >/dev/null 2>&1; then
-        docker ps -aq --filter label=io.switchyard.managed --filter label=io.switchyard.scope=pgo |
-            xargs -r docker rm -f >/dev/null
-        docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-pgo*' |
-            xargs -r docker rmi -f >/dev/null
-    fi
+    remove_training_leftovers all
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+remove_training_leftovers
 
 # Starts a gateway on CONFIG, on a free loopback port, and sets URL once it
 # is ready.
@@ -108,8 +136,8 @@ train
 stop_gateway
 
 if docker info >/dev/null 2>&1; then
-    sed -e 's|^scope = .*|scope = "pgo"|' \
-        -e 's|^image = .*|image = "switchyard-worker-pgo"|' \
+    sed -e "s|^scope = .*|scope = \"$SCOPE\"|" \
+        -e "s|^image = .*|image = \"$IMAGE\"|" \
         -e "s|^worker_binary = .*|worker_binary = \"$GATEWAY\"|" \
         -e 's|^max_containers = .*|max_containers = 2|' \
         config/container-only.toml >"$WORK/container.toml"
