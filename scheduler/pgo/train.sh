@@ -38,8 +38,9 @@ SCOPE=pgo-$$
 IMAGE=switchyard-worker-$SCOPE
 
 # Removes the containers and images of training runs whose process is gone
-# (SCOPE=pgo-PID), after a crash; with `all`, this run's too. Never fails:
-# what it cannot remove now, the next run or `make clean-docker` will.
+# (SCOPE=pgo-PID; /proc tells, whichever user runs it), after a crash; with
+# `all`, this run's too. Never fails: what it cannot remove now, the next
+# run or `make clean-docker` will.
 remove_training_leftovers() {
     docker info >/dev/null 2>&1 || return 0
     local ref scope pid
@@ -47,7 +48,7 @@ remove_training_leftovers() {
         while read -r ref scope; do
             pid=${scope#pgo-}
             case $scope in pgo-*) ;; *) continue ;; esac
-            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || ! kill -0 "$pid" 2>/dev/null; then
+            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || [ ! -d "/proc/$pid" ]; then
                 docker rm -f "$ref" >/dev/null 2>&1 || true
             fi
         done
@@ -57,7 +58,7 @@ remove_training_leftovers() {
             scope=${scope#switchyard-worker-}
             pid=${scope#pgo-}
             case $scope in pgo-*) ;; *) continue ;; esac
-            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || ! kill -0 "$pid" 2>/dev/null; then
+            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || [ ! -d "/proc/$pid" ]; then
                 docker rmi -f "$ref" >/dev/null 2>&1 || true
             fi
         done
