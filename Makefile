@@ -110,10 +110,17 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench-local: setup
+# The benchmarks' binaries: the whole workspace, then the profile-guided
+# gateway (`make build`) put back where cargo's plain build of it lands. The
+# benches that would build the gateway themselves are told not to
+# (--no-build): it is built here.
+.PHONY: bench-build
+bench-build: setup
 	$(CARGO) build --release --locked $(BENCH_BUILD)
 	$(MAKE) --no-print-directory build
-	target/release/switchyard-bench local
+
+bench-local: bench-build
+	target/release/switchyard-bench local --no-build
 
 # The container and Lambda parts of bench-overhead alone:
 # bench/results/overhead-container.* and overhead-lambda.*.
@@ -143,19 +150,15 @@ clean-models:
 # switchyard-loadgen against wrk (installed with apt-get if missing) on a
 # trivial endpoint and on the gateway; writes bench/results/loadgen.{md,json}.
 .PHONY: bench-loadgen
-bench-loadgen: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
-	target/release/switchyard-bench loadgen
+bench-loadgen: bench-build
+	target/release/switchyard-bench loadgen --no-build
 
 # The soak: the paper's ramp through all three tiers with faults injected
 # (killed containers, a frozen and a stopped Lambda service, SIGTERM at the
 # end); fails if any request was lost. About 4 minutes; not part of `make
 # test`. `make soak SOAK_ARGS=--quick` runs a 40 s version.
 .PHONY: soak
-soak: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
+soak: bench-build
 	target/release/switchyard-bench soak $(SOAK_ARGS); status=$$?; \
 	docker images -q --filter label=io.switchyard.managed --filter 'reference=switchyard-worker-soak*' | xargs -r docker rmi -f >/dev/null; \
 	exit $$status
@@ -222,9 +225,7 @@ remove_bench_scope = if docker info >/dev/null 2>&1; then \
 	fi
 
 .PHONY: bench-paper
-bench-paper: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
+bench-paper: bench-build
 	target/release/switchyard-bench paper $(PAPER_ARGS); status=$$?; \
 	$(call remove_bench_scope,paper); exit $$status
 
@@ -236,9 +237,7 @@ bench-paper: setup
 # one. The bench removes its containers and images itself; they are removed
 # here again whatever the outcome.
 .PHONY: bench-overhead
-bench-overhead: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
+bench-overhead: bench-build
 	target/release/switchyard-bench overhead $(OVERHEAD_ARGS); status=$$?; \
 	$(call remove_bench_scope,overhead); exit $$status
 
@@ -247,9 +246,7 @@ bench-overhead: setup
 # simulator at full scale: bench/results/burst.{md,json}. About 5 minutes;
 # `make bench-burst BURST_ARGS=--quick` takes under one.
 .PHONY: bench-burst
-bench-burst: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
+bench-burst: bench-build
 	target/release/switchyard-bench burst $(BURST_ARGS); status=$$?; \
 	$(call remove_bench_scope,burst); exit $$status
 
@@ -274,14 +271,10 @@ bench-sim:
 # from bench/peers/requirements*.txt on first use. About 7 minutes;
 # `make bench-peers PEERS_ARGS=--quick` runs a one-minute version.
 .PHONY: bench-peers
-bench-peers: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
+bench-peers: bench-build
 	target/release/switchyard-bench peers --no-build $(PEERS_ARGS)
 
 # Measures the local tier through the gateway and writes a simulator
 # profile: bench/results/profile.toml (use with `switchyard sim --profile`).
-bench-profile: setup
-	$(CARGO) build --release --locked $(BENCH_BUILD)
-	$(MAKE) --no-print-directory build
+bench-profile: bench-build
 	target/release/switchyard-bench profile

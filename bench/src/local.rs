@@ -679,19 +679,19 @@ pub(crate) fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchErr
         // Under `cargo run` CARGO names the cargo that built us.
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         progress("building the gateway: cargo build --release --locked --workspace --bins");
-        run_build(
-            Command::new(&cargo).args(["build", "--release", "--locked", "--workspace", "--bins"]),
-            &cargo,
-        )?;
+        run_build(Command::new(&cargo).args([
+            "build",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--bins",
+        ]))?;
         // Cargo has just put its own (plain) build of the gateway at
         // target/release/switchyard; `make build` puts back the
         // profile-guided one that `make run` serves (rebuilding it first
         // if the sources changed), so that the bench measures that.
         progress("building the gateway: make build (profile-guided, PGO=0 to skip)");
-        run_build(
-            Command::new("make").args(["--no-print-directory", "build"]),
-            std::ffi::OsStr::new("make"),
-        )?;
+        run_build(Command::new("make").args(["--no-print-directory", "build"]))?;
     }
     if binary.is_file() {
         Ok(binary)
@@ -704,10 +704,10 @@ pub(crate) fn gateway_binary(options: &LocalOptions) -> Result<PathBuf, BenchErr
 }
 
 /// Runs a build step; a failure says how to go on without it.
-fn run_build(command: &mut Command, program: &std::ffi::OsStr) -> Result<(), BenchError> {
+fn run_build(command: &mut Command) -> Result<(), BenchError> {
     let status = command.status().map_err(|source| BenchError::Io {
         context: "cannot run the build",
-        path: PathBuf::from(program),
+        path: PathBuf::from(command.get_program()),
         source,
     })?;
     if status.success() {

@@ -30,8 +30,9 @@ plain_build() {
     exec "$CARGO" build --release --locked -p switchyard
 }
 
-HOST=$(rustc -vV | sed -n 's/^host: //p')
-LLVM_MAJOR=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+RUSTC_VERSION=$(rustc -vV)
+HOST=$(sed -n 's/^host: //p' <<<"$RUSTC_VERSION")
+LLVM_MAJOR=$(sed -n 's/^LLVM version: \([0-9]*\).*/\1/p' <<<"$RUSTC_VERSION")
 [ -n "$HOST" ] && [ -n "$LLVM_MAJOR" ] || plain_build "cannot read the host or LLVM version from \`rustc -vV\`"
 
 # llvm-profdata must be of rustc's LLVM major version: the raw profile

@@ -37,31 +37,30 @@ PIDS=()
 SCOPE=pgo-$$
 IMAGE=switchyard-worker-$SCOPE
 
-# Removes the containers and images of training runs whose process is gone
-# (SCOPE=pgo-PID; /proc tells, whichever user runs it), after a crash; with
+# Whether the training run of SCOPE left what should go: its process is
+# gone (SCOPE=pgo-PID; /proc tells, whichever user runs it), or it is this
+# run's own and MODE is `all`. Scopes that are not a training run's stay.
+leftover() {
+    local scope=$1 mode=$2
+    case $scope in pgo-*) ;; *) return 1 ;; esac
+    [ "$mode" = all ] && [ "$scope" = "$SCOPE" ] || [ ! -d "/proc/${scope#pgo-}" ]
+}
+
+# Removes the containers and images of training runs that crashed; with
 # `all`, this run's too. Never fails: what it cannot remove now, the next
 # run or `make clean-docker` will.
 remove_training_leftovers() {
     docker info >/dev/null 2>&1 || return 0
-    local ref scope pid
+    local mode=${1:-} ref scope
     docker ps -a --filter label=io.switchyard.managed --format '{{.ID}} {{.Label "io.switchyard.scope"}}' 2>/dev/null |
         while read -r ref scope; do
-            pid=${scope#pgo-}
-            case $scope in pgo-*) ;; *) continue ;; esac
-            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || [ ! -d "/proc/$pid" ]; then
-                docker rm -f "$ref" >/dev/null 2>&1 || true
-            fi
-        done
+            if leftover "$scope" "$mode"; then docker rm -f "$ref" >/dev/null 2>&1 || true; fi
+        done || true
     docker images --filter label=io.switchyard.managed --format '{{.Repository}}:{{.Tag}}' 2>/dev/null |
         while read -r ref; do
             scope=${ref%%:*}
-            scope=${scope#switchyard-worker-}
-            pid=${scope#pgo-}
-            case $scope in pgo-*) ;; *) continue ;; esac
-            if [ "${1:-}" = all ] && [ "$scope" = "$SCOPE" ] || [ ! -d "/proc/$pid" ]; then
-                docker rmi -f "$ref" >/dev/null 2>&1 || true
-            fi
-        done
+            if leftover "${scope#switchyard-worker-}" "$mode"; then docker rmi -f "$ref" >/dev/null 2>&1 || true; fi
+        done || true
     return 0
 }
 
