@@ -2,7 +2,7 @@
 """Two gateway binaries side by side: alternating rounds on one config.
 
     bench/ab.py --old OLD --new NEW [--config F] [--rounds 8] [--seconds 6]
-                [--out FILE.md] -- LOADGEN-ARGS...
+                [--old-config F] [--new-config F] [--out FILE.md] -- LOADGEN-ARGS...
 
 Each round starts each binary fresh (`serve --config F` on a loopback port),
 waits until it is ready, warms it up for 2 s with the same load, then drives
@@ -11,7 +11,9 @@ and reads the gateway's CPU time from /proc before and after. The order of
 the two alternates from round to round, so that a drift of the machine
 (other work, the hour) falls on both. Reported, per measure: the median of
 the per-round ratios new / old, in how many rounds new was lower, and each
-binary's median. Machines here are shared and noisy: judge a change by the
+binary's median. With --old-config and --new-config, each side runs on its
+own config, so one binary can be compared with itself under two settings
+(give it as both --old and --new). Machines here are shared and noisy: judge a change by the
 ratio and the count of rounds, not by the absolute numbers.
 
 Needs the Python standard library only. Run from the repository root after
@@ -86,6 +88,7 @@ def one_round(binary, config, port, args, seconds, workdir):
         "p99 µs": report["latency_us"]["p99"],
         "requests/s": report["throughput_per_s"],
         "gateway CPU µs/request": (after - before) * 1e6 / answered,
+        "server inference p50 µs": report["server_timing"]["inference_us"]["p50"],
         "errors": sum(report["counts"].values()) - report["counts"]["success"],
     }
 
@@ -95,6 +98,8 @@ def main():
     parser.add_argument("--old", required=True, help="the baseline gateway binary")
     parser.add_argument("--new", required=True, help="the gateway binary to compare")
     parser.add_argument("--config", default="config/local-only.toml")
+    parser.add_argument("--old-config", help="the old side's config (default: --config)")
+    parser.add_argument("--new-config", help="the new side's config (default: --config)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--port", type=int, default=8101)
@@ -113,21 +118,26 @@ def main():
             order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
             for which in order:
                 binary = getattr(options, which)
-                measured = one_round(binary, options.config, options.port, args, options.seconds, workdir)
+                config = getattr(options, f"{which}_config") or options.config
+                measured = one_round(binary, config, options.port, args, options.seconds, workdir)
                 results[which].append(measured)
                 print(f"round {i + 1} {which}: {measured}", file=sys.stderr, flush=True)
 
     lines = [
         f"- old: `{options.old}`; new: `{options.new}`",
-        f"- config `{options.config}`; load `{' '.join(args)}`; "
+        f"- config: old `{options.old_config or options.config}`, "
+        f"new `{options.new_config or options.config}`; load `{' '.join(args)}`; "
         f"{options.rounds} rounds of {options.seconds} s each, alternating order",
         "",
         "| measure | median of new ÷ old per round | new lower in | old median | new median |",
         "|---|---:|---:|---:|---:|",
     ]
-    for measure in ["p50 µs", "p99 µs", "requests/s", "gateway CPU µs/request"]:
+    measures = ["p50 µs", "p99 µs", "requests/s", "gateway CPU µs/request", "server inference p50 µs"]
+    for measure in measures:
         pairs = [(o[measure], n[measure]) for o, n in zip(results["old"], results["new"]) if o[measure]]
         ratios = [n / o for o, n in pairs]
+        if not ratios:
+            continue
         lower = sum(1 for r in ratios if r < 1)
         old_median = statistics.median(o[measure] for o in results["old"])
         new_median = statistics.median(n[measure] for n in results["new"])
