@@ -3,6 +3,7 @@
 //! kind of backend is a module here; adding a kind means adding a module and
 //! a config section, not editing the gateway.
 
+pub mod affinity;
 mod backend;
 mod cold_start;
 mod error_chain;

@@ -38,6 +38,7 @@ use switchyard_models::{ModelError, ModelRepository, ModelSession, SessionOption
 use switchyard_protocol::Tensor;
 use tokio::sync::oneshot;
 
+use crate::affinity::{self, CpuPinning};
 use crate::{
     Backend, BackendError, BackendFuture, BackendKind, BackendSnapshot, InferenceJob,
     InferenceResult, ModelInfo, Timing,
@@ -63,6 +64,9 @@ pub struct LocalModelConfig {
 pub struct LocalConfig {
     pub name: String,
     pub models: Vec<LocalModelConfig>,
+    /// Pin each worker thread to one of the process's CPUs, in turn over
+    /// every model's workers (`server.pin_threads`; see [`crate::affinity`]).
+    pub pin_threads: bool,
 }
 
 /// A request waiting for a worker.
@@ -278,6 +282,11 @@ impl LocalBackend {
     /// Loads every configured model from `repository` and starts its
     /// workers. Blocks until every session is loaded (or one fails).
     pub fn start(config: &LocalConfig, repository: &ModelRepository) -> Result<Self, ModelError> {
+        let pinning = if config.pin_threads {
+            CpuPinning::of_process()
+        } else {
+            None
+        };
         let mut models = HashMap::new();
         for model_config in &config.models {
             let model = repository.models.get(&model_config.model).ok_or_else(|| {
@@ -294,7 +303,7 @@ impl LocalBackend {
             })?;
             models.insert(
                 model_config.model.clone(),
-                start_model(&config.name, model_config, model)?,
+                start_model(&config.name, model_config, model, pinning.as_ref())?,
             );
         }
         let sum = |f: fn(&VersionPool) -> usize| {
@@ -328,6 +337,7 @@ fn start_model(
     backend: &str,
     config: &LocalModelConfig,
     model: &RepositoryModel,
+    pinning: Option<&CpuPinning>,
 ) -> Result<LocalModel, ModelError> {
     let name = &model.config.name;
     let batching = Batching {
@@ -376,9 +386,17 @@ fn start_model(
                 receiver: receiver.clone(),
                 batching,
             };
+            // Taken here, not in the thread, so each worker's CPU follows
+            // the configured order of models and workers.
+            let cpu = pinning.map(|p| p.next_cpu());
             let thread = std::thread::Builder::new()
                 .name(format!("ort-{name}-{worker}"))
-                .spawn(move || worker_ctx.run())
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        affinity::pin_current(cpu);
+                    }
+                    worker_ctx.run();
+                })
                 .map_err(|e| ModelError::Load {
                     model: name.clone(),
                     path: version.path.clone(),

@@ -69,6 +69,7 @@ struct ServerFile {
     header_read_timeout_ms: u64,
     body_read_timeout_ms: u64,
     io_threads: Option<u64>,
+    pin_threads: bool,
     auth: AuthFile,
 }
 
@@ -90,6 +91,7 @@ impl Default for ServerFile {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             io_threads: None,
+            pin_threads: DEFAULT_PIN_THREADS,
             auth: AuthFile::default(),
         }
     }
@@ -282,6 +284,10 @@ pub struct ServerConfig {
     /// remote backends' clients; `None`: one per CPU. ONNX Runtime's
     /// threads are the local backend's own and not counted here.
     pub io_threads: Option<usize>,
+    /// Pin each async runtime thread and each local ONNX Runtime worker to
+    /// one of the process's CPUs, in turn
+    /// ([`switchyard_backends::affinity`]).
+    pub pin_threads: bool,
     /// Bearer tokens for the inference and admin endpoints.
     pub auth: AuthConfig,
 }
@@ -381,6 +387,10 @@ impl Config {
                 // the client, not the worker, closes an idle connection and
                 // never reuses one the worker is closing.
                 header_read_timeout_ms: 120_000,
+                // Several workers share one host, and each would hand out
+                // the CPUs from the first: their threads would crowd onto
+                // the same CPUs while others idled.
+                pin_threads: false,
                 ..ServerFile::default()
             },
             models: ModelsFile {
@@ -414,7 +424,12 @@ impl Config {
         let repository = ModelRepository::load(&base_dir.join(&file.models.repository))
             .map_err(|e| error("models.repository", e.to_string()))?;
         let local = match file.backends.local {
-            Some(local) if local.enabled => Some(validate_local(local, &repository, &error)?),
+            Some(local) if local.enabled => Some(validate_local(
+                local,
+                &repository,
+                server.pin_threads,
+                &error,
+            )?),
             _ => None,
         };
         let section = |name: &'static str| {
@@ -563,9 +578,13 @@ fn validate_server(
         header_read_timeout,
         body_read_timeout,
         io_threads,
+        pin_threads: file.pin_threads,
         auth,
     })
 }
+
+/// `server.pin_threads` when the file does not say.
+const DEFAULT_PIN_THREADS: bool = false;
 
 /// Most async runtime threads `server.io_threads` may ask for.
 const MAX_IO_THREADS: u64 = 1024;
@@ -690,6 +709,7 @@ fn read_token_file(path: &Path) -> Result<String, String> {
 fn validate_local(
     file: LocalFile,
     repository: &ModelRepository,
+    pin_threads: bool,
     error: &ErrorFn<'_>,
 ) -> Result<LocalConfig, ConfigError> {
     let names = file
@@ -760,6 +780,7 @@ fn validate_local(
     Ok(LocalConfig {
         name: "local".into(),
         models,
+        pin_threads,
     })
 }
 
@@ -905,6 +926,21 @@ mod tests {
             parse_server("io_threads = 3").unwrap().server.io_threads,
             Some(3)
         );
+        assert!(!server.pin_threads, "threads are pinned only when asked");
+        assert!(
+            parse_server("pin_threads = true")
+                .unwrap()
+                .server
+                .pin_threads
+        );
+        let local = |c: &Config| c.local.as_ref().map(|l| l.pin_threads);
+        assert_eq!(
+            local(&parse_server("pin_threads = true").unwrap()),
+            Some(true),
+            "the local backend's workers follow server.pin_threads"
+        );
+        let refused = parse_server("pin_threads = 2").unwrap_err();
+        assert_eq!(refused.key, "server.pin_threads", "{refused}");
         assert!(!server.auth.enabled());
         // The worker behind a gateway: loopback by default (its CLI's
         // default too), no tokens, and the gateway's non-finite policy
@@ -923,6 +959,7 @@ mod tests {
         assert!(!worker.server.auth.enabled());
         assert!(worker.server.allow_non_finite_inputs);
         assert_eq!(worker.server.header_read_timeout, Duration::from_secs(120));
+        assert!(!worker.server.pin_threads, "worker containers share a host");
     }
 
     #[test]

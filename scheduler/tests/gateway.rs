@@ -992,6 +992,32 @@ async fn io_threads_sizes_the_runtime_and_the_stats_show_it() {
         BinaryGateway::spawn("[server]\nio_threads = 3\n[backends.local]\nmodels = [\"digits\"]\n");
     let port = gateway.port;
     // The gateway listens once its models are loaded.
+    wait_until_listening(port).await;
+    let stats = get(&format!("http://127.0.0.1:{port}/v2/switchyard/stats")).await;
+    assert_eq!(stats.json()["io_threads"], 3, "{}", stats.text());
+}
+
+/// Each thread of the gateway process: its name and the CPUs it may run on.
+fn threads_and_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
+    use switchyard_backends::affinity::allowed_cpus_from_status;
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the task list") {
+        let path = task.expect("a task").path();
+        // A thread that ended since the listing is skipped.
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("status")),
+        ) else {
+            continue;
+        };
+        let cpus = allowed_cpus_from_status(&status).expect("Cpus_allowed_list");
+        threads.push((name.trim().to_owned(), cpus));
+    }
+    threads.sort();
+    threads
+}
+
+async fn wait_until_listening(port: u16) {
     let ready_by = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -1000,24 +1026,95 @@ async fn io_threads_sizes_the_runtime_and_the_stats_show_it() {
         assert!(Instant::now() < ready_by, "the gateway never listened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stats = get(&format!("http://127.0.0.1:{port}/v2/switchyard/stats")).await;
-    assert_eq!(stats.json()["io_threads"], 3, "{}", stats.text());
+}
+
+/// `server.pin_threads` pins each async runtime worker and each ONNX Runtime
+/// worker to one of the process's CPUs, in turn (the ONNX Runtime workers
+/// in the configured order of models and workers), leaves every other
+/// thread on all of them, and the gateway still answers; without it no
+/// thread is pinned. Skipped, with a message, where the test process may
+/// use only one CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_threads_pins_the_runtime_and_onnx_workers_to_one_cpu_each() {
+    let process_cpus = switchyard_backends::affinity::allowed_cpus_of_current_thread()
+        .expect("this thread's CPUs");
+    if process_cpus.len() < 2 {
+        eprintln!("skipped: this process may use only CPU {process_cpus:?}");
+        return;
+    }
+    let sections = |pin: bool| {
+        format!(
+            "[server]\npin_threads = {pin}\nio_threads = 2\n[backends.local]\n\
+             models = [\"digits\", \"fashion_cnn\"]\n\
+             [backends.local.overrides.fashion_cnn]\nworkers = 2\n"
+        )
+    };
+    let cpu = |i: usize| vec![process_cpus[i % process_cpus.len()]];
+
+    let pinned = BinaryGateway::spawn(&sections(true));
+    wait_until_listening(pinned.port).await;
+    let threads = threads_and_cpus(pinned.child.id());
+    let of = |name: &str| -> Vec<Vec<usize>> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, cpus)| cpus.clone())
+            .collect()
+    };
+    assert_eq!(of("ort-digits-0"), [cpu(0)], "{threads:?}");
+    // Thread names are cut to 15 bytes: both are `ort-fashion_cnn`.
+    let mut fashion = vec![cpu(1), cpu(2)];
+    fashion.sort();
+    assert_eq!(of("ort-fashion_cnn"), fashion, "{threads:?}");
+    let mut runtime: Vec<Vec<usize>> = of("tokio-rt-worker");
+    let workers: Vec<Vec<usize>> = runtime.iter().filter(|c| c.len() == 1).cloned().collect();
+    assert_eq!(workers.len(), 2, "two pinned runtime workers: {threads:?}");
+    let mut expected = vec![cpu(0), cpu(1)];
+    expected.sort();
+    assert_eq!(workers, expected, "{threads:?}");
+    runtime.retain(|c| c.len() != 1);
+    assert!(
+        runtime.iter().all(|c| *c == process_cpus),
+        "the blocking pool's threads keep every CPU: {threads:?}"
+    );
+    let (main_name, main_cpus) = threads
+        .iter()
+        .find(|(n, _)| n.starts_with("switchyard"))
+        .expect("the main thread");
+    assert_eq!(*main_cpus, process_cpus, "{main_name} is not pinned");
+    let base = format!("http://127.0.0.1:{}", pinned.port);
+    let request = fp32_request(vec![1, 64], |i| (i % 17) as f32);
+    let reply = infer(&base, "digits", &request, true).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    drop(pinned);
+
+    let unpinned = BinaryGateway::spawn(&sections(false));
+    wait_until_listening(unpinned.port).await;
+    let threads = threads_and_cpus(unpinned.child.id());
+    assert!(
+        threads.iter().all(|(_, cpus)| *cpus == process_cpus),
+        "{threads:?}"
+    );
 }
 
 #[test]
 fn shipped_configs_parse() {
     let all = ["local", "container", "lambda"];
-    for (file, backends) in [
-        ("config/example.toml", &all[..]),
-        ("config/default.toml", &all[..]),
-        ("config/local-only.toml", &["local"][..]),
-        ("config/container-only.toml", &["container"][..]),
-        ("config/lambda-only.toml", &["lambda"][..]),
+    // The last column: whether the config pins the gateway's threads (the
+    // one-gateway-per-machine configs do; the annotated example shows the
+    // default).
+    for (file, backends, pinned) in [
+        ("config/example.toml", &all[..], false),
+        ("config/default.toml", &all[..], true),
+        ("config/local-only.toml", &["local"][..], true),
+        ("config/container-only.toml", &["container"][..], true),
+        ("config/lambda-only.toml", &["lambda"][..], false),
     ] {
         let text = std::fs::read_to_string(workspace().join(file)).expect("readable");
         let config = Config::parse(&text, file, &workspace()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.placement.backends, backends, "{file}");
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8000", "{file}");
+        assert_eq!(config.server.pin_threads, pinned, "{file}");
     }
     // The policy files build against the three tiers and the shipped models.
     let models: Vec<String> = ["digits", "fashion_cnn", "xception"]

@@ -159,6 +159,7 @@ async fn start_local(config: &Config) -> LocalBackend {
     let local_config = LocalConfig {
         name: "local".into(),
         models: config.local.clone().expect("local").models,
+        pin_threads: false,
     };
     tokio::task::spawn_blocking(move || LocalBackend::start(&local_config, &repository))
         .await
