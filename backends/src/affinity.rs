@@ -1,9 +1,10 @@
 //! Pinning threads to CPUs (`server.pin_threads`).
 //!
 //! Why: where the gateway shares its CPUs with its clients (a load
-//! generator, a sidecar, worker containers on the same host), the kernel
-//! wakes a thread that a loopback socket woke on the waker's CPU, where it
-//! waits for the waker. A thread pinned to one CPU is woken on its own.
+//! generator, a sidecar, worker containers on the same host), an unpinned
+//! thread moved between CPUs on most requests and ran its work several
+//! times slower, apparently woken on its waker's busy CPU. A thread pinned
+//! to one CPU is woken on its own.
 //! Measured on a 2-core VM (2026-12-06, alternating rounds with and
 //! without): a digits request at 50 per second took 0.41x the p50 and its
 //! ONNX Runtime call 0.31x the time; digits at saturation kept 0.97x the
@@ -11,6 +12,9 @@
 //! local backend's shared queues still spread the work over every CPU.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 
 /// The CPUs this process may run on, handed out to threads in turn.
 #[derive(Debug)]
@@ -23,11 +27,15 @@ impl CpuPinning {
     /// The CPUs this process may run on (under `taskset` or a cgroup
     /// cpuset, only those), as its main thread's mask says, or `None` when
     /// there are fewer than two (pinning would change nothing) or the
-    /// kernel does not say (not Linux). The main thread itself is never
-    /// pinned, so this stays the process's set after threads are pinned.
+    /// kernel does not say. The main thread itself is never pinned, so this
+    /// stays the process's set after threads are pinned.
     pub fn of_process() -> Option<Self> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        Self::over(allowed_cpus_from_status(&status)?)
+        // The process ID is the main thread's ID.
+        let set = sched_getaffinity(Pid::this()).ok()?;
+        let cpus = (0..CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect();
+        Self::over(cpus)
     }
 
     /// Pinning over `cpus`; `None` when there are fewer than two.
@@ -53,26 +61,40 @@ impl CpuPinning {
         self.cpu_for(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Pins the calling thread to the next CPU in turn and returns it, or
-    /// `None` (the thread stays unpinned) when the kernel refuses, which is
-    /// logged.
-    pub fn pin_next(&self) -> Option<usize> {
-        pin_current(self.next_cpu())
+    /// Lets the calling thread run on every CPU of the process again. A
+    /// thread starts with its creator's mask, so a thread that a pinned
+    /// thread starts (the async runtime's blocking pool grows from its
+    /// workers) would otherwise be pinned too. A refusal is logged.
+    pub fn unpin_current(&self) {
+        set_current(&self.cpus);
     }
 }
 
 /// Pins the calling thread to `cpu`; `None` when the kernel refuses (the
 /// thread keeps its CPUs), which is logged.
 pub fn pin_current(cpu: usize) -> Option<usize> {
-    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-        Some(cpu)
-    } else {
-        tracing::warn!(
-            cpu,
-            thread = std::thread::current().name().unwrap_or("unnamed"),
-            "cannot pin a thread to its CPU; it runs on any CPU"
-        );
-        None
+    set_current(&[cpu]).then_some(cpu)
+}
+
+/// Lets the calling thread run on `cpus` only; `false` (logged) when the
+/// kernel refuses.
+fn set_current(cpus: &[usize]) -> bool {
+    let mut set = CpuSet::new();
+    let applied = cpus
+        .iter()
+        .try_for_each(|&cpu| set.set(cpu))
+        .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
+    match applied {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                ?cpus,
+                %error,
+                thread = std::thread::current().name().unwrap_or("unnamed"),
+                "cannot set a thread's CPUs; it keeps the ones it had"
+            );
+            false
+        }
     }
 }
 
@@ -160,7 +182,7 @@ mod tests {
             .map(|_| {
                 let pinning = pinning.clone();
                 std::thread::spawn(move || {
-                    let pinned = pinning.pin_next();
+                    let pinned = pin_current(pinning.next_cpu());
                     (pinned, allowed_cpus_of_current_thread().unwrap())
                 })
                 .join()
@@ -172,5 +194,22 @@ mod tests {
         assert_eq!(seen[1], (Some(cpus[1]), vec![cpus[1]]));
         // The thread that made the pinning keeps every CPU.
         assert_eq!(allowed_cpus_of_current_thread().unwrap(), allowed);
+        // A thread started by a pinned thread starts pinned, until it is
+        // let go.
+        let pinning_for_child = pinning.clone();
+        let (inherited, released) = std::thread::spawn(move || {
+            pin_current(pinning_for_child.cpus()[0]).unwrap();
+            std::thread::spawn(move || {
+                let inherited = allowed_cpus_of_current_thread().unwrap();
+                pinning_for_child.unpin_current();
+                (inherited, allowed_cpus_of_current_thread().unwrap())
+            })
+            .join()
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inherited, vec![cpus[0]]);
+        assert_eq!(released, allowed);
     }
 }

@@ -323,22 +323,41 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
     serve_config(config)
 }
 
+/// The runtime's worker threads when `server.io_threads` is not set, as
+/// tokio counts them: `TOKIO_WORKER_THREADS` if set, else one per CPU.
+fn default_io_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+}
+
 /// Pins the runtime's worker threads to the process's CPUs in turn
 /// (`server.pin_threads`), and returns the count of runtime threads started
 /// so far; `None` when there is nothing to pin (one CPU). The workers are
 /// the first `workers` threads the runtime starts (it launches them as it
-/// is built); the blocking pool's threads that come later run on any CPU.
+/// is built); the blocking pool's threads that come later run on any CPU
+/// of the process.
 fn pin_runtime_workers(
     builder: &mut tokio::runtime::Builder,
     workers: usize,
 ) -> Option<Arc<AtomicUsize>> {
     let pinning = Arc::new(CpuPinning::of_process()?);
+    tracing::info!(cpus = ?pinning.cpus(), io_threads = workers,
+        "pinning the async runtime's workers and the local ONNX Runtime workers to these CPUs in turn");
     let started = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&started);
     builder.on_thread_start(move || {
         let index = counter.fetch_add(1, Ordering::AcqRel);
         if index < workers {
             affinity::pin_current(pinning.cpu_for(index));
+        } else {
+            // Started by a pinned worker, it would be pinned to that
+            // worker's CPU.
+            pinning.unpin_current();
         }
     });
     Some(started)
@@ -358,10 +377,10 @@ fn wait_for_workers(started: &AtomicUsize, workers: usize) {
 fn serve_config(config: Config) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    let workers = config.server.io_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    builder.worker_threads(workers);
+    if let Some(threads) = config.server.io_threads {
+        builder.worker_threads(threads);
+    }
+    let workers = config.server.io_threads.unwrap_or_else(default_io_threads);
     let pinned_workers = if config.server.pin_threads {
         pin_runtime_workers(&mut builder, workers)
     } else {
