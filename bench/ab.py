@@ -24,6 +24,7 @@ Docker engine for the container tier, `make lambda-emulator` for Lambda).
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -66,8 +67,19 @@ def loadgen(url, args, duration, report):
         return json.load(f)
 
 
+def port_taken(port):
+    """Whether something already listens on the loopback port: a leftover
+    server there would answer for the gateway this round starts, which
+    would then fail to bind and the round would measure the wrong server."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def one_round(binary, config, port, args, seconds, workdir):
     url = f"http://127.0.0.1:{port}"
+    if port_taken(port):
+        sys.exit(f"ab: something already listens on 127.0.0.1:{port}; stop it or pass --port")
     gateway = subprocess.Popen(
         [binary, "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL,
@@ -79,6 +91,8 @@ def one_round(binary, config, port, args, seconds, workdir):
         before = cpu_seconds(gateway.pid)
         report = loadgen(url, args, f"{seconds}s", os.path.join(workdir, "round.json"))
         after = cpu_seconds(gateway.pid)
+        if gateway.poll() is not None:
+            sys.exit(f"ab: the gateway exited with {gateway.returncode} during the round")
     finally:
         gateway.terminate()
         gateway.wait(timeout=120)

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,8 @@ use crate::machine::process_cpu_time;
 
 /// How long loading the models and binding may take.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
-/// What the gateway prints once it listens.
-const BANNER: &str = "serving on http://";
+/// What the gateway (and the trivial server) prints once it listens.
+pub(crate) const BANNER: &str = "serving on http://";
 
 /// A running gateway.
 #[derive(Debug)]
@@ -33,6 +33,8 @@ pub struct GatewayProcess {
     log: PathBuf,
     /// Set once a failure has pointed the user at the log.
     keep_log: Cell<bool>,
+    /// The trivial server's stdin: it exits when this closes.
+    _stdin: Option<ChildStdin>,
 }
 
 /// The gateway config the local benchmark runs with.
@@ -51,28 +53,55 @@ impl GatewayProcess {
 
     /// Like [`Self::start`], with another config file.
     pub fn start_with_config(binary: &Path, config: &Path) -> Result<Self, BenchError> {
-        let log = std::env::temp_dir().join(format!(
-            "switchyard-bench-gateway-{}.log",
-            std::process::id()
-        ));
-        let log_file = std::fs::File::create(&log).map_err(|source| BenchError::Io {
-            context: "cannot create the gateway log",
-            path: log.clone(),
-            source,
-        })?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        Self::spawn(
+            command,
+            "gateway",
+            "cannot start the gateway (build it with `cargo build --release -p switchyard`)",
+        )
+    }
+
+    /// Starts the bare HTTP server the floors are measured against
+    /// (`switchyard-bench trivial-server`, this executable) as a child
+    /// process. It exits when this value is dropped or this process dies
+    /// (its stdin closes).
+    pub fn start_trivial() -> Result<Self, BenchError> {
+        let exe = std::env::current_exe().map_err(|source| BenchError::Io {
+            context: "cannot locate this executable",
+            path: PathBuf::from("(current exe)"),
+            source,
+        })?;
+        let mut command = Command::new(exe);
+        command.arg("trivial-server").stdin(Stdio::piped());
+        Self::spawn(command, "trivial", "cannot start the trivial server")
+    }
+
+    fn spawn(mut command: Command, name: &str, context: &'static str) -> Result<Self, BenchError> {
+        let log = std::env::temp_dir().join(format!(
+            "switchyard-bench-{name}-{}.log",
+            std::process::id()
+        ));
+        let log_file = std::fs::File::create(&log).map_err(|source| BenchError::Io {
+            context: "cannot create the server log",
+            path: log.clone(),
+            source,
+        })?;
+        let program = PathBuf::from(command.get_program());
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
             .map_err(|source| BenchError::Io {
-                context: "cannot start the gateway (build it with `cargo build --release -p switchyard`)",
-                path: binary.to_owned(),
+                context,
+                path: program,
                 source,
             })?;
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let (address_tx, address_rx) = mpsc::channel();
         // Reads the banner, then keeps draining stdout so the child never
@@ -93,6 +122,7 @@ impl GatewayProcess {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             keep_log: Cell::new(false),
+            _stdin: stdin,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {

@@ -271,6 +271,29 @@ fn wrk_version() -> Option<String> {
     )
 }
 
+/// Threads of the trivial server when it runs as its own process: as many
+/// async workers as the gateway has on two cores.
+const TRIVIAL_PROCESS_THREADS: usize = 2;
+
+/// The trivial endpoint as a process of its own (`switchyard-bench
+/// trivial-server`, which `local` starts as a child): prints
+/// `serving on http://ADDR` and serves until its stdin reaches its end,
+/// which it does when the parent closes it or dies, so that a crashed
+/// benchmark cannot leave it running.
+#[allow(clippy::print_stdout)]
+pub fn serve_trivial_until_stdin_closes() -> Result<(), BenchError> {
+    let runtime = runtime(TRIVIAL_PROCESS_THREADS, SERVER_THREADS)?;
+    let address = runtime.block_on(start_trivial_server())?;
+    println!("{}{address}", crate::gateway_process::BANNER);
+    std::io::Write::flush(&mut std::io::stdout())
+        .map_err(|e| BenchError::Other(format!("cannot print the address: {e}")))?;
+    let mut sink = Vec::new();
+    // Blocks until EOF (or an error: either way the parent is gone).
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    runtime.shutdown_background();
+    Ok(())
+}
+
 /// Starts the trivial endpoint on the current runtime.
 async fn start_trivial_server() -> Result<std::net::SocketAddr, BenchError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -4,9 +4,17 @@
 //! For each model: (a) the raw ONNX Runtime loop with the gateway's own
 //! thread settings (batch 1, batch 8 and the model's largest batch); then
 //! (b) the gateway, a child process, driven over loopback HTTP by the load
-//! generator: a closed loop at saturation and an open loop at low load.
-//! From these come the two ratios: gateway throughput over raw
-//! throughput, and the latency the gateway adds at low load.
+//! generator: a closed loop at saturation and an open loop at a few low
+//! rates. From these come the two ratios: gateway throughput over
+//! raw throughput, and the latency the gateway adds at low load.
+//!
+//! Low load is measured at more than one rate because on a virtual machine
+//! the gap between requests, not the gateway, sets much of a request's
+//! time: a code path left alone for 20 ms runs several times slower than
+//! one used every millisecond (cold caches and a descheduled vCPU), and the
+//! raw loop paced at the same rate shows it too. Each rate's gateway run is
+//! set beside the raw call paced at that rate and the HTTP floor at that
+//! rate.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,7 +55,9 @@ pub struct Plan {
     pub saturation_connections: Vec<usize>,
     pub saturation_warmup_s: f64,
     pub saturation_duration_s: f64,
-    pub low_load_rate_per_s: f64,
+    /// Open-loop rates of the low-load runs, lowest first; the lowest is
+    /// the headline.
+    pub low_load_rates_per_s: Vec<f64>,
     pub low_load_warmup_s: f64,
     pub low_load_duration_s: f64,
     pub request_timeout_s: f64,
@@ -60,10 +70,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full run (about two minutes) or the quick one (about half a minute).
+    /// The full run (about four minutes) or the quick one (under 40 s).
     pub fn new(quick: bool) -> Self {
         let (raw, sat, low) = if quick {
-            (1.0, 1.5, 2.0)
+            (1.0, 1.5, 1.0)
         } else {
             (8.0, 8.0, 5.0)
         };
@@ -78,7 +88,11 @@ impl Plan {
             },
             saturation_warmup_s: if quick { 0.5 } else { 1.0 },
             saturation_duration_s: sat,
-            low_load_rate_per_s: 50.0,
+            low_load_rates_per_s: if quick {
+                vec![50.0, 1000.0]
+            } else {
+                vec![50.0, 200.0, 1000.0]
+            },
             low_load_warmup_s: if quick { 0.3 } else { 1.0 },
             low_load_duration_s: low,
             request_timeout_s: 10.0,
@@ -159,25 +173,50 @@ pub struct Comparison {
     pub throughput_target: f64,
     pub throughput_target_met_vs_batch1: bool,
     pub throughput_target_met_vs_best: bool,
+}
+
+/// The gateway and the raw loop at one low-load rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LowLoadPoint {
+    pub rate_per_s: f64,
+    /// One thread calling batch 1 at this rate, the machine idle in between
+    /// (cold caches and cores, as the gateway's calls are).
+    pub raw_paced: RawResult,
+    /// The gateway, open loop at this rate.
+    pub gateway: GatewayRun,
+    /// The raw batch-1 p50 back to back (the same for every rate).
     pub raw_batch1_p50_us: u64,
-    pub gateway_low_load_p50_us: u64,
-    /// Client p50 (from intended send time) minus the raw batch-1 p50.
+    /// Client p50 (from intended send time) minus the raw batch-1 p50:
+    /// the added latency.
     pub added_p50_us: i64,
     /// The same from the actual send time (without the client's pacing lag).
     pub added_p50_from_send_us: i64,
-    /// p50 of one batch-1 call made at the low-load rate with the machine
-    /// idle in between (cold caches and cores, as the gateway's calls are).
-    pub raw_paced_p50_us: u64,
-    /// Client p50 minus that paced raw p50.
+    /// Client p50 minus the paced raw p50.
     pub added_p50_vs_paced_raw_us: i64,
-    /// p50 of `GET /v2/health/live` at the same rate.
+    /// p50 of `GET /v2/health/live` at this rate.
     pub http_floor_p50_us: u64,
+    /// p50 of `GET /` on the trivial server at this rate.
+    pub trivial_floor_p50_us: u64,
+    /// Client p50 minus the trivial server's: what the gateway costs
+    /// beyond the cheapest HTTP round trip this machine makes.
+    pub over_trivial_floor_p50_us: i64,
     /// Client p50 minus the HTTP floor: what the inference route costs
     /// beyond a bare round trip (decode, the hop to an ONNX Runtime worker
     /// thread and back, the call itself, encode).
     pub inference_path_p50_us: i64,
     pub added_latency_target_us: i64,
     pub added_latency_target_met: bool,
+}
+
+/// The HTTP floors at one low-load rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorRun {
+    pub rate_per_s: f64,
+    /// `GET /v2/health/live` on the gateway.
+    pub run: GatewayRun,
+    /// `GET /` on the trivial server: hyper on tokio, nothing else, in a
+    /// process of its own. What any HTTP server on this machine pays.
+    pub trivial: GatewayRun,
 }
 
 /// Everything measured for one model.
@@ -188,14 +227,13 @@ pub struct ModelResult {
     pub intra_op_threads: usize,
     pub max_batch_size: Option<u64>,
     pub raw: Vec<RawResult>,
-    /// Batch 1 on one thread at the low-load rate.
-    pub raw_paced: RawResult,
     /// The saturation run with the most requests/s, and its connections.
     pub gateway_saturation: GatewayRun,
     pub saturation_connections: usize,
     /// Every saturation run, by connection count.
     pub saturation_sweep: Vec<SweepPoint>,
-    pub gateway_low_load: GatewayRun,
+    /// One point per low-load rate, lowest rate first.
+    pub low_load: Vec<LowLoadPoint>,
     pub comparison: Comparison,
 }
 
@@ -210,9 +248,9 @@ pub struct LocalResults {
     pub gateway_config: &'static str,
     pub plan: Plan,
     pub gateway_idle: IdleGateway,
-    /// `GET /v2/health/live` at the low-load rate: the HTTP round trip
+    /// `GET /v2/health/live` at each low-load rate: the HTTP round trip
     /// through client and gateway without any inference.
-    pub http_floor: GatewayRun,
+    pub http_floors: Vec<FloorRun>,
     pub models: Vec<ModelResult>,
 }
 
@@ -274,7 +312,12 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
 
     let mut raw_results = Vec::new();
     for setup in &setups {
-        raw_results.push((raw_variants(setup, &plan)?, raw_paced(setup, &plan)?));
+        let paced = plan
+            .low_load_rates_per_s
+            .iter()
+            .map(|&rate| raw_paced(setup, &plan, rate))
+            .collect::<Result<Vec<_>, _>>()?;
+        raw_results.push((raw_variants(setup, &plan)?, paced));
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -282,7 +325,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::Other(format!("cannot start the async runtime: {e}")))?;
-    let (gateway_idle, http_floor, gateway_runs) = runtime.block_on(async {
+    let (gateway_idle, http_floors, gateway_runs) = runtime.block_on(async {
         tokio::select! {
             result = gateway_phases(&binary, &setups, &plan) => result,
             // Ctrl-C or SIGTERM: the gateway child is killed on the way out.
@@ -295,28 +338,22 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .zip(raw_results)
         .zip(gateway_runs)
         .map(|((setup, (raw, raw_paced)), runs)| {
-            let comparison = compare(
-                &raw,
-                &raw_paced,
-                &http_floor,
-                &runs.saturation,
-                &runs.low_load,
-            );
-            ModelResult {
+            let comparison = compare(&raw, &runs.saturation);
+            let low_load = low_load_points(&raw, raw_paced, &http_floors, runs.low_load)?;
+            Ok(ModelResult {
                 model: setup.model,
                 workers: setup.workers,
                 intra_op_threads: setup.intra_op_threads,
                 max_batch_size: setup.max_batch_size,
                 raw,
-                raw_paced,
                 gateway_saturation: runs.saturation,
                 saturation_connections: runs.connections,
                 saturation_sweep: runs.sweep,
-                gateway_low_load: runs.low_load,
+                low_load,
                 comparison,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, BenchError>>()?;
     Ok(LocalResults {
         date,
         command: options.command.clone(),
@@ -326,7 +363,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         gateway_config: "config/local-only.toml, child process on 127.0.0.1:0",
         plan,
         gateway_idle,
-        http_floor,
+        http_floors,
         models,
     })
 }
@@ -367,11 +404,11 @@ fn raw_variants(setup: &ModelSetup, plan: &Plan) -> Result<Vec<RawResult>, Bench
         .collect()
 }
 
-/// One thread calling batch 1 at the low-load rate.
-fn raw_paced(setup: &ModelSetup, plan: &Plan) -> Result<RawResult, BenchError> {
+/// One thread calling batch 1 at a low-load rate.
+fn raw_paced(setup: &ModelSetup, plan: &Plan, rate: f64) -> Result<RawResult, BenchError> {
     progress(&format!(
-        "raw ONNX Runtime paced: {} batch 1, 1 thread x {} intra-op, {} calls/s, {:.1} s",
-        setup.model, setup.intra_op_threads, plan.low_load_rate_per_s, plan.low_load_duration_s
+        "raw ONNX Runtime paced: {} batch 1, 1 thread x {} intra-op, {rate} calls/s, {:.1} s",
+        setup.model, setup.intra_op_threads, plan.low_load_duration_s
     ));
     let result = run_raw(&RawPlan {
         model: setup.model.clone(),
@@ -382,7 +419,7 @@ fn raw_paced(setup: &ModelSetup, plan: &Plan) -> Result<RawResult, BenchError> {
         warmup: Duration::from_secs_f64(plan.raw_warmup_s),
         duration: Duration::from_secs_f64(plan.low_load_duration_s),
         max_calls: plan.max_calls_per_raw_thread,
-        paced_rate: Some(plan.low_load_rate_per_s),
+        paced_rate: Some(rate),
     })?;
     progress(&format!(
         "  p50 {} µs, p99 {} µs per call",
@@ -397,7 +434,7 @@ async fn gateway_phases(
     binary: &Path,
     setups: &[ModelSetup],
     plan: &Plan,
-) -> Result<(IdleGateway, GatewayRun, Vec<GatewayModelRuns>), BenchError> {
+) -> Result<(IdleGateway, Vec<FloorRun>, Vec<GatewayModelRuns>), BenchError> {
     progress(&format!("starting the gateway: {}", binary.display()));
     let mut gateway = GatewayProcess::start(binary)?;
     let client = http_client(plan.max_connections());
@@ -407,7 +444,17 @@ async fn gateway_phases(
         "idle gateway uses {:.3} cores ({:.1} s measured)",
         idle.cores, idle.seconds
     ));
-    let floor = http_floor(&gateway, &client, plan).await?;
+    progress("starting the trivial server (hyper on tokio, nothing else)");
+    let trivial = GatewayProcess::start_trivial()?;
+    let mut floors = Vec::new();
+    for &rate in &plan.low_load_rates_per_s {
+        floors.push(FloorRun {
+            rate_per_s: rate,
+            run: http_floor(&gateway, "/v2/health/live", &client, plan, rate).await?,
+            trivial: http_floor(&trivial, "/", &client, plan, rate).await?,
+        });
+    }
+    drop(trivial);
     let payload = PayloadSpec {
         batch_size: 1,
         binary: true,
@@ -453,36 +500,50 @@ async fn gateway_phases(
             ));
             sweep.push((connections, saturation));
         }
-        let open = |seconds: f64| low_load(plan, seconds);
-        progress(&format!(
-            "gateway at low load: {} open loop, {} req/s, {:.1} s",
-            setup.model, plan.low_load_rate_per_s, plan.low_load_duration_s
-        ));
-        run(&client, &target, &open(plan.low_load_warmup_s)?).await?;
-        let low_load =
-            measured(&gateway, &client, &target, &open(plan.low_load_duration_s)?).await?;
-        progress(&format!(
-            "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
-            low_load.report.latency_us.p50,
-            low_load.report.latency_us.p99,
-            low_load.report.counts.errors()
-        ));
+        let mut low_load = Vec::new();
+        for &rate in &plan.low_load_rates_per_s {
+            progress(&format!(
+                "gateway at low load: {} open loop, {rate} req/s, {:.1} s",
+                setup.model, plan.low_load_duration_s
+            ));
+            run(
+                &client,
+                &target,
+                &open_loop(plan, rate, plan.low_load_warmup_s)?,
+            )
+            .await?;
+            let measured_run = measured(
+                &gateway,
+                &client,
+                &target,
+                &open_loop(plan, rate, plan.low_load_duration_s)?,
+            )
+            .await?;
+            progress(&format!(
+                "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
+                measured_run.report.latency_us.p50,
+                measured_run.report.latency_us.p99,
+                measured_run.report.counts.errors()
+            ));
+            low_load.push(measured_run);
+        }
         runs.push(GatewayModelRuns::new(sweep, low_load)?);
     }
-    Ok((idle, floor, runs))
+    Ok((idle, floors, runs))
 }
 
-/// One model's gateway runs: the saturation sweep and the low-load run.
+/// One model's gateway runs: the saturation sweep and the low-load runs.
 struct GatewayModelRuns {
     /// The sweep's run with the most requests/s.
     saturation: GatewayRun,
     connections: usize,
     sweep: Vec<SweepPoint>,
-    low_load: GatewayRun,
+    /// One run per low-load rate, in the plan's order.
+    low_load: Vec<GatewayRun>,
 }
 
 impl GatewayModelRuns {
-    fn new(sweep: Vec<(usize, GatewayRun)>, low_load: GatewayRun) -> Result<Self, BenchError> {
+    fn new(sweep: Vec<(usize, GatewayRun)>, low_load: Vec<GatewayRun>) -> Result<Self, BenchError> {
         let points = sweep
             .iter()
             .map(|(connections, run)| SweepPoint {
@@ -513,11 +574,11 @@ impl GatewayModelRuns {
     }
 }
 
-/// The open-loop settings of the low-load runs.
-fn low_load(plan: &Plan, seconds: f64) -> Result<RunSettings, BenchError> {
+/// The open-loop settings of a low-load run at `rate` requests/s.
+fn open_loop(plan: &Plan, rate: f64, seconds: f64) -> Result<RunSettings, BenchError> {
     let duration = Duration::from_secs_f64(seconds);
     Ok(RunSettings {
-        load: Load::constant_rate(plan.low_load_rate_per_s, duration, plan.max_connections())?,
+        load: Load::constant_rate(rate, duration, plan.max_connections())?,
         max_duration: duration,
         max_requests: Some(plan.max_requests_per_run),
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
@@ -525,23 +586,30 @@ fn low_load(plan: &Plan, seconds: f64) -> Result<RunSettings, BenchError> {
     })
 }
 
-/// `GET /v2/health/live` at the low-load rate.
+/// `GET path` on `server` at a low-load rate.
 async fn http_floor(
-    gateway: &GatewayProcess,
+    server: &GatewayProcess,
+    path: &str,
     client: &HttpClient,
     plan: &Plan,
+    rate: f64,
 ) -> Result<GatewayRun, BenchError> {
     progress(&format!(
-        "HTTP floor: GET /v2/health/live, open loop, {} req/s, {:.1} s",
-        plan.low_load_rate_per_s, plan.low_load_duration_s
+        "HTTP floor: GET {path} on {}, open loop, {rate} req/s, {:.1} s",
+        server.address, plan.low_load_duration_s
     ));
-    let probe = Arc::new(Target::probe(gateway.endpoint()?, "/v2/health/live")?);
-    run(client, &probe, &low_load(plan, plan.low_load_warmup_s)?).await?;
-    let floor = measured(
-        gateway,
+    let probe = Arc::new(Target::probe(server.endpoint()?, path)?);
+    run(
         client,
         &probe,
-        &low_load(plan, plan.low_load_duration_s)?,
+        &open_loop(plan, rate, plan.low_load_warmup_s)?,
+    )
+    .await?;
+    let floor = measured(
+        server,
+        client,
+        &probe,
+        &open_loop(plan, rate, plan.low_load_duration_s)?,
     )
     .await?;
     progress(&format!(
@@ -614,14 +682,7 @@ async fn measured(
     })
 }
 
-#[allow(clippy::cast_possible_wrap)]
-fn compare(
-    raw: &[RawResult],
-    raw_paced: &RawResult,
-    http_floor: &GatewayRun,
-    saturation: &GatewayRun,
-    low_load: &GatewayRun,
-) -> Comparison {
+fn compare(raw: &[RawResult], saturation: &GatewayRun) -> Comparison {
     let batch1 = raw.iter().find(|r| r.batch == 1);
     let best = raw
         .iter()
@@ -636,10 +697,6 @@ fn compare(
             0.0
         }
     };
-    let raw_batch1_p50_us = batch1.map_or(0, |r| r.latency_us.p50);
-    let low = &low_load.report;
-    let added_p50_us = low.latency_us.p50 as i64 - raw_batch1_p50_us as i64;
-    let added_p50_from_send_us = low.service_time_us.p50 as i64 - raw_batch1_p50_us as i64;
     Comparison {
         raw_batch1_items_per_s,
         raw_best_items_per_s,
@@ -650,16 +707,65 @@ fn compare(
         throughput_target: THROUGHPUT_TARGET,
         throughput_target_met_vs_batch1: ratio(raw_batch1_items_per_s) >= THROUGHPUT_TARGET,
         throughput_target_met_vs_best: ratio(raw_best_items_per_s) >= THROUGHPUT_TARGET,
+    }
+}
+
+/// Pairs each low-load gateway run with the paced raw call and the HTTP
+/// floor measured at the same rate.
+fn low_load_points(
+    raw: &[RawResult],
+    raw_paced: Vec<RawResult>,
+    floors: &[FloorRun],
+    gateway: Vec<GatewayRun>,
+) -> Result<Vec<LowLoadPoint>, BenchError> {
+    if raw_paced.len() != gateway.len() || floors.len() != gateway.len() {
+        return Err(BenchError::Other(format!(
+            "low-load runs do not line up: {} paced raw, {} HTTP floor, {} gateway",
+            raw_paced.len(),
+            floors.len(),
+            gateway.len()
+        )));
+    }
+    let raw_batch1_p50_us = raw
+        .iter()
+        .find(|r| r.batch == 1)
+        .map_or(0, |r| r.latency_us.p50);
+    Ok(raw_paced
+        .into_iter()
+        .zip(floors)
+        .zip(gateway)
+        .map(|((raw_paced, floor), gateway)| {
+            low_load_point(raw_batch1_p50_us, raw_paced, floor, gateway)
+        })
+        .collect())
+}
+
+#[allow(clippy::cast_possible_wrap)]
+fn low_load_point(
+    raw_batch1_p50_us: u64,
+    raw_paced: RawResult,
+    floor: &FloorRun,
+    gateway: GatewayRun,
+) -> LowLoadPoint {
+    let low = &gateway.report;
+    let p50 = low.latency_us.p50 as i64;
+    let added_p50_us = p50 - raw_batch1_p50_us as i64;
+    let floor_p50 = floor.run.report.latency_us.p50;
+    let trivial_p50 = floor.trivial.report.latency_us.p50;
+    LowLoadPoint {
+        rate_per_s: floor.rate_per_s,
         raw_batch1_p50_us,
-        gateway_low_load_p50_us: low.latency_us.p50,
         added_p50_us,
-        added_p50_from_send_us,
-        raw_paced_p50_us: raw_paced.latency_us.p50,
-        added_p50_vs_paced_raw_us: low.latency_us.p50 as i64 - raw_paced.latency_us.p50 as i64,
-        http_floor_p50_us: http_floor.report.latency_us.p50,
-        inference_path_p50_us: low.latency_us.p50 as i64 - http_floor.report.latency_us.p50 as i64,
+        added_p50_from_send_us: low.service_time_us.p50 as i64 - raw_batch1_p50_us as i64,
+        added_p50_vs_paced_raw_us: p50 - raw_paced.latency_us.p50 as i64,
+        http_floor_p50_us: floor_p50,
+        inference_path_p50_us: p50 - floor_p50 as i64,
+        trivial_floor_p50_us: trivial_p50,
+        over_trivial_floor_p50_us: p50 - trivial_p50 as i64,
         added_latency_target_us: ADDED_LATENCY_TARGET_US,
         added_latency_target_met: low.counts.success > 0 && added_p50_us <= ADDED_LATENCY_TARGET_US,
+        raw_paced,
+        gateway,
     }
 }
 
@@ -739,16 +845,18 @@ mod tests {
 
     #[test]
     fn both_plans_fit_their_time_budgets() {
-        // Per model: raw variants (up to three), saturation, low load, plus
-        // warm-ups; two models. Start-up and model loading come on top.
-        for (quick, budget) in [(true, 30.0), (false, 160.0)] {
+        // Per model: raw variants (up to three), saturation, the paced raw
+        // call and the gateway at each low-load rate, plus warm-ups; two
+        // models; the HTTP floor at each rate once. Start-up and model
+        // loading come on top.
+        for (quick, budget) in [(true, 35.0), (false, 240.0)] {
             let p = Plan::new(quick);
+            let rates = p.low_load_rates_per_s.len() as f64;
             let per_model = 3.0 * (p.raw_warmup_s + p.raw_duration_s)
                 + p.saturation_connections.len() as f64
                     * (p.saturation_warmup_s + p.saturation_duration_s)
-                + p.low_load_warmup_s
-                + 2.0 * p.low_load_duration_s;
-            let shared = p.idle_s + p.low_load_warmup_s + p.low_load_duration_s;
+                + rates * (p.low_load_warmup_s + 2.0 * p.low_load_duration_s);
+            let shared = p.idle_s + 2.0 * rates * (p.low_load_warmup_s + p.low_load_duration_s);
             assert!(
                 2.0 * per_model + shared < budget,
                 "quick={quick}: {per_model} s per model"

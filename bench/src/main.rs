@@ -256,6 +256,11 @@ enum BenchCommand {
         #[arg(long = "backend")]
         backends: Vec<String>,
     },
+    /// The bare HTTP server `local` measures its floors against: hyper on
+    /// a two-thread tokio runtime answering every request with 11 bytes,
+    /// on 127.0.0.1:0. Prints its address, exits when stdin closes.
+    #[command(hide = true)]
+    TrivialServer,
 }
 
 fn main() -> ExitCode {
@@ -301,6 +306,10 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        BenchCommand::TrivialServer => match loadgen_wrk::serve_trivial_until_stdin_closes() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
         BenchCommand::Codec { quick, out } => {
             let options = codec::CodecOptions {
                 quick,

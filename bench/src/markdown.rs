@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::error::BenchError;
-use crate::local::LocalResults;
+use crate::local::{FloorRun, GatewayRun, LocalResults, Plan};
 
 /// Where the latest table goes in the README.
 pub const README_BEGIN: &str = "<!-- bench-local:begin -->";
@@ -36,8 +36,8 @@ pub fn tables(results: &LocalResults) -> String {
     let _ = writeln!(
         out,
         "- Durations: raw loops {} s each, saturation {} s at each of {} connections \
-         (closed loop; the best counts), low load {} s at {} req/s (open loop, constant \
-         spacing){}",
+         (closed loop; the best counts), low load {} s at each of {} req/s (open loop, \
+         constant spacing){}",
         plan.raw_duration_s,
         plan.saturation_duration_s,
         plan.saturation_connections
@@ -46,7 +46,7 @@ pub fn tables(results: &LocalResults) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         plan.low_load_duration_s,
-        plan.low_load_rate_per_s,
+        rates(plan),
         if plan.quick { "; **quick run**" } else { "" }
     );
 
@@ -70,15 +70,26 @@ pub fn tables(results: &LocalResults) -> String {
         results.gateway_idle.cores, results.gateway_idle.seconds
     );
 
-    let floor = &results.http_floor.report;
+    let floors = |run: fn(&FloorRun) -> &GatewayRun| {
+        results
+            .http_floors
+            .iter()
+            .map(|f| {
+                let r = &run(f).report;
+                format!(
+                    "{} / {} µs at {} req/s",
+                    r.latency_us.p50, r.latency_us.p99, f.rate_per_s
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(
         out,
-        "- HTTP floor: `GET /v2/health/live` at {} req/s, p50 {} µs, p99 {} µs from intended \
-         send ({} µs p50 from send)",
-        results.plan.low_load_rate_per_s,
-        floor.latency_us.p50,
-        floor.latency_us.p99,
-        floor.service_time_us.p50
+        "- HTTP floors, p50 / p99 from intended send: gateway `GET /v2/health/live` {}; \
+         trivial server (hyper on tokio, nothing else, its own process) `GET /` {}",
+        floors(|f| &f.run),
+        floors(|f| &f.trivial)
     );
 
     let _ = writeln!(out, "\n### Throughput at saturation\n");
@@ -144,30 +155,36 @@ pub fn tables(results: &LocalResults) -> String {
     let _ = writeln!(out, "\n### Latency at low load\n");
     let _ = writeln!(
         out,
-        "| model | raw batch 1 p50 / p99 µs | gateway p50 / p99 µs (from intended send) | gateway p50 µs (from send) | added at p50 µs | ≤ {} µs | raw paced p50 µs | added vs paced raw µs | over the HTTP floor µs |",
+        "| model | rate/s | raw batch 1 p50 µs | gateway p50 / p99 µs (from intended send) | added at p50 µs (from send) | ≤ {} µs | raw paced p50 µs | added vs paced raw µs | HTTP floor p50 µs: gateway / trivial | over the gateway's floor µs | over the trivial floor µs | server inference p50 µs |",
         crate::local::ADDED_LATENCY_TARGET_US
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+    );
     for model in &results.models {
-        let c = &model.comparison;
-        let raw1 = model.raw.iter().find(|r| r.batch == 1);
-        let low = &model.gateway_low_load.report;
-        let _ = writeln!(
-            out,
-            "| {} | {} / {} | {} / {} | {} | {} (from send: {}) | {} | {} | {} | {} |",
-            model.model,
-            raw1.map_or(0, |r| r.latency_us.p50),
-            raw1.map_or(0, |r| r.latency_us.p99),
-            low.latency_us.p50,
-            low.latency_us.p99,
-            low.service_time_us.p50,
-            c.added_p50_us,
-            c.added_p50_from_send_us,
-            met(c.added_latency_target_met),
-            c.raw_paced_p50_us,
-            c.added_p50_vs_paced_raw_us,
-            c.inference_path_p50_us
-        );
+        for point in &model.low_load {
+            let low = &point.gateway.report;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} / {} | {} ({}) | {} | {} | {} | {} / {} | {} | {} | {} |",
+                model.model,
+                point.rate_per_s,
+                point.raw_batch1_p50_us,
+                low.latency_us.p50,
+                low.latency_us.p99,
+                point.added_p50_us,
+                point.added_p50_from_send_us,
+                met(point.added_latency_target_met),
+                point.raw_paced.latency_us.p50,
+                point.added_p50_vs_paced_raw_us,
+                point.http_floor_p50_us,
+                point.trivial_floor_p50_us,
+                point.inference_path_p50_us,
+                point.over_trivial_floor_p50_us,
+                low.server_timing.inference_us.p50
+            );
+        }
     }
 
     let _ = writeln!(out, "\n### Raw ONNX Runtime loop\n");
@@ -177,7 +194,11 @@ pub fn tables(results: &LocalResults) -> String {
     );
     let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|");
     for model in &results.models {
-        for raw in model.raw.iter().chain([&model.raw_paced]) {
+        for raw in model
+            .raw
+            .iter()
+            .chain(model.low_load.iter().map(|p| &p.raw_paced))
+        {
             let batch = match raw.paced_rate_per_s {
                 Some(rate) => format!("{} (paced, {rate}/s)", raw.batch),
                 None => raw.batch.to_string(),
@@ -201,28 +222,40 @@ pub fn tables(results: &LocalResults) -> String {
     let _ = writeln!(out, "\n### Gateway runs: where the time and the CPU go\n");
     let _ = writeln!(
         out,
-        "| model | run | req/s | errors | p50 / p99 µs | server queue p50 µs | server inference p50 µs | batch rows mean | gateway CPU µs/req | client CPU µs/req | other work (cores) |"
+        "| model | run | req/s | errors | p50 / p99 µs | server queue p50 µs | server inference p50 µs | batch rows mean | server CPU µs/req | client CPU µs/req | other work (cores) |"
     );
     let _ = writeln!(
         out,
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let floor = (
-        "HTTP floor",
-        "low load (GET /v2/health/live)",
-        &results.http_floor,
-    );
-    let runs = results.models.iter().flat_map(|model| {
-        [
-            (
-                model.model.as_str(),
-                "saturation (best)",
-                &model.gateway_saturation,
-            ),
-            (model.model.as_str(), "low load", &model.gateway_low_load),
-        ]
-    });
-    for (model, name, run) in runs.chain([floor]) {
+    let mut runs: Vec<(&str, String, &GatewayRun)> = Vec::new();
+    for model in &results.models {
+        runs.push((
+            &model.model,
+            "saturation (best)".into(),
+            &model.gateway_saturation,
+        ));
+        for point in &model.low_load {
+            runs.push((
+                &model.model,
+                format!("low load, {}/s", point.rate_per_s),
+                &point.gateway,
+            ));
+        }
+    }
+    for floor in &results.http_floors {
+        runs.push((
+            "HTTP floor",
+            format!("GET /v2/health/live, {}/s", floor.rate_per_s),
+            &floor.run,
+        ));
+        runs.push((
+            "trivial server",
+            format!("GET /, {}/s", floor.rate_per_s),
+            &floor.trivial,
+        ));
+    }
+    for (model, name, run) in runs {
         let r = &run.report;
         let _ = writeln!(
             out,
@@ -256,11 +289,11 @@ pub fn tables(results: &LocalResults) -> String {
     }
     let _ = writeln!(
         out,
-        "\n*Raw paced*: one batch-1 call every 1/{} s on one thread, the machine idle in \
-         between, as the gateway's calls are at low load. The added latency the issue \
-         defines is against the back-to-back raw p50; against the paced p50 it leaves out \
-         what a cold call costs anyway.",
-        plan.low_load_rate_per_s
+        "\n*Raw paced*: one batch-1 call at each low-load rate on one thread, the machine \
+         idle in between, as the gateway's calls are at low load. The added latency the \
+         issue defines is against the back-to-back raw p50; against the paced p50 it leaves \
+         out what a cold call costs anyway. The longer the gap between requests, the colder \
+         the call: compare the rates."
     );
     let _ = writeln!(
         out,
@@ -269,6 +302,15 @@ pub fn tables(results: &LocalResults) -> String {
          with the load generator (its CPU is in the last column)."
     );
     out
+}
+
+/// The low-load rates, e.g. `50, 200, 1000`.
+fn rates(plan: &Plan) -> String {
+    plan.low_load_rates_per_s
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Other processes' CPU above which a run is flagged as disturbed.
@@ -281,12 +323,17 @@ fn max_other_cores(results: &LocalResults) -> f64 {
         .flat_map(|m| {
             m.raw
                 .iter()
-                .chain([&m.raw_paced])
+                .chain(m.low_load.iter().map(|p| &p.raw_paced))
                 .map(|r| r.other_cores)
                 .chain(m.saturation_sweep.iter().map(|p| p.other_cores))
-                .chain([m.gateway_low_load.other_cores])
+                .chain(m.low_load.iter().map(|p| p.gateway.other_cores))
         })
-        .chain([results.http_floor.other_cores])
+        .chain(
+            results
+                .http_floors
+                .iter()
+                .flat_map(|f| [f.run.other_cores, f.trivial.other_cores]),
+        )
         .fold(0.0, f64::max)
 }
 

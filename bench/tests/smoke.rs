@@ -3,8 +3,10 @@
 //! only) and `paper --quick` (the release gateway on its
 //! local and Lambda tiers through the emulator, a 12 s ramp), and
 //! `overhead --quick --backend local` (the gateway against the raw ONNX
-//! Runtime call and the HTTP floor, a few seconds), and `burst --quick`
-//! (local-only and Lambda-only through 20 s of Poisson bursts). They check
+//! Runtime call and the HTTP floor, a few seconds), `burst --quick`
+//! (local-only and Lambda-only through 20 s of Poisson bursts) and `local
+//! --quick` (the gateway against the raw loop, the HTTP floors of the
+//! gateway and of the trivial server, about 35 s). They check
 //! that each command finishes and writes its table and JSON; no timing is
 //! asserted (the numbers of a run on a busy machine mean little).
 //!
@@ -115,6 +117,45 @@ fn overhead_quick_measures_the_local_paths_against_their_baselines() {
         serde_json::from_str(&read(&out.path().join("overhead-quick.json")))
             .expect("overhead-quick.json parses");
     assert_eq!(json["sections"][0]["backend"], "local");
+}
+
+#[test]
+fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors() {
+    let out = tempfile::tempdir().expect("temp dir");
+    bench(&["local", "--quick", "--no-build"], out.path());
+    let table = read(&out.path().join("local.md"));
+    for row in [
+        "| fashion_cnn | 50 | ",
+        "| digits | 1000 | ",
+        "| trivial server | GET /, 50/s | ",
+        "| HTTP floor | GET /v2/health/live, 1000/s | ",
+    ] {
+        assert!(table.contains(row), "no {row} row:\n{table}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&out.path().join("local.json"))).expect("local.json parses");
+    let floors = json["http_floors"].as_array().expect("a list of floors");
+    assert_eq!(floors.len(), 2, "one floor per quick rate");
+    for floor in floors {
+        for server in ["run", "trivial"] {
+            let answered = floor[server]["report"]["counts"]["success"]
+                .as_u64()
+                .expect("a count");
+            assert!(
+                answered > 0,
+                "{server} at {}: nothing answered",
+                floor["rate_per_s"]
+            );
+        }
+    }
+    for model in json["models"].as_array().expect("a list of models") {
+        let points = model["low_load"].as_array().expect("low-load points");
+        assert_eq!(points.len(), 2, "{}", model["model"]);
+        for point in points {
+            assert!(point["gateway"]["report"]["counts"]["success"].as_u64() > Some(0));
+            assert_eq!(point["raw_paced"]["paced_rate_per_s"], point["rate_per_s"]);
+        }
+    }
 }
 
 #[test]
