@@ -126,9 +126,15 @@ struct PoolMetrics {
 /// model's pool empties between batches many times a millisecond; a
 /// request run inline there forgoes batching and holds an HTTP thread
 /// (measured with digits at 64 connections: 0.78-0.81x the requests/s of
-/// the path turned off, in alternating rounds). At low load the gap
-/// between requests is far longer (20 ms at 50 requests/s).
-const INLINE_QUIET: Duration = Duration::from_millis(1);
+/// the path turned off, in alternating rounds). A pool under saturation
+/// is seldom idle even this long (digits at 64 connections: 0.45% of its
+/// requests ran inline; fashion_cnn at 256: 0.02%), while at 1,000 and
+/// 2,500 requests/s the gaps (1 ms and 400 µs, less the request itself)
+/// are: against a 1 ms window, that gave 0.66x the p50 and 0.56-0.61x
+/// the gateway's CPU per request for both models in 5 of 5 alternating
+/// rounds, with saturation throughput within the noise (digits 0.96x,
+/// fashion_cnn 0.98x, each lower in 3 of 5; bench README, "Inline path").
+const INLINE_QUIET: Duration = Duration::from_micros(200);
 
 const NEVER_ACTIVE: u64 = u64::MAX;
 

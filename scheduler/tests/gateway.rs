@@ -876,7 +876,7 @@ async fn sequential_fashion(config: &str, count: usize) -> (Vec<Vec<Tensor>>, se
     let gateway = TestGateway::start(config).await;
     let mut outputs = Vec::new();
     for n in 0..count {
-        // Low load: the inline path is for a pool idle for at least 1 ms.
+        // Low load: the inline path is for a pool idle for at least 200 µs.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let request = fp32_request(vec![1, 1, 28, 28], |i| ((i + n) % 17) as f32 / 17.0);
         outputs.push(decode(&infer(&gateway.base(), "fashion_cnn", &request, true).await).outputs);
