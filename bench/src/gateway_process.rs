@@ -1,6 +1,8 @@
 //! The gateway under test as a child process: the release binary users run,
 //! started on an ephemeral loopback port, and killed when dropped, so an
-//! error anywhere in the benchmark cannot leave it running.
+//! error anywhere in the benchmark cannot leave it running. The same type
+//! runs `local`'s trivial server (`switchyard-bench trivial-server`), which
+//! also exits when its stdin closes, should this process die unannounced.
 //!
 //! A child process rather than `run()` in this process: the load generator's
 //! async runtime and the gateway's then share no threads and no allocator,

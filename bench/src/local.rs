@@ -55,8 +55,7 @@ pub struct Plan {
     pub saturation_connections: Vec<usize>,
     pub saturation_warmup_s: f64,
     pub saturation_duration_s: f64,
-    /// Open-loop rates of the low-load runs, lowest first; the lowest is
-    /// the headline.
+    /// Open-loop rates of the low-load runs, lowest first.
     pub low_load_rates_per_s: Vec<f64>,
     pub low_load_warmup_s: f64,
     pub low_load_duration_s: f64,
@@ -248,8 +247,9 @@ pub struct LocalResults {
     pub gateway_config: &'static str,
     pub plan: Plan,
     pub gateway_idle: IdleGateway,
-    /// `GET /v2/health/live` at each low-load rate: the HTTP round trip
-    /// through client and gateway without any inference.
+    /// At each low-load rate, the HTTP round trip without any inference:
+    /// through client and gateway, and through client and the trivial
+    /// server.
     pub http_floors: Vec<FloorRun>,
     pub models: Vec<ModelResult>,
 }
