@@ -506,26 +506,7 @@ async fn gateway_phases(
                 "gateway at low load: {} open loop, {rate} req/s, {:.1} s",
                 setup.model, plan.low_load_duration_s
             ));
-            run(
-                &client,
-                &target,
-                &open_loop(plan, rate, plan.low_load_warmup_s)?,
-            )
-            .await?;
-            let measured_run = measured(
-                &gateway,
-                &client,
-                &target,
-                &open_loop(plan, rate, plan.low_load_duration_s)?,
-            )
-            .await?;
-            progress(&format!(
-                "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
-                measured_run.report.latency_us.p50,
-                measured_run.report.latency_us.p99,
-                measured_run.report.counts.errors()
-            ));
-            low_load.push(measured_run);
+            low_load.push(low_load_run(&gateway, &client, &target, plan, rate).await?);
         }
         runs.push(GatewayModelRuns::new(sweep, low_load)?);
     }
@@ -599,26 +580,38 @@ async fn http_floor(
         server.address, plan.low_load_duration_s
     ));
     let probe = Arc::new(Target::probe(server.endpoint()?, path)?);
+    low_load_run(server, client, &probe, plan, rate).await
+}
+
+/// One low-load run of `target` on `server` at `rate`: a warm-up, then the
+/// measured run.
+async fn low_load_run(
+    server: &GatewayProcess,
+    client: &HttpClient,
+    target: &Arc<Target>,
+    plan: &Plan,
+    rate: f64,
+) -> Result<GatewayRun, BenchError> {
     run(
         client,
-        &probe,
+        target,
         &open_loop(plan, rate, plan.low_load_warmup_s)?,
     )
     .await?;
-    let floor = measured(
+    let measured_run = measured(
         server,
         client,
-        &probe,
+        target,
         &open_loop(plan, rate, plan.low_load_duration_s)?,
     )
     .await?;
     progress(&format!(
         "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
-        floor.report.latency_us.p50,
-        floor.report.latency_us.p99,
-        floor.report.counts.errors()
+        measured_run.report.latency_us.p50,
+        measured_run.report.latency_us.p99,
+        measured_run.report.counts.errors()
     ));
-    Ok(floor)
+    Ok(measured_run)
 }
 
 /// The gateway's CPU use with no load, so that background work is not
