@@ -586,8 +586,9 @@ fn validate_server(
 /// `server.pin_threads` when the file does not say.
 const DEFAULT_PIN_THREADS: bool = false;
 
-/// Most async runtime threads `server.io_threads` may ask for.
-const MAX_IO_THREADS: u64 = 1024;
+/// Most async runtime threads `server.io_threads` (or the
+/// `TOKIO_WORKER_THREADS` environment variable) may ask for.
+pub const MAX_IO_THREADS: u64 = 1024;
 
 /// Shortest token accepted: a guessable token is no protection.
 const MIN_TOKEN_CHARS: usize = 16;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Parser, Subcommand};
 use switchyard_backends::affinity::{self, CpuPinning};
-use switchyard_scheduler::config::WorkerSettings;
+use switchyard_scheduler::config::{MAX_IO_THREADS, WorkerSettings};
 use switchyard_scheduler::{Config, Gateway, telemetry};
 use switchyard_scheduler::{policy_check, sim};
 
@@ -325,14 +325,37 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
 
 /// The runtime's worker threads when `server.io_threads` is not set, as
 /// tokio counts them: `TOKIO_WORKER_THREADS` if set, else one per CPU.
-fn default_io_threads() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
+/// Tokio panics on a value of that variable it cannot use; the gateway
+/// hands the runtime its count itself and refuses such a value with a
+/// message that says how to fix it.
+fn default_io_threads() -> Result<usize, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    io_threads_from_env(std::env::var("TOKIO_WORKER_THREADS"), cpus)
+}
+
+/// [`default_io_threads`] for a given value of `TOKIO_WORKER_THREADS` and
+/// CPU count.
+fn io_threads_from_env(
+    value: Result<String, std::env::VarError>,
+    cpus: usize,
+) -> Result<usize, String> {
+    let shown = match value {
+        Err(std::env::VarError::NotPresent) => return Ok(cpus.max(1)),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(threads)
+                if threads > 0 && u64::try_from(threads).is_ok_and(|t| t <= MAX_IO_THREADS) =>
+            {
+                return Ok(threads);
+            }
+            _ => format!("{text:?}"),
+        },
+        Err(std::env::VarError::NotUnicode(raw)) => format!("{raw:?} (not UTF-8)"),
+    };
+    Err(format!(
+        "TOKIO_WORKER_THREADS={shown} is not a whole number of threads \
+         from 1 to {MAX_IO_THREADS}: set it to one (e.g. 2), unset it for one thread per CPU, \
+         or set server.io_threads in the config, which takes precedence"
+    ))
 }
 
 /// Pins the runtime's worker threads to the process's CPUs in turn
@@ -375,12 +398,12 @@ fn wait_for_workers(started: &AtomicUsize, workers: usize) {
 
 /// Starts the gateway for `config` and serves until a shutdown signal.
 fn serve_config(config: Config) -> ExitCode {
+    let workers = match config.server.io_threads.map_or_else(default_io_threads, Ok) {
+        Ok(workers) => workers,
+        Err(error) => return fail(&error, 2),
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(threads) = config.server.io_threads {
-        builder.worker_threads(threads);
-    }
-    let workers = config.server.io_threads.unwrap_or_else(default_io_threads);
+    builder.enable_all().worker_threads(workers);
     let pinned_workers = if config.server.pin_threads {
         pin_runtime_workers(&mut builder, workers)
     } else {
@@ -484,8 +507,42 @@ fn fail(message: &str, code: u8) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::default_gateway_in;
+    use super::{default_gateway_in, io_threads_from_env};
+    use std::env::VarError;
+    use std::ffi::OsString;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn io_threads_come_from_tokio_worker_threads_or_the_cpu_count() {
+        assert_eq!(io_threads_from_env(Err(VarError::NotPresent), 4), Ok(4));
+        assert_eq!(io_threads_from_env(Err(VarError::NotPresent), 0), Ok(1));
+        assert_eq!(io_threads_from_env(Ok("3".into()), 4), Ok(3));
+        assert_eq!(io_threads_from_env(Ok(" 2\n".into()), 4), Ok(2));
+        assert_eq!(io_threads_from_env(Ok("1024".into()), 4), Ok(1024));
+    }
+
+    #[test]
+    fn an_unusable_tokio_worker_threads_is_refused_saying_how_to_fix_it() {
+        let bad = [
+            Ok("abc".to_owned()),
+            Ok("0".to_owned()),
+            Ok("-1".to_owned()),
+            Ok(String::new()),
+            Ok("1025".to_owned()),
+            Ok("99999999999999999999999".to_owned()),
+            Err(VarError::NotUnicode(OsString::from("x"))),
+        ];
+        for value in bad {
+            let shown = format!("{value:?}");
+            let error = io_threads_from_env(value, 2).expect_err(&shown);
+            assert!(
+                error.starts_with("TOKIO_WORKER_THREADS=")
+                    && error.contains("unset it")
+                    && error.contains("server.io_threads"),
+                "{shown}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn default_gateway_is_read_from_the_route_table() {

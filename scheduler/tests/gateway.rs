@@ -1280,6 +1280,25 @@ fn the_binary_exits_non_zero_on_a_bad_config_naming_the_key() {
 }
 
 #[test]
+fn the_binary_refuses_an_unusable_tokio_worker_threads_instead_of_panicking() {
+    for value in ["abc", "0"] {
+        let output = switchyard()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TOKIO_WORKER_THREADS", value)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("TOKIO_WORKER_THREADS=\"{value}\""))
+                && stderr.contains("server.io_threads")
+                && !stderr.contains("panicked"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn the_binary_explains_how_to_fix_a_missing_onnx_runtime() {
     let output = switchyard()
         .args(["serve", "--listen", "127.0.0.1:0"])
