@@ -107,6 +107,17 @@ pub struct BurstRun {
     pub report: Option<Report>,
 }
 
+/// The placements that could not be run, as "placement: why".
+pub fn not_run(runs: &[BurstRun]) -> Vec<String> {
+    runs.iter()
+        .filter_map(|run| {
+            run.error
+                .as_ref()
+                .map(|error| format!("{}: {error}", run.placement))
+        })
+        .collect()
+}
+
 impl BurstRun {
     fn failed(placement: Placement, error: String) -> Self {
         Self {
@@ -515,5 +526,6 @@ mod tests {
     fn a_failed_run_is_not_judged() {
         let run = BurstRun::failed(Placement::Adaptive, "no engine".into());
         assert!(run.outcome().is_none());
+        assert_eq!(not_run(&[run]), ["adaptive: no engine"]);
     }
 }

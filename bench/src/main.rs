@@ -116,8 +116,10 @@ enum BenchCommand {
         /// One model (xception), a 12 s ramp, local-only and Lambda-only.
         #[arg(long)]
         quick: bool,
-        /// Folder for paper.md, paper.json and the plots (a quick or
-        /// partial run writes paper-quick.* / paper-partial.*).
+        /// Folder for paper.md, paper.json and the plots (a quick run
+        /// writes paper-quick.*; a run of some models or placements, or one
+        /// in which some placements could not run, paper-partial.*; the
+        /// latter exits non-zero naming them).
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
         /// The gateway binary (default: `switchyard` beside this executable).
@@ -146,8 +148,10 @@ enum BenchCommand {
         /// Local-only and Lambda-only over 20 s.
         #[arg(long)]
         quick: bool,
-        /// Folder for burst.md and burst.json (a quick or partial run
-        /// writes burst-quick.* / burst-partial.*).
+        /// Folder for burst.md and burst.json (a quick run writes
+        /// burst-quick.*; a run of some placements, or one in which some
+        /// could not run, burst-partial.*; the latter exits non-zero naming
+        /// them).
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
         /// The gateway binary (default: `switchyard` beside this executable).
@@ -170,7 +174,10 @@ enum BenchCommand {
         #[arg(long)]
         quick: bool,
         /// Folder for overhead.md and overhead.json (a quick run writes
-        /// overhead-quick.*, a run of some backends overhead-BACKEND.*).
+        /// overhead-quick.*, a run of some backends overhead-BACKEND.*, a
+        /// full run in which some backends could not be measured
+        /// overhead-partial.*; a run with backends not measured exits
+        /// non-zero naming them).
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
         /// The gateway binary (default: `switchyard` beside this executable).
@@ -418,7 +425,7 @@ fn main() -> ExitCode {
             placement,
         } => {
             let run = || -> Result<(), BenchError> {
-                let partial = !placement.is_empty();
+                let selected = (!placement.is_empty()).then(|| "burst-partial".to_owned());
                 let options = burst::BurstOptions {
                     quick,
                     gateway_bin: gateway_binary(gateway_bin)?,
@@ -426,13 +433,11 @@ fn main() -> ExitCode {
                     placements: placement,
                     command,
                 };
-                let name = match (quick, partial) {
-                    (true, _) => "burst-quick",
-                    (false, true) => "burst-partial",
-                    (false, false) => "burst",
-                };
                 let results = burst::run_burst(&options)?;
-                publish(&out, name, &results, &burst::document(&results), None)
+                let not_run = burst::not_run(&results.runs);
+                let name = results_name("burst", quick, selected, &not_run);
+                publish(&out, &name, &results, &burst::document(&results), None)?;
+                require_complete(&not_run, &name)
             };
             match run() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -488,15 +493,11 @@ fn gateway_binary(given: Option<PathBuf>) -> Result<PathBuf, BenchError> {
 const PAPER_README: (&str, &str) = ("<!-- bench-paper:begin -->", "<!-- bench-paper:end -->");
 
 fn paper_bench(options: &paper::PaperOptions, out: &Path, readme: &Path) -> Result<(), BenchError> {
-    let partial = !options.models.is_empty() || !options.placements.is_empty();
-    let name = if options.quick {
-        "paper-quick"
-    } else if partial {
-        "paper-partial"
-    } else {
-        "paper"
-    };
+    let selected = (!options.models.is_empty() || !options.placements.is_empty())
+        .then(|| "paper-partial".to_owned());
     let results = paper::run_paper(options)?;
+    let not_run = paper_report::not_run(&results.models);
+    let name = results_name("paper", options.quick, selected, &not_run);
     std::fs::create_dir_all(out).map_err(|source| BenchError::Io {
         context: "cannot create the results folder",
         path: out.to_owned(),
@@ -523,11 +524,43 @@ fn paper_bench(options: &paper::PaperOptions, out: &Path, readme: &Path) -> Resu
     let discussion = read_discussion(PAPER_DISCUSSION)?;
     publish(
         out,
-        name,
+        &name,
         &results,
         &paper_report::document(&results, &plots, discussion.as_deref()),
-        (!options.quick && !partial).then_some((readme, PAPER_README, section.as_str())),
-    )
+        (name == "paper").then_some((readme, PAPER_README, section.as_str())),
+    )?;
+    require_complete(&not_run, &name)
+}
+
+/// The name a run's results are written under: `{base}-quick` for a quick
+/// run; `selected`, the name for a run of some parts only, when one was
+/// asked for; `{base}-partial` for a full run in which some parts could not
+/// be made, so that it does not replace the last complete run's files
+/// (nor its table in the README); else `base`.
+fn results_name(base: &str, quick: bool, selected: Option<String>, not_run: &[String]) -> String {
+    if quick {
+        format!("{base}-quick")
+    } else if let Some(name) = selected {
+        name
+    } else if not_run.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}-partial")
+    }
+}
+
+/// After a run's results are written as `name`: an error naming the parts
+/// that could not be made, so that a bench which measured less than it was
+/// asked to does not exit as if it had succeeded.
+fn require_complete(not_run: &[String], name: &str) -> Result<(), BenchError> {
+    if not_run.is_empty() {
+        return Ok(());
+    }
+    Err(BenchError::Other(format!(
+        "{} part(s) of the run could not be made (results written to {name}.md and {name}.json): {}",
+        not_run.len(),
+        not_run.join("; ")
+    )))
 }
 
 /// The written comparison with the paper that `paper.md` ends with.
@@ -590,15 +623,11 @@ fn overhead_bench(
     readme: &Path,
 ) -> Result<(), BenchError> {
     let backends = overhead::chosen_backends(options)?;
-    let partial = backends.len() < overhead::BACKENDS.len();
-    let name = if options.quick {
-        "overhead-quick".to_owned()
-    } else if partial {
-        format!("overhead-{}", backends.join("-"))
-    } else {
-        "overhead".to_owned()
-    };
+    let selected = (backends.len() < overhead::BACKENDS.len())
+        .then(|| format!("overhead-{}", backends.join("-")));
     let results = overhead::run_overhead(options)?;
+    let not_run = overhead_report::not_run(&results.sections);
+    let name = results_name("overhead", options.quick, selected, &not_run);
     let section = overhead_report::readme_section(&results);
     let plot_name = format!("{name}.svg");
     write_results(out, &[(&plot_name, overhead_report::plot(&results)?)])?;
@@ -607,8 +636,9 @@ fn overhead_bench(
         &name,
         &results,
         &overhead_report::document(&results, &plot_name),
-        (!options.quick && !partial).then_some((readme, OVERHEAD_README, section.as_str())),
-    )
+        (name == "overhead").then_some((readme, OVERHEAD_README, section.as_str())),
+    )?;
+    require_complete(&not_run, &name)
 }
 
 fn soak_bench(quick: bool, gateway_bin: Option<PathBuf>, out: &Path) -> Result<(), BenchError> {
@@ -767,4 +797,47 @@ fn simulated(options: &sim::SimBenchOptions) -> Result<(), BenchError> {
     }
     show(&document);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{require_complete, results_name};
+
+    #[test]
+    fn a_full_run_with_parts_not_run_does_not_take_the_full_runs_name() {
+        let missing = ["lambda-only: no emulator".to_owned()];
+        assert_eq!(results_name("paper", false, None, &[]), "paper");
+        assert_eq!(
+            results_name("paper", false, None, &missing),
+            "paper-partial"
+        );
+        assert_eq!(results_name("paper", true, None, &missing), "paper-quick");
+        let selected = Some("overhead-local".to_owned());
+        assert_eq!(
+            results_name("overhead", false, selected.clone(), &[]),
+            "overhead-local"
+        );
+        assert_eq!(
+            results_name("overhead", false, selected, &missing),
+            "overhead-local"
+        );
+    }
+
+    #[test]
+    fn a_run_with_parts_not_run_fails_naming_them_and_its_files() {
+        assert!(require_complete(&[], "paper").is_ok());
+        let missing = [
+            "xception / lambda-only: no emulator".to_owned(),
+            "xception / adaptive: no emulator".to_owned(),
+        ];
+        let error = require_complete(&missing, "paper-partial")
+            .expect_err("parts did not run")
+            .to_string();
+        assert!(
+            error.contains("2 part(s)")
+                && error.contains("paper-partial.md")
+                && error.contains("xception / lambda-only: no emulator; xception / adaptive"),
+            "{error}"
+        );
+    }
 }

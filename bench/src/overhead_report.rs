@@ -141,6 +141,19 @@ pub struct BackendSection {
     pub cold_start: Option<ColdStarts>,
 }
 
+/// The backends that could not be measured, as "backend: why".
+pub fn not_run(sections: &[BackendSection]) -> Vec<String> {
+    sections
+        .iter()
+        .filter_map(|section| {
+            section
+                .error
+                .as_ref()
+                .map(|error| format!("{}: {error}", section.backend))
+        })
+        .collect()
+}
+
 impl BackendSection {
     /// A backend that could not be measured.
     pub fn failed(backend: &str, error: String) -> Self {
@@ -697,6 +710,14 @@ mod tests {
             checks[3]
         );
         assert!(target_checks(&[BackendSection::failed("local", "x".into())]).is_empty());
+        assert!(not_run(std::slice::from_ref(&section)).is_empty());
+        assert_eq!(
+            not_run(&[
+                section.clone(),
+                BackendSection::failed("lambda", "no emulator".into())
+            ]),
+            ["lambda: no emulator"]
+        );
         let unmeasured = target_checks(&[BackendSection::failed("container", "no Docker".into())]);
         assert!(unmeasured.iter().all(|c| c.met.is_none()));
     }

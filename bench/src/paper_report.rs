@@ -355,6 +355,20 @@ pub struct PaperResults {
     pub models: Vec<ModelResults>,
 }
 
+/// The runs that could not be made, as "model / placement: why".
+pub fn not_run(models: &[ModelResults]) -> Vec<String> {
+    models
+        .iter()
+        .flat_map(|model| {
+            model.runs.iter().filter_map(|run| {
+                run.error
+                    .as_ref()
+                    .map(|error| format!("{} / {}: {error}", model.model, run.placement))
+            })
+        })
+        .collect()
+}
+
 /// The saturation point of `run`'s buckets, in both units.
 pub fn saturation_point(
     buckets: &[LoadBucket],
@@ -1284,6 +1298,13 @@ mod tests {
         );
         assert!(summary.contains("never"), "{summary}");
         assert!(summary.contains("not run: no Docker / here"), "{summary}");
+        assert_eq!(
+            not_run(std::slice::from_ref(&model)),
+            ["xception / adaptive: no Docker | here"]
+        );
+        let mut complete = model.clone();
+        complete.runs.pop();
+        assert!(not_run(&[complete]).is_empty());
         let ramp = ramp_table(&model);
         assert_eq!(ramp.lines().count(), 2 + 4, "{ramp}");
         assert!(
