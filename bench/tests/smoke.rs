@@ -103,6 +103,28 @@ fn paper_quick_runs_the_ramp_live_and_in_the_simulator() {
 }
 
 #[test]
+fn a_paper_run_whose_placement_cannot_start_writes_its_results_and_fails_naming_it() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let missing = out.path().join("no-such-function");
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["paper", "--quick", "--placement", "lambda-only", "--out"])
+        .arg(out.path())
+        .env("SWITCHYARD_LAMBDA_FUNCTION_BIN", &missing)
+        .current_dir(workspace())
+        .output()
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 part(s) of the run could not be made")
+            && stderr.contains("xception / lambda-only: "),
+        "{stderr}"
+    );
+    let table = read(&out.path().join("paper-quick.md"));
+    assert!(table.contains("not run: "), "{table}");
+}
+
+#[test]
 fn overhead_quick_measures_the_local_paths_against_their_baselines() {
     let out = tempfile::tempdir().expect("temp dir");
     bench(&["overhead", "--quick", "--backend", "local"], out.path());
