@@ -71,8 +71,9 @@ impl GatewayProcess {
     /// Starts the bare HTTP server the floors are measured against
     /// (`switchyard-bench trivial-server`, this executable) as a child
     /// process. It exits when this value is dropped or this process dies
-    /// (its stdin closes).
-    pub fn start_trivial() -> Result<Self, BenchError> {
+    /// (its stdin closes). `pin_threads`: its runtime's threads keep to
+    /// one CPU each, as the gateway's do with `server.pin_threads`.
+    pub fn start_trivial(pin_threads: bool) -> Result<Self, BenchError> {
         let exe = std::env::current_exe().map_err(|source| BenchError::Io {
             context: "cannot locate this executable",
             path: PathBuf::from("(current exe)"),
@@ -80,6 +81,9 @@ impl GatewayProcess {
         })?;
         let mut command = Command::new(exe);
         command.arg("trivial-server").stdin(Stdio::piped());
+        if pin_threads {
+            command.arg("--pin-threads");
+        }
         Self::spawn(command, "trivial", "cannot start the trivial server")
     }
 

@@ -26,6 +26,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,6 +35,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use switchyard_backends::affinity::{CpuPinning, pin_current};
 use switchyard_loadgen::{
     Endpoint, HttpClient, Load, PayloadSpec, RunSettings, Target, http_client, run,
 };
@@ -279,10 +281,44 @@ const TRIVIAL_PROCESS_THREADS: usize = 2;
 /// trivial-server`, which `local` starts as a child): prints
 /// `serving on http://ADDR` and serves until its stdin reaches its end,
 /// which it does when the parent closes it or dies, so that a crashed
-/// benchmark cannot leave it running.
+/// benchmark cannot leave it running. With `pin_threads` its runtime's
+/// workers keep to one CPU each, in turn, as the gateway's do with
+/// `server.pin_threads`, so that the floors compare the same placement of
+/// threads.
 #[allow(clippy::print_stdout)]
-pub fn serve_trivial_until_stdin_closes() -> Result<(), BenchError> {
-    let runtime = runtime(TRIVIAL_PROCESS_THREADS, SERVER_THREADS)?;
+pub fn serve_trivial_until_stdin_closes(pin_threads: bool) -> Result<(), BenchError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .worker_threads(TRIVIAL_PROCESS_THREADS)
+        .thread_name(SERVER_THREADS)
+        .enable_all();
+    // Threads that have placed themselves so far (all of them at once
+    // when nothing is pinned).
+    let started = Arc::new(AtomicUsize::new(0));
+    if pin_threads && let Some(pinning) = CpuPinning::of_process() {
+        let assigned = AtomicUsize::new(0);
+        let placed = Arc::clone(&started);
+        builder.on_thread_start(move || {
+            let index = assigned.fetch_add(1, Ordering::AcqRel);
+            if index < TRIVIAL_PROCESS_THREADS {
+                pin_current(pinning.cpu_for(index));
+            } else {
+                pinning.unpin_current();
+            }
+            placed.fetch_add(1, Ordering::AcqRel);
+        });
+    } else {
+        started.store(TRIVIAL_PROCESS_THREADS, Ordering::Release);
+    }
+    let runtime = builder.build().map_err(|e| {
+        BenchError::Other(format!("cannot start the {SERVER_THREADS} runtime: {e}"))
+    })?;
+    // The workers start as the runtime is built; the address is printed
+    // only once they have pinned themselves (a second at most).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while started.load(Ordering::Acquire) < TRIVIAL_PROCESS_THREADS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
     let address = runtime.block_on(start_trivial_server())?;
     println!("{}{address}", crate::gateway_process::BANNER);
     std::io::Write::flush(&mut std::io::stdout())

@@ -251,6 +251,9 @@ pub struct LocalResults {
     /// through client and gateway, and through client and the trivial
     /// server.
     pub http_floors: Vec<FloorRun>,
+    /// Whether the trivial server's threads were pinned, one CPU each, as
+    /// the gateway's are when its config sets `server.pin_threads`.
+    pub trivial_pinned: bool,
     pub models: Vec<ModelResult>,
 }
 
@@ -309,6 +312,8 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
     .map_err(|e| BenchError::Config(e.to_string()))?;
     let setups = model_setups(&config)?;
     let binary = gateway_binary(options)?;
+    // The trivial server places its threads as the gateway does.
+    let trivial_pinned = config.server.pin_threads;
 
     let mut raw_results = Vec::new();
     for setup in &setups {
@@ -327,7 +332,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .map_err(|e| BenchError::Other(format!("cannot start the async runtime: {e}")))?;
     let (gateway_idle, http_floors, gateway_runs) = runtime.block_on(async {
         tokio::select! {
-            result = gateway_phases(&binary, &setups, &plan) => result,
+            result = gateway_phases(&binary, &setups, &plan, trivial_pinned) => result,
             // Ctrl-C or SIGTERM: the gateway child is killed on the way out.
             () = switchyard_scheduler::server::shutdown_signal() => Err(BenchError::Other("interrupted; the gateway was stopped".into())),
         }
@@ -364,6 +369,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         plan,
         gateway_idle,
         http_floors,
+        trivial_pinned,
         models,
     })
 }
@@ -434,6 +440,7 @@ async fn gateway_phases(
     binary: &Path,
     setups: &[ModelSetup],
     plan: &Plan,
+    trivial_pinned: bool,
 ) -> Result<(IdleGateway, Vec<FloorRun>, Vec<GatewayModelRuns>), BenchError> {
     progress(&format!("starting the gateway: {}", binary.display()));
     let mut gateway = GatewayProcess::start(binary)?;
@@ -444,8 +451,10 @@ async fn gateway_phases(
         "idle gateway uses {:.3} cores ({:.1} s measured)",
         idle.cores, idle.seconds
     ));
-    progress("starting the trivial server (hyper on tokio, nothing else)");
-    let trivial = GatewayProcess::start_trivial()?;
+    progress(&format!(
+        "starting the trivial server (hyper on tokio, nothing else; threads pinned: {trivial_pinned})"
+    ));
+    let trivial = GatewayProcess::start_trivial(trivial_pinned)?;
     let mut floors = Vec::new();
     for &rate in &plan.low_load_rates_per_s {
         floors.push(FloorRun {

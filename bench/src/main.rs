@@ -267,7 +267,12 @@ enum BenchCommand {
     /// a two-thread tokio runtime answering every request with 11 bytes,
     /// on 127.0.0.1:0. Prints its address, exits when stdin closes.
     #[command(hide = true)]
-    TrivialServer,
+    TrivialServer {
+        /// Pin the runtime's threads to the process's CPUs in turn, as the
+        /// gateway does with `server.pin_threads`.
+        #[arg(long)]
+        pin_threads: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -313,10 +318,12 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
-        BenchCommand::TrivialServer => match loadgen_wrk::serve_trivial_until_stdin_closes() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => fail(&error),
-        },
+        BenchCommand::TrivialServer { pin_threads } => {
+            match loadgen_wrk::serve_trivial_until_stdin_closes(pin_threads) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
         BenchCommand::Codec { quick, out } => {
             let options = codec::CodecOptions {
                 quick,

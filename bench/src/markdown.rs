@@ -87,8 +87,13 @@ pub fn tables(results: &LocalResults) -> String {
     let _ = writeln!(
         out,
         "- HTTP floors, p50 / p99 from intended send: gateway `GET /v2/health/live` {}; \
-         trivial server (hyper on tokio, nothing else, its own process) `GET /` {}",
+         trivial server (hyper on tokio, nothing else, its own process{}) `GET /` {}",
         floors(|f| &f.run),
+        if results.trivial_pinned {
+            ", its two threads pinned as the gateway's are"
+        } else {
+            ""
+        },
         floors(|f| &f.trivial)
     );
 

@@ -156,6 +156,10 @@ fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors() {
     }
     let json: serde_json::Value =
         serde_json::from_str(&read(&out.path().join("local.json"))).expect("local.json parses");
+    assert_eq!(
+        json["trivial_pinned"], true,
+        "config/local-only.toml pins the gateway's threads, so the trivial server pins its own"
+    );
     let floors = json["http_floors"].as_array().expect("a list of floors");
     assert_eq!(floors.len(), 2, "one floor per quick rate");
     for floor in floors {
@@ -207,4 +211,51 @@ fn burst_quick_runs_the_bursts_live_and_in_the_simulator() {
         assert!(run["error"].is_null(), "{run}");
         assert!(run["due"].as_u64() > Some(0), "{run}");
     }
+}
+
+/// The CPUs a thread may run on, from its `/proc` status.
+fn allowed_cpus(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("a Cpus_allowed_list line")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_trivial_server_pins_its_two_threads_to_different_cpus_when_asked() {
+    use std::io::{BufRead, BufReader};
+    let cpus = allowed_cpus(&read(Path::new("/proc/self/status")));
+    if !cpus.contains(['-', ',']) {
+        eprintln!("one CPU ({cpus}): nothing to pin to");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["trivial-server", "--pin-threads"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("its address");
+    assert!(line.starts_with("serving on http://127.0.0.1:"), "{line}");
+    let tasks = Path::new("/proc").join(child.id().to_string()).join("task");
+    let mut pinned: Vec<String> = std::fs::read_dir(&tasks)
+        .expect("its threads")
+        .map(|task| task.expect("a thread").path())
+        .filter(|task| read(&task.join("comm")).trim() == "trivial-server")
+        .map(|task| allowed_cpus(&read(&task.join("status"))))
+        .collect();
+    drop(child.stdin.take());
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{status}");
+    pinned.sort();
+    assert_eq!(pinned.len(), 2, "{pinned:?}");
+    assert!(
+        pinned.iter().all(|cpus| cpus.parse::<usize>().is_ok()) && pinned[0] != pinned[1],
+        "each thread on one CPU of its own: {pinned:?}"
+    );
 }
