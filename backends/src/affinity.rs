@@ -11,7 +11,9 @@
 //! throughput with 0.36x the p99. The async runtime's work stealing and the
 //! local backend's shared queues still spread the work over every CPU.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
@@ -68,6 +70,64 @@ impl CpuPinning {
     pub fn unpin_current(&self) {
         set_current(&self.cpus);
     }
+}
+
+/// An async runtime whose workers [`pin_runtime_workers`] pins.
+#[derive(Debug)]
+pub struct PinnedRuntime {
+    cpus: Vec<usize>,
+    workers: usize,
+    /// Threads of the runtime that have placed themselves so far.
+    placed: Arc<AtomicUsize>,
+}
+
+impl PinnedRuntime {
+    /// The CPUs the workers are pinned to, in turn.
+    pub fn cpus(&self) -> &[usize] {
+        &self.cpus
+    }
+
+    /// Waits (at most `timeout`) until the runtime's workers have started
+    /// and pinned themselves, so that no blocking-pool thread started later
+    /// takes a worker's turn and nothing is served before they are placed.
+    pub fn wait(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.placed.load(Ordering::Acquire) < self.workers && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Pins an async runtime's worker threads to the process's CPUs in turn;
+/// `None` when there is nothing to pin (one CPU). The workers are the
+/// first `workers` threads the runtime starts (it launches them as it is
+/// built); the blocking pool's threads that come later run on any CPU of
+/// the process. Call [`PinnedRuntime::wait`] once the runtime is built.
+pub fn pin_runtime_workers(
+    builder: &mut tokio::runtime::Builder,
+    workers: usize,
+) -> Option<PinnedRuntime> {
+    let pinning = CpuPinning::of_process()?;
+    let cpus = pinning.cpus().to_vec();
+    let assigned = AtomicUsize::new(0);
+    let placed = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&placed);
+    builder.on_thread_start(move || {
+        let index = assigned.fetch_add(1, Ordering::AcqRel);
+        if index < workers {
+            pin_current(pinning.cpu_for(index));
+        } else {
+            // Started by a pinned worker, it would be pinned to that
+            // worker's CPU.
+            pinning.unpin_current();
+        }
+        counter.fetch_add(1, Ordering::AcqRel);
+    });
+    Some(PinnedRuntime {
+        cpus,
+        workers,
+        placed,
+    })
 }
 
 /// Pins the calling thread to `cpu`; `None` when the kernel refuses (the

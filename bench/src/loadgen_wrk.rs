@@ -26,7 +26,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,7 +34,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use switchyard_backends::affinity::{CpuPinning, pin_current};
+use switchyard_backends::affinity::pin_runtime_workers;
 use switchyard_loadgen::{
     Endpoint, HttpClient, Load, PayloadSpec, RunSettings, Target, http_client, run,
 };
@@ -292,32 +291,17 @@ pub fn serve_trivial_until_stdin_closes(pin_threads: bool) -> Result<(), BenchEr
         .worker_threads(TRIVIAL_PROCESS_THREADS)
         .thread_name(SERVER_THREADS)
         .enable_all();
-    // Threads that have placed themselves so far (all of them at once
-    // when nothing is pinned).
-    let started = Arc::new(AtomicUsize::new(0));
-    if pin_threads && let Some(pinning) = CpuPinning::of_process() {
-        let assigned = AtomicUsize::new(0);
-        let placed = Arc::clone(&started);
-        builder.on_thread_start(move || {
-            let index = assigned.fetch_add(1, Ordering::AcqRel);
-            if index < TRIVIAL_PROCESS_THREADS {
-                pin_current(pinning.cpu_for(index));
-            } else {
-                pinning.unpin_current();
-            }
-            placed.fetch_add(1, Ordering::AcqRel);
-        });
+    let pinned = if pin_threads {
+        pin_runtime_workers(&mut builder, TRIVIAL_PROCESS_THREADS)
     } else {
-        started.store(TRIVIAL_PROCESS_THREADS, Ordering::Release);
-    }
+        None
+    };
     let runtime = builder.build().map_err(|e| {
         BenchError::Other(format!("cannot start the {SERVER_THREADS} runtime: {e}"))
     })?;
-    // The workers start as the runtime is built; the address is printed
-    // only once they have pinned themselves (a second at most).
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while started.load(Ordering::Acquire) < TRIVIAL_PROCESS_THREADS && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(200));
+    // The address is printed only once the workers have pinned themselves.
+    if let Some(pinned) = pinned {
+        pinned.wait(Duration::from_secs(1));
     }
     let address = runtime.block_on(start_trivial_server())?;
     println!("{}{address}", crate::gateway_process::BANNER);

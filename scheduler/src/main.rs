@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Parser, Subcommand};
-use switchyard_backends::affinity::{self, CpuPinning};
+use switchyard_backends::affinity;
 use switchyard_scheduler::config::{MAX_IO_THREADS, WorkerSettings};
 use switchyard_scheduler::{Config, Gateway, telemetry};
 use switchyard_scheduler::{policy_check, sim};
@@ -358,44 +357,6 @@ fn io_threads_from_env(
     ))
 }
 
-/// Pins the runtime's worker threads to the process's CPUs in turn
-/// (`server.pin_threads`), and returns the count of runtime threads started
-/// so far; `None` when there is nothing to pin (one CPU). The workers are
-/// the first `workers` threads the runtime starts (it launches them as it
-/// is built); the blocking pool's threads that come later run on any CPU
-/// of the process.
-fn pin_runtime_workers(
-    builder: &mut tokio::runtime::Builder,
-    workers: usize,
-) -> Option<Arc<AtomicUsize>> {
-    let pinning = Arc::new(CpuPinning::of_process()?);
-    tracing::info!(cpus = ?pinning.cpus(), io_threads = workers,
-        "pinning the async runtime's workers and the local ONNX Runtime workers to these CPUs in turn");
-    let started = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&started);
-    builder.on_thread_start(move || {
-        let index = counter.fetch_add(1, Ordering::AcqRel);
-        if index < workers {
-            affinity::pin_current(pinning.cpu_for(index));
-        } else {
-            // Started by a pinned worker, it would be pinned to that
-            // worker's CPU.
-            pinning.unpin_current();
-        }
-    });
-    Some(started)
-}
-
-/// Waits (at most a second) until the runtime's workers have started and
-/// pinned themselves, so that no blocking-pool thread started later takes
-/// a worker's turn.
-fn wait_for_workers(started: &AtomicUsize, workers: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    while started.load(Ordering::Acquire) < workers && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_micros(200));
-    }
-}
-
 /// Starts the gateway for `config` and serves until a shutdown signal.
 fn serve_config(config: Config) -> ExitCode {
     let workers = match config.server.io_threads.map_or_else(default_io_threads, Ok) {
@@ -404,17 +365,21 @@ fn serve_config(config: Config) -> ExitCode {
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().worker_threads(workers);
-    let pinned_workers = if config.server.pin_threads {
-        pin_runtime_workers(&mut builder, workers)
+    let pinned = if config.server.pin_threads {
+        affinity::pin_runtime_workers(&mut builder, workers)
     } else {
         None
     };
+    if let Some(pinned) = &pinned {
+        tracing::info!(cpus = ?pinned.cpus(), io_threads = workers,
+            "pinning the async runtime's workers and the local ONNX Runtime workers to these CPUs in turn");
+    }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
     };
-    if let Some(started) = pinned_workers {
-        wait_for_workers(&started, workers);
+    if let Some(pinned) = pinned {
+        pinned.wait(std::time::Duration::from_secs(1));
     }
     runtime.block_on(async move {
         let gateway = match Gateway::start(&config).await {
