@@ -20,6 +20,8 @@ mod common;
 
 use common::{Reply, get, send, workspace};
 
+use futures_util::StreamExt;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -646,8 +648,144 @@ async fn a_killed_container_is_replaced_and_its_requests_still_answered() {
     )
     .await;
     stop_load_all_answered_200(&stop, tasks).await;
+    // `docker kill` exits the worker with 137, as the kernel's memory kill
+    // does: the pool tells them apart by asking the engine.
+    let details = gateway.stats().await["backend_details"]["container"].clone();
+    assert!(details["deaths"].as_u64() >= Some(1), "{details}");
+    assert_eq!(details["out_of_memory_kills"], 0, "{details}");
+    let base = gateway.base();
+    eventually(
+        "the death counted with its cause",
+        Duration::from_secs(10),
+        || {
+            let base = base.clone();
+            async move {
+                let metrics = get(&format!("{base}/metrics")).await.text();
+                metrics
+                    .lines()
+                    .any(|line| {
+                        line.starts_with("switchyard_container_deaths_total")
+                            && line.contains("cause=\"exited\"")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     gateway.shutdown().await;
     assert!(containers(&docker, &scope).await.is_empty());
+    assert_nothing_left(&docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_killed_at_its_memory_limit_is_reported_as_that_and_replaced() {
+    let _turn = ENGINE.lock().await;
+    let Some(docker) =
+        docker_or_skip("a_container_killed_at_its_memory_limit_is_reported_as_that_and_replaced")
+            .await
+    else {
+        return;
+    };
+    let scope = scope("oom");
+    // The image of the small-memory test, which also has xception.
+    let image = "switchyard-worker-test-small-memory";
+    let gateway = TestGateway::start(&container_config(
+        &scope,
+        image,
+        r#"["xception"]"#,
+        "min_containers = 1\nmax_containers = 1\nscale_interval_ms = 50\nhealth_interval_ms = 200",
+    ))
+    .await;
+    gateway.wait_ready(Duration::from_secs(150)).await;
+    let docker_ref = &docker;
+    let scope_ref = &scope;
+    let before = eventually("one container", Duration::from_secs(60), || async move {
+        let ids = containers(docker_ref, scope_ref).await;
+        (ids.len() == 1).then_some(ids)
+    })
+    .await;
+    // Hold the loaded worker to 64 MiB over what it uses now (an engine
+    // refuses a limit below that): a batch of eight xception images needs
+    // hundreds of MiB more, so the kernel kills the worker at its limit, as
+    // it kills one whose queue of large requests outgrows `memory_mb`.
+    let usage = docker
+        .stats(
+            &before[0],
+            Some(
+                switchyard_backend_container::bollard::query_parameters::StatsOptions {
+                    stream: false,
+                    one_shot: true,
+                },
+            ),
+        )
+        .next()
+        .await
+        .expect("a stats answer")
+        .expect("container stats")
+        .memory_stats
+        .and_then(|m| m.usage)
+        .expect("memory usage");
+    let limit = i64::try_from(usage).expect("usage fits") + (64 << 20);
+    docker
+        .update_container(
+            &before[0],
+            switchyard_backend_container::bollard::models::ContainerUpdateBody {
+                memory: Some(limit),
+                memory_swap: Some(limit),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("lower the memory limit");
+    // The request that killed it is sent again to the replacement, which
+    // has the configured limit.
+    let reply = infer(
+        &gateway.base(),
+        "xception",
+        &fp32_request(vec![8, 3, 299, 299]),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let details = gateway.stats().await["backend_details"]["container"].clone();
+    assert!(
+        details["deaths"].as_u64() >= Some(1) && details["failovers"].as_u64() >= Some(1),
+        "at {limit} bytes: {details}"
+    );
+    let gateway_ref = &gateway;
+    let details = eventually(
+        "the death counted as out of memory",
+        Duration::from_secs(30),
+        || async move {
+            let details = gateway_ref.stats().await["backend_details"]["container"].clone();
+            (details["out_of_memory_kills"].as_u64() >= Some(1)).then_some(details)
+        },
+    )
+    .await;
+    assert!(
+        details["out_of_memory_kills"].as_u64() <= details["deaths"].as_u64(),
+        "{details}"
+    );
+    let killed = &before[0];
+    eventually(
+        "a replacement container",
+        Duration::from_secs(60),
+        || async move {
+            let ids = containers(docker_ref, scope_ref).await;
+            (ids.len() == 1 && !ids.contains(killed)).then_some(())
+        },
+    )
+    .await;
+    let metrics = get(&format!("{}/metrics", gateway.base())).await.text();
+    assert!(
+        metrics.lines().any(|line| {
+            line.starts_with("switchyard_container_deaths_total")
+                && line.contains("cause=\"out_of_memory\"")
+        }),
+        "{metrics}"
+    );
+    gateway.shutdown().await;
+    assert!(containers(&docker, &scope).await.is_empty());
+    remove_images(&docker, image).await;
     assert_nothing_left(&docker).await;
 }
 

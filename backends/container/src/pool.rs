@@ -12,6 +12,9 @@
 //! demand (`ceil(in-flight / target_in_flight)` within the min/max), retiring
 //! one after the pool has been over-provisioned for `idle_timeout`, and
 //! replacing dead ones, found by Docker `die` events or failed health checks.
+//! Before removing a dead container the supervisor asks the engine why it
+//! stopped, so a container the kernel killed at its memory limit is logged
+//! and counted as that, not as a failed health check.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, ContainerState, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, LogsOptions, StopContainerOptions,
 };
@@ -89,6 +92,9 @@ pub struct PoolStats {
     pub start_failures: u64,
     /// Containers found dead (died or failed health) and replaced.
     pub deaths: u64,
+    /// Of `deaths`, those the kernel killed at their memory limit
+    /// (`memory_mb`): a sign the limit is too low for the models and queue.
+    pub out_of_memory_kills: u64,
     /// Containers removed because the pool was idle.
     pub retired: u64,
     /// Request attempts moved to another container after one failed.
@@ -146,6 +152,48 @@ const NETWORK_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 /// through the engine, to tell one that exited from one still loading.
 const EXIT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long a dead container that still shows as running is asked about
+/// again before it counts as unresponsive.
+const DEATH_SETTLE: Duration = Duration::from_secs(2);
+
+/// Why a container the pool lost stopped serving, as the engine tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeathCause {
+    /// The kernel killed it at its memory limit.
+    OutOfMemory,
+    /// Its worker exited: crashed, or killed from outside the pool.
+    Exited(i64),
+    /// Still running, but it failed its health checks.
+    Unresponsive,
+    /// The engine no longer knows it, or could not be asked.
+    Unknown,
+}
+
+impl DeathCause {
+    fn of(state: Option<&ContainerState>) -> Self {
+        let Some(state) = state else {
+            return Self::Unknown;
+        };
+        if state.oom_killed == Some(true) {
+            Self::OutOfMemory
+        } else if state.running == Some(true) {
+            Self::Unresponsive
+        } else {
+            Self::Exited(state.exit_code.unwrap_or_default())
+        }
+    }
+
+    /// The `cause` label of `switchyard_container_deaths_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::OutOfMemory => "out_of_memory",
+            Self::Exited(_) => "exited",
+            Self::Unresponsive => "unresponsive",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Counters {
     cold_starts: u64,
@@ -155,6 +203,7 @@ struct Counters {
     placement_cold_starts: RecentColdStarts,
     start_failures: u64,
     deaths: u64,
+    out_of_memory_kills: u64,
     retired: u64,
 }
 
@@ -306,6 +355,7 @@ impl Pool {
                 placement_cold_starts: RecentColdStarts::default(),
                 start_failures: 0,
                 deaths: 0,
+                out_of_memory_kills: 0,
                 retired: 0,
             }),
             plan: Mutex::new(None),
@@ -544,7 +594,8 @@ impl Pool {
         if let Some(worker) = state.workers.iter().find(|w| w.id == id)
             && worker.state.swap(DEAD, Ordering::AcqRel) != DEAD
         {
-            tracing::warn!(backend = %self.config.name, container = %worker.name, "container {why}; replacing it");
+            // The supervisor logs why it stopped once the engine has said.
+            tracing::info!(backend = %self.config.name, container = %worker.name, "container {why}; replacing it");
             drop(state);
             self.changed();
             self.wake.notify_one();
@@ -700,6 +751,7 @@ impl Pool {
                 .unwrap_or_default(),
             start_failures: counters.start_failures,
             deaths: counters.deaths,
+            out_of_memory_kills: counters.out_of_memory_kills,
             retired: counters.retired,
             failovers: self.failovers.load(Ordering::Relaxed),
             prewarms: self.prewarms.load(Ordering::Relaxed),
@@ -908,14 +960,67 @@ impl Pool {
             return;
         }
         lock(&self.counters).deaths += dead.len() as u64;
-        metrics::counter!("switchyard_container_deaths_total", "backend" => self.config.name.clone())
-            .increment(dead.len() as u64);
         for worker in dead {
             let pool = Arc::clone(self);
             let docker = docker.clone();
-            tokio::spawn(async move { pool.remove(&docker, &worker.id).await });
+            tokio::spawn(async move {
+                pool.record_death(&docker, &worker).await;
+                pool.remove(&docker, &worker.id).await;
+            });
         }
         self.changed();
+    }
+
+    /// Asks the engine why a dead container stopped, then logs and counts
+    /// that. A container found dead by a broken request can still show as
+    /// running for a moment while the engine handles its exit, so a
+    /// running one is asked again for up to [`DEATH_SETTLE`] before it
+    /// counts as unresponsive.
+    async fn record_death(&self, docker: &Docker, worker: &Worker) {
+        let settle = Instant::now() + DEATH_SETTLE;
+        let cause = loop {
+            let state = docker
+                .inspect_container(
+                    &worker.id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .ok()
+                .and_then(|inspect| inspect.state);
+            let cause = DeathCause::of(state.as_ref());
+            if cause != DeathCause::Unresponsive || Instant::now() >= settle || self.stopping() {
+                break cause;
+            }
+            tokio::time::sleep(EXIT_CHECK_INTERVAL).await;
+        };
+        let name = &self.config.name;
+        match cause {
+            DeathCause::OutOfMemory => {
+                lock(&self.counters).out_of_memory_kills += 1;
+                tracing::warn!(
+                    backend = %name,
+                    container = %worker.name,
+                    "container was killed for running out of memory at its limit of {} MiB; \
+                     raise backends.{name}.memory_mb, or lower its workers or max_in_flight",
+                    self.config.memory_bytes >> 20
+                );
+            }
+            DeathCause::Exited(code) => {
+                tracing::warn!(backend = %name, container = %worker.name, exit_code = code, "container exited; replaced");
+            }
+            DeathCause::Unresponsive => {
+                tracing::warn!(backend = %name, container = %worker.name, "container stopped answering its health checks; removed and replaced");
+            }
+            DeathCause::Unknown => {
+                tracing::warn!(backend = %name, container = %worker.name, "container is gone from the engine; replaced");
+            }
+        }
+        metrics::counter!(
+            "switchyard_container_deaths_total",
+            "backend" => name.clone(),
+            "cause" => cause.label()
+        )
+        .increment(1);
     }
 
     async fn remove(&self, docker: &Docker, id: &str) {
@@ -1586,5 +1691,44 @@ mod tests {
             "{:?}",
             refused.err()
         );
+    }
+
+    #[test]
+    fn the_engine_state_of_a_dead_container_names_its_cause() {
+        let state = |running, oom_killed, exit_code| ContainerState {
+            running: Some(running),
+            oom_killed: Some(oom_killed),
+            exit_code: Some(exit_code),
+            ..Default::default()
+        };
+        // The kernel's kill exits with 137, as `docker kill` does: only the
+        // engine's flag tells the two apart.
+        assert_eq!(
+            DeathCause::of(Some(&state(false, true, 137))),
+            DeathCause::OutOfMemory
+        );
+        assert_eq!(
+            DeathCause::of(Some(&state(false, false, 137))),
+            DeathCause::Exited(137)
+        );
+        assert_eq!(
+            DeathCause::of(Some(&state(false, false, 0))),
+            DeathCause::Exited(0)
+        );
+        assert_eq!(
+            DeathCause::of(Some(&state(true, false, 0))),
+            DeathCause::Unresponsive
+        );
+        assert_eq!(DeathCause::of(None), DeathCause::Unknown);
+        let labels: HashSet<&str> = [
+            DeathCause::OutOfMemory,
+            DeathCause::Exited(1),
+            DeathCause::Unresponsive,
+            DeathCause::Unknown,
+        ]
+        .into_iter()
+        .map(DeathCause::label)
+        .collect();
+        assert_eq!(labels.len(), 4, "each cause has its own label");
     }
 }
