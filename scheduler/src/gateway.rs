@@ -60,6 +60,66 @@ struct Attempted {
     attempts: u32,
 }
 
+impl Attempted {
+    /// Under `policy`, before any backend is chosen.
+    fn none(policy: &'static str) -> Self {
+        Self {
+            index: None,
+            backend: "none".into(),
+            policy,
+            reason: String::new(),
+            attempts: 0,
+        }
+    }
+}
+
+/// An attempt on a backend until its answer is in. If the request is
+/// dropped first (its client went away), the outlier detector hears a
+/// neutral answer, which proves nothing about the backend but frees its
+/// probe slot: a backend back from ejection takes one probe at a time, and
+/// a probe whose client gave up would otherwise hold that slot, and keep
+/// the backend ejected, for good.
+struct Unanswered<'a> {
+    outliers: &'a OutlierDetector,
+    index: usize,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.outliers
+                .record(self.index, Answer::Neutral, Instant::now());
+        }
+    }
+}
+
+/// A request from the start of [`Gateway::infer`] to its answer. If the
+/// request's future is dropped before that (the HTTP server drops it when
+/// the client closes its connection, as a client does at its own timeout),
+/// the request is recorded as `cancelled` in the series it had reached:
+/// without this, requests their clients gave up on would be in no count.
+struct Pending<'a> {
+    gateway: &'a Gateway,
+    model: &'a str,
+    payload_bytes: u64,
+    received: Instant,
+    attempted: Attempted,
+    finished: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.gateway.recorder(self.model, &self.attempted).record(
+                Outcome::Cancelled,
+                self.received.elapsed(),
+                self.payload_bytes,
+            );
+        }
+    }
+}
+
 /// Everything a running gateway holds.
 #[derive(Debug)]
 pub struct Gateway {
@@ -294,7 +354,16 @@ impl Gateway {
     ) -> Result<Served, GatewayError> {
         let payload_bytes = request.payload_bytes() as u64;
         let random = self.random.next();
-        let (result, attempted, rate) = match self.throttle.admit(name, random, received) {
+        let mut pending = Pending {
+            gateway: self,
+            model: name,
+            payload_bytes,
+            received,
+            // Set by `place_and_run` before its first await, or for a shed.
+            attempted: Attempted::none("none"),
+            finished: false,
+        };
+        let (result, rate) = match self.throttle.admit(name, random, received) {
             Some(probability) => {
                 metrics::counter!("switchyard_shed_requests_total", "model" => name.to_owned())
                     .increment(1);
@@ -302,20 +371,17 @@ impl Gateway {
                     model: name.to_owned(),
                     percent: probability * 100.0,
                 };
-                let attempted = Attempted {
-                    index: None,
-                    backend: "none".into(),
-                    policy: "shed",
-                    reason: error.to_string(),
-                    attempts: 0,
-                };
-                (Err(error), attempted, 0.0)
+                pending.attempted.policy = "shed";
+                pending.attempted.reason = error.to_string();
+                (Err(error), 0.0)
             }
             None => {
-                self.place_and_run(name, version, request, received, timeout, random)
+                self.place_and_run(&mut pending, version, request, timeout, random)
                     .await
             }
         };
+        pending.finished = true;
+        let attempted = &pending.attempted;
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(error) => error.outcome(),
@@ -328,7 +394,7 @@ impl Gateway {
             self.throttle.rejected(name, Instant::now());
         }
         let elapsed = received.elapsed();
-        self.recorder(name, &attempted)
+        self.recorder(name, attempted)
             .record(outcome, elapsed, payload_bytes);
         if let Some(log) = self.decision_log.as_ref().filter(|log| log.sampled(random)) {
             log.write(DecisionRecord {
@@ -339,8 +405,8 @@ impl Gateway {
                 payload_bytes,
                 rate_per_second: rate,
                 policy: attempted.policy,
-                backend: attempted.backend,
-                reason: attempted.reason,
+                backend: attempted.backend.clone(),
+                reason: attempted.reason.clone(),
                 attempts: attempted.attempts,
                 outcome: outcome.as_str(),
                 latency_ms: elapsed.as_secs_f64() * 1000.0,
@@ -370,27 +436,23 @@ impl Gateway {
     /// Validates, places, and runs the request, failing over to the policy's
     /// next choice when a backend refuses (overloaded, unavailable), within
     /// the deadline and the retry budget.
+    /// What it tried goes in `pending.attempted` as it goes.
     async fn place_and_run(
         &self,
-        name: &str,
+        pending: &mut Pending<'_>,
         version: Option<&str>,
         request: InferRequest,
-        received: Instant,
         timeout: Duration,
         random: u64,
-    ) -> (Result<Served, GatewayError>, Attempted, f64) {
+    ) -> (Result<Served, GatewayError>, f64) {
+        let (name, received) = (pending.model, pending.received);
+        let attempted = &mut pending.attempted;
         let policies = self.policies.current();
         let policy = policies.for_model(name);
-        let mut attempted = Attempted {
-            index: None,
-            backend: "none".into(),
-            policy: policy.name(),
-            reason: String::new(),
-            attempts: 0,
-        };
+        *attempted = Attempted::none(policy.name());
         let (model, version, specs) = match self.resolve(name, version) {
             Ok(resolved) => resolved,
-            Err(error) => return (Err(error), attempted, 0.0),
+            Err(error) => return (Err(error), 0.0),
         };
         if let Err(error) = validate_inputs(
             &specs.inputs,
@@ -398,7 +460,7 @@ impl Gateway {
             model.info.max_batch_size,
             &request,
         ) {
-            return (Err(error.into()), attempted, 0.0);
+            return (Err(error.into()), 0.0);
         }
         let rate = self.rates.record(name, received);
         let features = RequestFeatures {
@@ -443,7 +505,7 @@ impl Gateway {
                     model: name.to_owned(),
                     detail: unfit_detail(&views, &features),
                 });
-                return (Err(error), attempted, rate.window_per_second);
+                return (Err(error), rate.window_per_second);
             };
             let index = candidates[decision.backend];
             // A backend back from ejection takes one probe request at a
@@ -452,6 +514,11 @@ impl Gateway {
                 refused.push(index);
                 continue;
             }
+            let mut unanswered = Unanswered {
+                outliers: &self.outliers,
+                index,
+                answered: false,
+            };
             let backend = &self.backends[index];
             attempted.index = Some(index);
             attempted.backend = backend.name().to_owned();
@@ -464,7 +531,6 @@ impl Gateway {
                         model: name.to_owned(),
                         detail: String::new(),
                     }),
-                    attempted,
                     rate.window_per_second,
                 );
             };
@@ -481,6 +547,8 @@ impl Gateway {
             };
             let started = Instant::now();
             let outcome = tokio::time::timeout_at(deadline.into(), backend.infer(job)).await;
+            // Each way on records the answer with the outlier detector.
+            unanswered.answered = true;
             let error = match outcome {
                 Ok(Ok(result)) => {
                     self.outliers.record(index, Answer::Success, Instant::now());
@@ -512,7 +580,7 @@ impl Gateway {
                         placement: attempted.reason.clone(),
                         timing: result.timing,
                     };
-                    return (Ok(served), attempted, rate.window_per_second);
+                    return (Ok(served), rate.window_per_second);
                 }
                 Ok(Err(error)) => GatewayError::from(error),
                 Err(_) => GatewayError::Deadline {
@@ -550,7 +618,7 @@ impl Gateway {
                 && Instant::now() < deadline
                 && self.retry_budget.try_withdraw(Instant::now());
             if !can_retry {
-                return (Err(error), attempted, rate.window_per_second);
+                return (Err(error), rate.window_per_second);
             }
             tracing::debug!(model = name, backend = %attempted.backend, %error, "failing over");
             failover_note.push_str(&format!(

@@ -21,6 +21,9 @@ pub enum Outcome {
     Overloaded,
     Unavailable,
     Timeout,
+    /// The client went away (closed its connection, e.g. at its own
+    /// timeout) before the answer; nginx logs these as 499.
+    Cancelled,
     Error,
 }
 
@@ -36,14 +39,19 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::Unavailable => "unavailable",
             Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
             Outcome::Error => "error",
         }
     }
 
-    /// Whether the backend failed the request (client errors are not the
-    /// backend's failure).
+    /// Whether the backend failed the request. Client errors are not the
+    /// backend's failure, nor is a request its client gave up on before
+    /// the backend had answered or failed it (counted as `cancelled`).
     pub fn is_failure(self) -> bool {
-        !matches!(self, Outcome::Success | Outcome::ClientError)
+        !matches!(
+            self,
+            Outcome::Success | Outcome::ClientError | Outcome::Cancelled
+        )
     }
 }
 

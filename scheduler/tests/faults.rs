@@ -136,6 +136,76 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
     gateway.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_back() {
+    let emulator = emulator();
+    let function = instance(&emulator);
+    let gateway = Running::start(&local_and_lambda(
+        &emulator.endpoint(),
+        "order = [\"lambda\", \"local\"]",
+    ))
+    .await;
+    let warm = infer(&gateway, &[]).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    assert_eq!(warm.header("switchyard-backend"), Some("lambda"));
+    signal(&function, "STOP");
+    let hung = infer(&gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
+    assert_eq!(hung.status, 504, "{}", hung.text());
+    assert_eq!(ejection(&gateway, "lambda").await["ejected"], true);
+
+    // The ejection runs out; the next request is the probe, and it hangs
+    // on the stopped function until its client gives up and hangs up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ejection(&gateway, "lambda").await["ejected"] != false {
+        assert!(Instant::now() < deadline, "the ejection never ran out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let abandoned = tokio::time::timeout(Duration::from_millis(500), infer(&gateway, &[])).await;
+    assert!(
+        abandoned.is_err(),
+        "the probe answered: {:?}",
+        abandoned.map(|r| r.status)
+    );
+
+    // The gateway counts the request its client abandoned, under the
+    // backend it was on, and the probe slot is free again: once the
+    // function answers, a new probe brings it back.
+    let lambda_series = |stats: &serde_json::Value| {
+        stats["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["backend"] == "lambda" && s["model"] == "digits")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
+        let series = lambda_series(&stats);
+        if series["outcomes"]["cancelled"] == 1 {
+            // Not a failure of the backend: the client gave up first.
+            assert_eq!(series["failures"], 1, "the 504 only: {series}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no cancelled request in {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&function, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = infer(&gateway, &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if reply.header("switchyard-backend") == Some("lambda") {
+            break;
+        }
+        let state = ejection(&gateway, "lambda").await;
+        assert!(Instant::now() < deadline, "lambda never came back: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.stop().await;
+}
+
 /// Sends `total` digits requests from `workers` concurrent clients, counting
 /// them in `progress`, and returns every status with the backend that
 /// answered.
