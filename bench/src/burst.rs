@@ -31,7 +31,7 @@ use crate::paper::{
     ADAPTIVE_POLICY, ContainerScope, LambdaTier, Placement, SETTLE_BUDGET, Schedule,
     chosen_placements, drive, remove_containers, run_scoped, settle,
 };
-use crate::paper_report::served_by;
+use crate::paper_report::{ContainerDeaths, container_deaths_line, served_by};
 use crate::sim::{RunOutcome, Verdict, judge, load_profile, scaled_burst_phases, verdict_table};
 
 /// This benchmark's containers and images.
@@ -100,6 +100,8 @@ pub struct BurstRun {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub cost_dollars: Option<f64>,
+    /// The container tier's replaced workers, when the placement has one.
+    pub container_deaths: Option<ContainerDeaths>,
     /// Successful requests by the backend that answered.
     pub served_by: Vec<(String, u64)>,
     pub phases: Vec<PhaseRow>,
@@ -130,6 +132,7 @@ impl BurstRun {
             p50_ms: None,
             p99_ms: None,
             cost_dollars: None,
+            container_deaths: None,
             served_by: Vec::new(),
             phases: Vec::new(),
             report: None,
@@ -141,6 +144,7 @@ impl BurstRun {
         load_average_before: String,
         report: Report,
         cost: Option<f64>,
+        container_deaths: Option<ContainerDeaths>,
     ) -> Self {
         let ms = |us: u64, count: u64| (count > 0).then_some(us as f64 / 1000.0);
         let phases = report
@@ -171,6 +175,7 @@ impl BurstRun {
             p50_ms: ms(report.latency_us.p50, report.latency_us.count),
             p99_ms: ms(report.latency_us.p99, report.latency_us.count),
             cost_dollars: cost,
+            container_deaths,
             served_by: served_by(&report),
             phases,
             report: Some(report),
@@ -278,6 +283,7 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
                     driven.load_before,
                     driven.recording.report,
                     driven.cost_dollars,
+                    driven.container_deaths,
                 ),
                 Err(error) => {
                     progress(&format!("{MODEL} / {}: not run: {error}", placement.name()));
@@ -446,6 +452,15 @@ pub fn document(results: &BurstResults) -> String {
                 shares
             }
         );
+    }
+    if let Some(line) = container_deaths_line(
+        results
+            .runs
+            .iter()
+            .map(|run| (run.placement.as_str(), run.container_deaths)),
+    ) {
+        out.push('\n');
+        out.push_str(&line);
     }
     if let Some(first) = results.runs.iter().find(|r| r.error.is_none()) {
         out.push_str(

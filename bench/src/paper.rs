@@ -48,8 +48,8 @@ use crate::gateway_process::GatewayProcess;
 use crate::local::progress;
 use crate::machine::{Machine, Settled, load_average, utc_now, wait_until_idle};
 use crate::paper_report::{
-    ModelResults, PaperResults, PlacementRun, Scale, SimReplay, backends_cost, median_from,
-    saturation, saturation_point, sim_buckets,
+    ContainerDeaths, ModelResults, PaperResults, PlacementRun, Scale, SimReplay, backends_cost,
+    container_deaths, median_from, saturation, saturation_point, sim_buckets,
 };
 use crate::sim::load_profile;
 
@@ -721,6 +721,7 @@ async fn run_placement(
     );
     run.samples = Some(samples);
     run.cost_dollars = driven.cost_dollars;
+    run.container_deaths = driven.container_deaths;
     Ok(run)
 }
 
@@ -741,6 +742,8 @@ pub(crate) struct Driven {
     pub(crate) recording: Recording,
     /// The paid tiers' cost over the gateway's life, from its stats.
     pub(crate) cost_dollars: Option<f64>,
+    /// Its container tier's replaced workers, from its stats.
+    pub(crate) container_deaths: Option<ContainerDeaths>,
 }
 
 /// Runs `placement` live: a gateway set up as [`gateway_config`] says (the
@@ -824,11 +827,14 @@ async fn measure(
     settings.keep_samples = true;
     let load_before = load_average();
     let recording = run(client, &target, &settings).await?;
-    let cost_dollars = match gateway.stats(client).await {
-        Ok(stats) => backends_cost(&stats),
+    let (cost_dollars, container_deaths) = match gateway.stats(client).await {
+        Ok(stats) => (backends_cost(&stats), container_deaths(&stats)),
         Err(error) => {
-            progress(&format!("no cost for {}: {error}", placement.name()));
-            None
+            progress(&format!(
+                "no cost or container deaths for {}: {error}",
+                placement.name()
+            ));
+            (None, None)
         }
     };
     tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(15)));
@@ -837,6 +843,7 @@ async fn measure(
         load_before,
         recording,
         cost_dollars,
+        container_deaths,
     })
 }
 

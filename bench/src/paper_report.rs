@@ -207,6 +207,8 @@ pub struct PlacementRun {
     /// backend in its stats: Lambda's billed invocations, the container
     /// pool's container-seconds), `None` when the stats could not be read.
     pub cost_dollars: Option<f64>,
+    /// The container tier's replaced workers, when the placement has one.
+    pub container_deaths: Option<ContainerDeaths>,
     /// Every request (kept for the analysis, not written out).
     #[serde(skip)]
     pub samples: Option<Vec<Sample>>,
@@ -231,6 +233,7 @@ impl PlacementRun {
             served_by: Vec::new(),
             report: None,
             cost_dollars: None,
+            container_deaths: None,
             samples: None,
         }
     }
@@ -271,6 +274,7 @@ impl PlacementRun {
             served_by: served_by(&report),
             report: Some(report),
             cost_dollars: None,
+            container_deaths: None,
             samples: None,
         }
     }
@@ -285,6 +289,60 @@ pub(crate) fn served_by(report: &Report) -> Vec<(String, u64)> {
         .map(|(name, group)| (name.clone(), group.counts.success))
         .filter(|(_, served)| *served > 0)
         .collect()
+}
+
+/// What became of a run's worker containers, from the gateway's stats: the
+/// `deaths` and `out_of_memory_kills` of each container backend in
+/// `backend_details`, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerDeaths {
+    /// Containers found dead and replaced.
+    pub replaced: u64,
+    /// Of those, the ones the kernel killed at their memory limit.
+    pub out_of_memory: u64,
+}
+
+/// [`ContainerDeaths`] of the gateway whose stats these are; `None` when it
+/// has no container backend.
+pub fn container_deaths(stats: &serde_json::Value) -> Option<ContainerDeaths> {
+    let details = stats.get("backend_details")?.as_object()?;
+    let count = |pool: &serde_json::Value, key: &str| {
+        pool.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    details
+        .values()
+        .filter(|pool| pool.get("out_of_memory_kills").is_some())
+        .map(|pool| ContainerDeaths {
+            replaced: count(pool, "deaths"),
+            out_of_memory: count(pool, "out_of_memory_kills"),
+        })
+        .reduce(|a, b| ContainerDeaths {
+            replaced: a.replaced + b.replaced,
+            out_of_memory: a.out_of_memory + b.out_of_memory,
+        })
+}
+
+/// One line under a live table: how many worker containers each placement
+/// with a container tier had replaced, and how many of those the kernel
+/// killed for memory (whose requests were failed over or failed); `None`
+/// when no placement ran containers.
+pub fn container_deaths_line<'a>(
+    runs: impl IntoIterator<Item = (&'a str, Option<ContainerDeaths>)>,
+) -> Option<String> {
+    let parts: Vec<String> = runs
+        .into_iter()
+        .filter_map(|(placement, deaths)| {
+            deaths.map(|d| format!("{placement} {} ({})", d.replaced, d.out_of_memory))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "Worker containers replaced during the run (of them, killed at their memory limit): {}.\n",
+            parts.join(", ")
+        )
+    })
 }
 
 /// The cost the gateway's stats report: the sum of every backend's
@@ -464,6 +522,15 @@ pub fn summary_table(model: &ModelResults) -> String {
             starts,
             shares
         );
+    }
+    if let Some(line) = container_deaths_line(
+        model
+            .runs
+            .iter()
+            .map(|run| (run.placement.as_str(), run.container_deaths)),
+    ) {
+        out.push('\n');
+        out.push_str(&line);
     }
     out
 }
@@ -1232,6 +1299,7 @@ mod tests {
             served_by: vec![("local".into(), succeeded)],
             report: None,
             cost_dollars: None,
+            container_deaths: None,
             samples: None,
         }
     }
@@ -1250,6 +1318,39 @@ mod tests {
         assert_eq!(backends_cost(&serde_json::json!({})), None);
         let none = backends_cost(&serde_json::json!({ "backend_details": {} })).unwrap();
         assert!(none == 0.0 && none.is_sign_positive(), "{none}");
+    }
+
+    #[test]
+    fn container_deaths_come_from_each_container_pool_and_show_under_the_table() {
+        let stats = serde_json::json!({
+            "backend_details": {
+                "local": { "pools": [] },
+                "container": { "deaths": 3, "out_of_memory_kills": 2, "cost_dollars": 0.1 },
+                "lambda": { "invocations": 10 }
+            }
+        });
+        let deaths = container_deaths(&stats);
+        assert_eq!(
+            deaths,
+            Some(ContainerDeaths {
+                replaced: 3,
+                out_of_memory: 2
+            })
+        );
+        let local_only = serde_json::json!({ "backend_details": { "local": { "pools": [] } } });
+        assert_eq!(container_deaths(&local_only), None);
+        let line = container_deaths_line([
+            ("local-only", None),
+            ("container-only", deaths),
+            ("adaptive", Some(ContainerDeaths::default())),
+        ])
+        .unwrap();
+        assert_eq!(
+            line,
+            "Worker containers replaced during the run (of them, killed at their memory limit): \
+             container-only 3 (2), adaptive 0 (0).\n"
+        );
+        assert_eq!(container_deaths_line([("local-only", None)]), None);
     }
 
     #[test]
