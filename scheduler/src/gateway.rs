@@ -483,11 +483,18 @@ impl Gateway {
                 .filter(|i| !refused.contains(i))
                 .collect();
             let now = Instant::now();
+            // With every backend of the model ejected, place as if none
+            // were (Envoy's panic mode): refusing all serves no one.
+            let panic = self.outliers.panic_when_all_ejected()
+                && model
+                    .backends
+                    .iter()
+                    .all(|&i| matches!(self.outliers.admission(i, now), Admission::Ejected(_)));
             let views: Vec<BackendView> = candidates
                 .iter()
                 .map(|&i| {
                     let mut snapshot = self.backends[i].snapshot_for(name);
-                    if let Admission::Ejected(reason) = self.outliers.admission(i, now) {
+                    if !panic && let Admission::Ejected(reason) = self.outliers.admission(i, now) {
                         snapshot.ready = false;
                         snapshot.unready_reason = Some(reason);
                     }
@@ -510,7 +517,7 @@ impl Gateway {
             let index = candidates[decision.backend];
             // A backend back from ejection takes one probe request at a
             // time; a request that loses the race places again without it.
-            if !self.outliers.claim_probe(index, now) {
+            if !panic && !self.outliers.claim_probe(index, now) {
                 refused.push(index);
                 continue;
             }
@@ -523,6 +530,13 @@ impl Gateway {
             attempted.index = Some(index);
             attempted.backend = backend.name().to_owned();
             attempted.reason = format!("{}{failover_note}", decision.reason);
+            if panic {
+                attempted
+                    .reason
+                    .push_str("; every backend of the model is ejected: placed anyway");
+                metrics::counter!("switchyard_outlier_panic_requests_total", "model" => name.to_owned())
+                    .increment(1);
+            }
             attempted.attempts += 1;
             // Keep a copy for a possible failover only when one could happen.
             let Some(current) = request.take() else {

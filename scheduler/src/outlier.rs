@@ -10,9 +10,12 @@
 //!   `failure_rate_min_requests` answers of which a share of at least
 //!   `failure_rate_threshold` failed eject it;
 //! - **a hang**: a request that reached its deadline after the backend held
-//!   it for at least `timeout_ejection` ejects it at once, so the next
-//!   placement avoids a backend that stopped answering rather than feeding it
-//!   more requests to hang.
+//!   it for at least `timeout_ejection`, with no request answered by the
+//!   backend meanwhile, ejects it at once, so the next placement avoids a
+//!   backend that stopped answering rather than feeding it more requests to
+//!   hang. A backend that answered others while this one waited is not
+//!   hung but behind (overload, a long queue): its timeout is an ordinary
+//!   failure for the two rules above.
 //!
 //! An ejection lasts `base_ejection` × the number of ejections in a row
 //! (capped at `max_ejection`). When it ends the backend is *half-open*: one
@@ -27,7 +30,11 @@
 //! the failover and the shedding handle it.
 //!
 //! An ejected backend appears to the policies as not ready, with the reason,
-//! so every policy skips it without knowing about ejection.
+//! so every policy skips it without knowing about ejection. When every
+//! backend of a model is ejected, the gateway places its requests as if none
+//! were (`panic_when_all_ejected`, as Envoy's panic threshold does): with
+//! nowhere else to go, a backend that may answer serves more than a refusal
+//! of everything.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -46,6 +53,8 @@ pub struct OutlierConfig {
     pub base_ejection: Duration,
     pub max_ejection: Duration,
     pub timeout_ejection: Duration,
+    /// Place on ejected backends when all of a model's are ejected.
+    pub panic_when_all_ejected: bool,
 }
 
 impl Default for OutlierConfig {
@@ -59,6 +68,7 @@ impl Default for OutlierConfig {
             base_ejection: Duration::from_secs(1),
             max_ejection: Duration::from_secs(30),
             timeout_ejection: Duration::from_secs(1),
+            panic_when_all_ejected: true,
         }
     }
 }
@@ -75,6 +85,7 @@ pub struct OutlierFile {
     base_ejection_ms: u64,
     max_ejection_ms: u64,
     timeout_ejection_ms: u64,
+    panic_when_all_ejected: bool,
 }
 
 impl Default for OutlierFile {
@@ -90,6 +101,7 @@ impl Default for OutlierFile {
             base_ejection_ms: ms(d.base_ejection),
             max_ejection_ms: ms(d.max_ejection),
             timeout_ejection_ms: ms(d.timeout_ejection),
+            panic_when_all_ejected: d.panic_when_all_ejected,
         }
     }
 }
@@ -138,6 +150,7 @@ impl OutlierFile {
             base_ejection: Duration::from_millis(self.base_ejection_ms),
             max_ejection: Duration::from_millis(self.max_ejection_ms),
             timeout_ejection: Duration::from_millis(self.timeout_ejection_ms),
+            panic_when_all_ejected: self.panic_when_all_ejected,
         })
     }
 }
@@ -202,6 +215,8 @@ struct State {
     total_ejections: u64,
     /// When the backend last came back (probe succeeded).
     healthy_since: Option<Instant>,
+    /// When it last answered a request successfully.
+    last_success: Option<Instant>,
     last_reason: Option<String>,
 }
 
@@ -228,6 +243,7 @@ impl OutlierDetector {
                         ejections: 0,
                         total_ejections: 0,
                         healthy_since: None,
+                        last_success: None,
                         last_reason: None,
                     })
                 })
@@ -239,6 +255,11 @@ impl OutlierDetector {
         let width = self.config.interval.as_nanos() / BUCKETS as u128;
         u64::try_from(now.saturating_duration_since(self.origin).as_nanos() / width.max(1))
             .unwrap_or(u64::MAX)
+    }
+
+    /// Whether a model whose backends are all ejected places on them anyway.
+    pub fn panic_when_all_ejected(&self) -> bool {
+        self.config.enabled && self.config.panic_when_all_ejected
     }
 
     /// May `backend` take a request now?
@@ -314,6 +335,7 @@ impl OutlierDetector {
         state.probe_in_flight = false;
         if !failed {
             state.consecutive = 0;
+            state.last_success = Some(now);
             // The probe succeeded (or, after the ejection ran out, some
             // request did): the backend is back. A request placed before
             // the ejection that succeeds during it does not end it.
@@ -339,9 +361,12 @@ impl OutlierDetector {
             Some("the probe request failed".to_owned())
         } else if let Answer::Timeout { held } = answer
             && held >= config.timeout_ejection
+            && state
+                .last_success
+                .is_none_or(|at| now.saturating_duration_since(at) >= held)
         {
             Some(format!(
-                "a request hung for {} ms without an answer",
+                "a request hung for {} ms, and the backend answered no request meanwhile",
                 held.as_millis()
             ))
         } else if state.consecutive >= config.consecutive_failures {
@@ -454,6 +479,38 @@ mod tests {
         let reason = d.record(0, Answer::Timeout { held: ms(1500) }, t0).unwrap();
         assert!(reason.contains("hung for 1500 ms"), "{reason}");
         assert!(matches!(d.admission(0, t0), Admission::Ejected(_)));
+    }
+
+    #[test]
+    fn a_timeout_while_the_backend_answered_others_is_not_a_hang() {
+        let (d, t0) = detector();
+        // Answers keep coming (a long queue under load) while one request
+        // waits out its 10 s deadline: behind, not hung.
+        assert_eq!(d.record(0, Answer::Success, t0 + ms(9_000)), None);
+        let late = t0 + ms(10_000);
+        assert_eq!(
+            d.record(0, Answer::Timeout { held: ms(10_000) }, late),
+            None
+        );
+        assert_eq!(d.admission(0, late), Admission::Open);
+        // It still counts as a failure: five in a row eject.
+        let mut reason = None;
+        for i in 1..=4u64 {
+            reason = d.record(0, Answer::Timeout { held: ms(10_000) }, late + ms(i));
+        }
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("5 failures in a row")),
+            "{reason:?}"
+        );
+        // With nothing answered within the held time it is a hang.
+        let (d, t0) = detector();
+        assert_eq!(d.record(0, Answer::Success, t0), None);
+        let reason = d
+            .record(0, Answer::Timeout { held: ms(1_500) }, t0 + ms(2_000))
+            .unwrap();
+        assert!(reason.contains("answered no request meanwhile"), "{reason}");
     }
 
     #[test]

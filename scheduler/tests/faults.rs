@@ -137,6 +137,56 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_only_backend_is_ejected_is_placed_on_it_anyway_unless_configured_not_to() {
+    let emulator = emulator();
+    let function = instance(&emulator);
+    for panic in [true, false] {
+        let gateway = Running::start(&format!(
+            r#"
+[placement]
+order = ["lambda"]
+[placement.outlier_detection]
+panic_when_all_ejected = {panic}
+base_ejection_ms = 60000
+max_ejection_ms = 60000
+[backends.lambda]
+endpoint = "{}"
+models = ["digits"]
+"#,
+            emulator.endpoint()
+        ))
+        .await;
+        let warm = infer(&gateway, &[]).await;
+        assert_eq!(warm.status, 200, "{}", warm.text());
+        signal(&function, "STOP");
+        let hung = infer(&gateway, &[("switchyard-timeout-ms", "1200".into())]).await;
+        assert_eq!(hung.status, 504, "{}", hung.text());
+        assert_eq!(ejection(&gateway, "lambda").await["ejected"], true);
+        let next = infer(&gateway, &[("switchyard-timeout-ms", "800".into())]).await;
+        if panic {
+            // Placed on the ejected backend, the only one: it waits out
+            // its deadline there rather than being refused.
+            assert_eq!(next.status, 504, "{}", next.text());
+            assert_eq!(next.header("switchyard-backend"), Some("lambda"));
+            assert!(next.took >= Duration::from_millis(700), "{:?}", next.took);
+        } else {
+            assert_eq!(next.status, 503, "{}", next.text());
+            assert!(next.text().contains("ejected"), "{}", next.text());
+            assert!(next.took < Duration::from_millis(500), "{:?}", next.took);
+        }
+        signal(&function, "CONT");
+        if panic {
+            // The ejection has most of its minute left, and the function
+            // answers again: requests get answers from it all the same.
+            let reply = infer(&gateway, &[]).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(ejection(&gateway, "lambda").await["ejected"], true);
+        }
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_back() {
     let emulator = emulator();
     let function = instance(&emulator);
