@@ -435,8 +435,9 @@ impl Gateway {
 
     /// Validates, places, and runs the request, failing over to the policy's
     /// next choice when a backend refuses (overloaded, unavailable), within
-    /// the deadline and the retry budget.
-    /// What it tried goes in `pending.attempted` as it goes.
+    /// the deadline and the retry budget. What it tries is kept in
+    /// `pending.attempted` as it goes, for the stats of a request dropped
+    /// on the way.
     async fn place_and_run(
         &self,
         pending: &mut Pending<'_>,
@@ -561,7 +562,8 @@ impl Gateway {
             };
             let started = Instant::now();
             let outcome = tokio::time::timeout_at(deadline.into(), backend.infer(job)).await;
-            // Each way on records the answer with the outlier detector.
+            // Every path from here records the answer with the outlier
+            // detector.
             unanswered.answered = true;
             let error = match outcome {
                 Ok(Ok(result)) => {

@@ -240,6 +240,33 @@ async fn containers(docker: &Docker, scope: &str) -> Vec<String> {
 }
 
 /// Nothing of this test run may remain once a test is done.
+/// The scope's container ids once there are `count` (at most 60 s).
+async fn containers_once(docker: &Docker, scope: &str, count: usize) -> Vec<String> {
+    eventually(
+        &format!("{count} containers"),
+        Duration::from_secs(60),
+        || async move {
+            let ids = containers(docker, scope).await;
+            (ids.len() == count).then_some(ids)
+        },
+    )
+    .await
+}
+
+/// Waits (at most 60 s) until the scope has `count` containers again, none
+/// of them `gone`.
+async fn replaced(docker: &Docker, scope: &str, count: usize, gone: &str) {
+    eventually(
+        "a replacement container",
+        Duration::from_secs(60),
+        || async move {
+            let ids = containers(docker, scope).await;
+            (ids.len() == count && !ids.iter().any(|id| id == gone)).then_some(())
+        },
+    )
+    .await;
+}
+
 async fn assert_nothing_left(docker: &Docker) {
     let prefix = format!("test-{}-", std::process::id());
     let left: Vec<String> = engine::list_labelled(docker, &[(engine::LABEL_MANAGED, "true")])
@@ -603,13 +630,7 @@ async fn a_killed_container_is_replaced_and_its_requests_still_answered() {
     ))
     .await;
     gateway.wait_ready(Duration::from_secs(120)).await;
-    let docker_ref = &docker;
-    let scope_ref = &scope;
-    let before = eventually("two containers", Duration::from_secs(60), || async move {
-        let ids = containers(docker_ref, scope_ref).await;
-        (ids.len() == 2).then_some(ids)
-    })
-    .await;
+    let before = containers_once(&docker, &scope, 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let tasks = load(
@@ -631,16 +652,7 @@ async fn a_killed_container_is_replaced_and_its_requests_still_answered() {
         .await
         .expect("kill");
     let killed_at = answered.load(Ordering::Acquire);
-    let killed = &before[0];
-    eventually(
-        "a replacement container",
-        Duration::from_secs(60),
-        || async move {
-            let ids = containers(docker_ref, scope_ref).await;
-            (ids.len() == 2 && !ids.contains(killed)).then_some(())
-        },
-    )
-    .await;
+    replaced(&docker, &scope, 2, &before[0]).await;
     eventually(
         "load to keep flowing after the kill",
         Duration::from_secs(30),
@@ -697,13 +709,7 @@ async fn a_container_killed_at_its_memory_limit_is_reported_as_that_and_replaced
     ))
     .await;
     gateway.wait_ready(Duration::from_secs(150)).await;
-    let docker_ref = &docker;
-    let scope_ref = &scope;
-    let before = eventually("one container", Duration::from_secs(60), || async move {
-        let ids = containers(docker_ref, scope_ref).await;
-        (ids.len() == 1).then_some(ids)
-    })
-    .await;
+    let before = containers_once(&docker, &scope, 1).await;
     // Hold the loaded worker to 64 MiB over what it uses now (an engine
     // refuses a limit below that): a batch of eight xception images needs
     // hundreds of MiB more, so the kernel kills the worker at its limit, as
@@ -765,16 +771,7 @@ async fn a_container_killed_at_its_memory_limit_is_reported_as_that_and_replaced
         details["out_of_memory_kills"].as_u64() <= details["deaths"].as_u64(),
         "{details}"
     );
-    let killed = &before[0];
-    eventually(
-        "a replacement container",
-        Duration::from_secs(60),
-        || async move {
-            let ids = containers(docker_ref, scope_ref).await;
-            (ids.len() == 1 && !ids.contains(killed)).then_some(())
-        },
-    )
-    .await;
+    replaced(&docker, &scope, 1, &before[0]).await;
     let metrics = get(&format!("{}/metrics", gateway.base())).await.text();
     assert!(
         metrics.lines().any(|line| {

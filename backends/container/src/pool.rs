@@ -1001,7 +1001,7 @@ impl Pool {
                     backend = %name,
                     container = %worker.name,
                     "container was killed for running out of memory at its limit of {} MiB; \
-                     raise backends.{name}.memory_mb, or lower its workers or max_in_flight",
+                     raise backends.container.memory_mb, or lower its workers or max_in_flight",
                     self.config.memory_bytes >> 20
                 );
             }
