@@ -83,6 +83,21 @@ async fn ejection(gateway: &Running, backend: &str) -> serde_json::Value {
     get(&gateway.url("/v2/switchyard/stats")).await.json()["ejection"][backend].clone()
 }
 
+/// Warms Lambda through `gateway` (its first choice), stops the function,
+/// and sends one request that hangs on it until its 1.5 s deadline, which
+/// ejects Lambda. Returns that request's reply.
+async fn hang_lambda(gateway: &Running, function: &ChildProcess) -> Reply {
+    let warm = infer(gateway, &[]).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    assert_eq!(warm.header("switchyard-backend"), Some("lambda"));
+    signal(function, "STOP");
+    let hung = infer(gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
+    assert_eq!(hung.status, 504, "{}", hung.text());
+    assert_eq!(hung.header("switchyard-backend"), Some("lambda"));
+    assert_eq!(ejection(gateway, "lambda").await["ejected"], true);
+    hung
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
     let emulator = emulator();
@@ -92,19 +107,11 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
         "order = [\"lambda\", \"local\"]",
     ))
     .await;
-    let warm = infer(&gateway, &[]).await;
-    assert_eq!(warm.status, 200, "{}", warm.text());
-    assert_eq!(warm.header("switchyard-backend"), Some("lambda"));
-
     // The function stops answering: its invocation hangs until the
     // request's deadline.
-    signal(&function, "STOP");
-    let hung = infer(&gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
-    assert_eq!(hung.status, 504, "{}", hung.text());
-    assert_eq!(hung.header("switchyard-backend"), Some("lambda"));
+    let hung = hang_lambda(&gateway, &function).await;
     assert!(hung.took >= Duration::from_millis(1400), "{:?}", hung.took);
     let state = ejection(&gateway, "lambda").await;
-    assert_eq!(state["ejected"], true, "{state}");
     assert!(
         state["last_reason"].as_str().unwrap().contains("hung for"),
         "{state}"
@@ -156,12 +163,7 @@ models = ["digits"]
             emulator.endpoint()
         ))
         .await;
-        let warm = infer(&gateway, &[]).await;
-        assert_eq!(warm.status, 200, "{}", warm.text());
-        signal(&function, "STOP");
-        let hung = infer(&gateway, &[("switchyard-timeout-ms", "1200".into())]).await;
-        assert_eq!(hung.status, 504, "{}", hung.text());
-        assert_eq!(ejection(&gateway, "lambda").await["ejected"], true);
+        hang_lambda(&gateway, &function).await;
         let next = infer(&gateway, &[("switchyard-timeout-ms", "800".into())]).await;
         if panic {
             // Placed on the ejected backend, the only one: it waits out
@@ -195,13 +197,7 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
         "order = [\"lambda\", \"local\"]",
     ))
     .await;
-    let warm = infer(&gateway, &[]).await;
-    assert_eq!(warm.status, 200, "{}", warm.text());
-    assert_eq!(warm.header("switchyard-backend"), Some("lambda"));
-    signal(&function, "STOP");
-    let hung = infer(&gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
-    assert_eq!(hung.status, 504, "{}", hung.text());
-    assert_eq!(ejection(&gateway, "lambda").await["ejected"], true);
+    hang_lambda(&gateway, &function).await;
 
     // The ejection runs out; the next request is the probe, and it hangs
     // on the stopped function until its client gives up and hangs up.
