@@ -359,7 +359,8 @@ impl Gateway {
             model: name,
             payload_bytes,
             received,
-            // Set by `place_and_run` before its first await, or for a shed.
+            // Its policy is set by `place_and_run` before its first await,
+            // or for a shed.
             attempted: Attempted::none("none"),
             finished: false,
         };
@@ -450,7 +451,7 @@ impl Gateway {
         let attempted = &mut pending.attempted;
         let policies = self.policies.current();
         let policy = policies.for_model(name);
-        *attempted = Attempted::none(policy.name());
+        attempted.policy = policy.name();
         let (model, version, specs) = match self.resolve(name, version) {
             Ok(resolved) => resolved,
             Err(error) => return (Err(error), 0.0),
@@ -484,18 +485,26 @@ impl Gateway {
                 .filter(|i| !refused.contains(i))
                 .collect();
             let now = Instant::now();
-            // With every backend of the model ejected, place as if none
-            // were (Envoy's panic mode): refusing all serves no one.
+            let admissions: Vec<Admission> = candidates
+                .iter()
+                .map(|&i| self.outliers.admission(i, now))
+                .collect();
+            // With every backend of the model ejected (the candidates and
+            // those that refused this request), place as if none were
+            // (Envoy's panic mode): refusing all serves no one.
+            let ejected = |admission: &Admission| matches!(admission, Admission::Ejected(_));
             let panic = self.outliers.panic_when_all_ejected()
-                && model
-                    .backends
+                && !admissions.is_empty()
+                && admissions.iter().all(ejected)
+                && refused
                     .iter()
-                    .all(|&i| matches!(self.outliers.admission(i, now), Admission::Ejected(_)));
+                    .all(|&i| ejected(&self.outliers.admission(i, now)));
             let views: Vec<BackendView> = candidates
                 .iter()
-                .map(|&i| {
+                .zip(admissions)
+                .map(|(&i, admission)| {
                     let mut snapshot = self.backends[i].snapshot_for(name);
-                    if !panic && let Admission::Ejected(reason) = self.outliers.admission(i, now) {
+                    if !panic && let Admission::Ejected(reason) = admission {
                         snapshot.ready = false;
                         snapshot.unready_reason = Some(reason);
                     }
