@@ -631,6 +631,18 @@ async fn a_killed_container_is_replaced_and_its_requests_still_answered() {
     .await;
     gateway.wait_ready(Duration::from_secs(120)).await;
     let before = containers_once(&docker, &scope, 2).await;
+    // Kill one that serves: a container killed while it starts is a start
+    // failure, not a death.
+    let gateway_ref = &gateway;
+    eventually(
+        "two ready containers",
+        Duration::from_secs(60),
+        || async move {
+            let details = gateway_ref.stats().await["backend_details"]["container"].clone();
+            (details["ready"] == 2).then_some(())
+        },
+    )
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let tasks = load(
