@@ -145,6 +145,11 @@ pub struct BackendSnapshot {
     /// function's memory size), `None` otherwise. Placement prices Lambda
     /// GB-seconds with it.
     pub memory_mb: Option<u64>,
+    /// It runs on the gateway's own machine and so shares its CPU: the
+    /// local tier, worker containers of a local Docker engine, a Lambda
+    /// endpoint on loopback (the emulator). Work placed on it takes CPU
+    /// from every other backend on the host rather than bringing its own.
+    pub shares_host_cpu: bool,
 }
 
 impl BackendSnapshot {

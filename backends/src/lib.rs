@@ -7,6 +7,7 @@ pub mod affinity;
 mod backend;
 mod cold_start;
 mod error_chain;
+pub mod host;
 pub mod local;
 
 pub use backend::{

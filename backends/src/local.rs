@@ -714,6 +714,7 @@ impl Backend for LocalBackend {
             unready_reason: None,
             cold_start_ms: None,
             memory_mb: None,
+            shares_host_cpu: true,
         }
     }
 

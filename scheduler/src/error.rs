@@ -49,6 +49,11 @@ pub enum GatewayError {
     },
     #[error("no backend can take this request for model {model:?} ({detail})")]
     NoBackend { model: String, detail: String },
+    #[error(
+        "every backend that could take this request for model {model:?} is full ({detail}); \
+         retry later"
+    )]
+    AllBusy { model: String, detail: String },
     #[error("policies not reloaded, the previous ones stay in force: {0}")]
     Reload(String),
     #[error("the gateway is at its limit of concurrent requests; retry later")]
@@ -98,7 +103,9 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Shed { .. } | GatewayError::AllBusy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Backend(error) => match error {
                 BackendError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,

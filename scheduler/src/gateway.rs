@@ -18,6 +18,7 @@ use switchyard_protocol::{InferRequest, InferResponse, validate_inputs};
 
 use crate::config::{Config, ServerConfig};
 use crate::error::GatewayError;
+use crate::host_cpu::HostCpu;
 use crate::measure::RateMeter;
 use crate::outlier::{Admission, Answer, OutlierDetector};
 use crate::placement::{
@@ -139,6 +140,7 @@ pub struct Gateway {
     prewarmer: Prewarmer,
     stats: Stats,
     prometheus: PrometheusHandle,
+    host_cpu: HostCpu,
 }
 
 /// Why the gateway could not start.
@@ -245,7 +247,20 @@ impl Gateway {
             rates: RateMeter::new(placement.rate_window, Instant::now()),
             stats: Stats::default(),
             prometheus,
+            host_cpu: HostCpu::from_proc(),
         })
+    }
+
+    /// Measures the host's CPU with `host_cpu` instead of `/proc/stat`
+    /// (tests; embedders that measure it elsewhere).
+    pub fn with_host_cpu(mut self, host_cpu: HostCpu) -> Self {
+        self.host_cpu = host_cpu;
+        self
+    }
+
+    /// How busy the host's CPU is, as placement sees it.
+    pub fn host_cpu(&self) -> &HostCpu {
+        &self.host_cpu
     }
 
     /// The policies in force and their reload control.
@@ -465,11 +480,13 @@ impl Gateway {
             return (Err(error.into()), 0.0);
         }
         let rate = self.rates.record(name, received);
-        let features = RequestFeatures {
+        let mut features = RequestFeatures {
             model: name,
             payload_bytes: request.payload_bytes() as u64,
             rate,
             random,
+            host_cpu_busy: self.host_cpu.busy(received),
+            refused_on_host: false,
         };
         self.retry_budget.deposit();
         let deadline = received + timeout;
@@ -518,13 +535,27 @@ impl Gateway {
                 self.prewarm(policy.as_ref(), &features, &views, &candidates, now);
             }
             let Some(decision) = policy.place(&features, &views) else {
-                let error = last_error.unwrap_or_else(|| GatewayError::NoBackend {
-                    model: name.to_owned(),
-                    detail: unfit_detail(&views, &features),
+                let error = last_error.unwrap_or_else(|| {
+                    let detail = unfit_detail(&views, &features);
+                    // A full backend makes this an overload (429, retry
+                    // later), not a missing backend.
+                    let full = views.iter().any(|v| v.can_take(&features) && !v.has_room());
+                    if full {
+                        GatewayError::AllBusy {
+                            model: name.to_owned(),
+                            detail,
+                        }
+                    } else {
+                        GatewayError::NoBackend {
+                            model: name.to_owned(),
+                            detail,
+                        }
+                    }
                 });
                 return (Err(error), rate.window_per_second);
             };
             let index = candidates[decision.backend];
+            let on_host = views[decision.backend].snapshot.shares_host_cpu;
             // A backend back from ejection takes one probe request at a
             // time; a request that loses the race places again without it.
             if !panic && !self.outliers.claim_probe(index, now) {
@@ -654,6 +685,14 @@ impl Gateway {
             metrics::counter!("switchyard_failovers_total", "model" => name.to_owned(), "backend" => attempted.backend.clone())
                 .increment(1);
             refused.push(index);
+            if on_host
+                && matches!(
+                    &error,
+                    GatewayError::Backend(BackendError::Overloaded { .. })
+                )
+            {
+                features.refused_on_host = true;
+            }
             last_error = Some(error);
         }
     }
@@ -688,6 +727,9 @@ impl Gateway {
             "io_threads": tokio::runtime::Handle::try_current()
                 .ok()
                 .map(|runtime| runtime.metrics().num_workers()),
+            // The host's CPU busy share over about the last second, as
+            // placement last read it (`null` where not measured).
+            "host_cpu_busy": self.host_cpu.last(),
             "policies": self.policies.describe(),
             "policy_reloads": self.policies.reload_count(),
             "backends": report.backends,
@@ -756,6 +798,11 @@ fn unfit_detail(views: &[BackendView], request: &RequestFeatures<'_>) -> String 
                 format!(
                     "payload of {} bytes exceeds its limit of {max} bytes",
                     request.payload_bytes
+                )
+            } else if !v.has_room() {
+                format!(
+                    "full, {} of {} requests in flight",
+                    v.snapshot.in_flight, v.snapshot.capacity
                 )
             } else {
                 "refused by the policy".into()

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod host_cpu;
 pub mod http;
 pub mod measure;
 pub mod outlier;

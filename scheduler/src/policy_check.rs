@@ -19,32 +19,45 @@ struct Scenario {
     rate: f64,
     payload_bytes: u64,
     local_busy: bool,
+    /// The host's CPU busy share the request sees.
+    host_cpu_busy: Option<f64>,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario {
         what: "quiet, 4 KiB",
         rate: 1.0,
         payload_bytes: 4096,
         local_busy: false,
+        host_cpu_busy: Some(0.3),
     },
     Scenario {
         what: "burst of 1,000/s, 4 KiB",
         rate: 1000.0,
         payload_bytes: 4096,
         local_busy: false,
+        host_cpu_busy: Some(0.3),
     },
     Scenario {
         what: "quiet, 8 MiB payload",
         rate: 1.0,
         payload_bytes: 8 << 20,
         local_busy: false,
+        host_cpu_busy: Some(0.3),
     },
     Scenario {
         what: "local full, 4 KiB",
         rate: 5.0,
         payload_bytes: 4096,
         local_busy: true,
+        host_cpu_busy: Some(0.6),
+    },
+    Scenario {
+        what: "local full, host CPU 97%",
+        rate: 5.0,
+        payload_bytes: 4096,
+        local_busy: true,
+        host_cpu_busy: Some(0.97),
     },
 ];
 
@@ -71,7 +84,8 @@ pub fn run(file: &Path, config: Option<&Path>) -> Result<String, String> {
     );
     let set = source.build().map_err(|e| e.to_string())?;
     let mut out = format!(
-        "{}: ok\nbackends: {}\n",
+        "{}: ok\nbackends: {} (synthetic states; local and container on this host, lambda \
+         remote)\n",
         file.display(),
         backends.join(", ")
     );
@@ -85,6 +99,8 @@ pub fn run(file: &Path, config: Option<&Path>) -> Result<String, String> {
                 payload_bytes: scenario.payload_bytes,
                 rate: RequestRate::steady(scenario.rate),
                 random: 0,
+                host_cpu_busy: scenario.host_cpu_busy,
+                refused_on_host: false,
             };
             let decision = match policy.place(&request, &views) {
                 Some(d) => format!("{} ({})", views[d.backend].snapshot.name, d.reason),
@@ -97,7 +113,7 @@ pub fn run(file: &Path, config: Option<&Path>) -> Result<String, String> {
 }
 
 /// Typical states: local with 4 slots, a container pool able to scale out,
-/// Lambda with its 6 MB payload limit.
+/// both on this host; Lambda (remote) with its 6 MB payload limit.
 fn synthetic_backends(names: &[String], local_busy: bool) -> Vec<BackendView> {
     names
         .iter()
@@ -126,6 +142,7 @@ fn synthetic_backends(names: &[String], local_busy: bool) -> Vec<BackendView> {
                     unready_reason: None,
                     cold_start_ms: None,
                     memory_mb: None,
+                    shares_host_cpu: kind != BackendKind::Lambda,
                 },
                 observed: Observed::default(),
             }

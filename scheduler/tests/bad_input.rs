@@ -800,6 +800,7 @@ impl Backend for StandIn {
             unready_reason: None,
             cold_start_ms: None,
             memory_mb: None,
+            shares_host_cpu: false,
         }
     }
     fn infer(&self, job: InferenceJob) -> BackendFuture<'_, Result<InferenceResult, BackendError>> {

@@ -738,6 +738,7 @@ impl Backend for NotReady {
             unready_reason: Some("not started".into()),
             cold_start_ms: None,
             memory_mb: None,
+            shares_host_cpu: false,
         }
     }
     fn infer(

@@ -22,6 +22,7 @@ use switchyard_backends::{
 };
 use switchyard_models::ModelRepository;
 use switchyard_protocol::{InferRequest, Tensor, TensorData, encode_request};
+use switchyard_scheduler::host_cpu::HostCpu;
 use switchyard_scheduler::policy::spec::PolicyFile;
 use switchyard_scheduler::{Config, Gateway};
 use tokio::sync::oneshot;
@@ -41,6 +42,8 @@ struct Refusing {
     behaviour: Behaviour,
     models: Vec<Arc<ModelInfo>>,
     calls: AtomicU64,
+    /// Whether it says it runs on the gateway's host.
+    on_host: bool,
 }
 
 impl Backend for Refusing {
@@ -70,6 +73,7 @@ impl Backend for Refusing {
             unready_reason: None,
             cold_start_ms: None,
             memory_mb: None,
+            shares_host_cpu: self.on_host,
         }
     }
     fn infer(
@@ -141,6 +145,7 @@ async fn start(
                 behaviour,
                 models: digits.clone(),
                 calls: AtomicU64::new(0),
+                on_host: false,
             })
         })
         .collect();
@@ -170,7 +175,13 @@ async fn start_local(config: &Config) -> LocalBackend {
 /// Serves a gateway over `backends` on a free port.
 async fn serve(config: &Config, backends: Vec<Arc<dyn Backend>>) -> (Running, Arc<Gateway>) {
     let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
-    let gateway = Arc::new(Gateway::with_backends(config, backends, prometheus).expect("gateway"));
+    let gateway = Gateway::with_backends(config, backends, prometheus).expect("gateway");
+    serve_gateway(gateway).await
+}
+
+/// Serves `gateway` on a free port.
+async fn serve_gateway(gateway: Gateway) -> (Running, Arc<Gateway>) {
+    let gateway = Arc::new(gateway);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -474,6 +485,7 @@ impl Backend for Warmable {
             unready_reason: None,
             cold_start_ms: None,
             memory_mb: None,
+            shares_host_cpu: false,
         }
     }
     fn infer(
@@ -568,4 +580,119 @@ async fn a_rising_rate_makes_adaptive_prewarm_a_backend_whose_cold_start_breaks_
     let metrics = send("GET", &format!("{}/metrics", running.base), &[], Vec::new()).await;
     assert!(String::from_utf8_lossy(&metrics.body).contains("switchyard_prewarm_total"));
     running.stop().await;
+}
+
+/// A gateway seeing the host's CPU `busy`, with `adaptive` (SLO 100 s, so
+/// the cheapest backend with room wins) over: the real local tier serving
+/// xception one request at a time with one queued; a container-kind double
+/// on the same host; a Lambda-kind double elsewhere. The doubles refuse.
+async fn start_on_host(busy: f64) -> (Running, Arc<Gateway>, Vec<Arc<Refusing>>) {
+    let text = "[backends.local]\nmodels = [\"xception\"]\n\
+                [backends.local.overrides.xception]\nworkers = 1\nqueue_capacity = 1\n";
+    let mut config = Config::parse(text, "(test)", &workspace()).expect("config");
+    config.placement.inline =
+        PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 100000\n")
+            .expect("policies parse");
+    let local = start_local(&config).await;
+    let doubles: Vec<Arc<Refusing>> = [
+        ("container", BackendKind::Container, true),
+        ("lambda", BackendKind::Lambda, false),
+    ]
+    .into_iter()
+    .map(|(name, kind, on_host)| {
+        Arc::new(Refusing {
+            name: name.into(),
+            kind,
+            behaviour: Behaviour::Refuse,
+            models: local.models(),
+            calls: AtomicU64::new(0),
+            on_host,
+        })
+    })
+    .collect();
+    let mut backends: Vec<Arc<dyn Backend>> = vec![Arc::new(local)];
+    backends.extend(doubles.iter().map(|d| Arc::clone(d) as Arc<dyn Backend>));
+    let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
+    let gateway = Gateway::with_backends(&config, backends, prometheus)
+        .expect("gateway")
+        .with_host_cpu(HostCpu::fixed(Some(busy)));
+    let (running, gateway) = serve_gateway(gateway).await;
+    (running, gateway, doubles)
+}
+
+/// `n` xception requests at once; their replies.
+async fn xception_burst(base: &str, n: usize) -> Vec<Reply> {
+    let request = InferRequest {
+        inputs: vec![Tensor {
+            name: "input".into(),
+            shape: vec![1, 3, 299, 299],
+            data: TensorData::Fp32(vec![0.5; 3 * 299 * 299]),
+        }],
+        ..InferRequest::default()
+    };
+    let body = encode_request(&request, true).expect("encodes");
+    let length = body.json_length.expect("binary").to_string();
+    let url = format!("{base}/v2/models/xception/infer");
+    let sends = (0..n).map(|_| {
+        let (url, bytes, length) = (url.clone(), body.bytes.clone(), length.clone());
+        tokio::spawn(async move {
+            post(&url, bytes, &[("inference-header-content-length", length)]).await
+        })
+    });
+    let mut replies = Vec::new();
+    for send in sends.collect::<Vec<_>>() {
+        replies.push(send.await.expect("no panic"));
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_saturated_host_adaptive_does_not_spread_the_local_overflow_to_tiers_on_it() {
+    // Host CPU to spare: what the busy local tier cannot take goes to the
+    // cheapest backend with room, the container on the same host.
+    let (gateway, _, doubles) = start_on_host(0.3).await;
+    let replies = xception_burst(&gateway.base, 8).await;
+    let container_calls = doubles[0].calls.load(Ordering::Relaxed);
+    assert!(
+        container_calls >= 1,
+        "statuses {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    gateway.stop().await;
+
+    // Saturated: nothing goes to the container on the host. Local serves
+    // what it has room for, the remote Lambda is tried for the rest, and
+    // the others are refused with 429 as a local-only gateway would.
+    let (gateway, served, doubles) = start_on_host(0.97).await;
+    let replies = xception_burst(&gateway.base, 8).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(doubles[0].calls.load(Ordering::Relaxed), 0, "{statuses:?}");
+    assert!(
+        doubles[1].calls.load(Ordering::Relaxed) >= 1,
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 429].contains(s)),
+        "{statuses:?}"
+    );
+    let refused = replies
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("the burst is larger than local's room");
+    assert!(
+        placement(refused).contains("not spreading to container on the same host")
+            || refused.error().contains("full"),
+        "{} / {}",
+        placement(refused),
+        refused.error()
+    );
+    let served_by_local = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .all(|r| r.header("switchyard-backend") == Some("local"));
+    assert!(served_by_local);
+    let stats = served.stats_report();
+    assert_eq!(stats["host_cpu_busy"], serde_json::json!(0.97), "{stats}");
+    gateway.stop().await;
 }

@@ -297,6 +297,8 @@ fn policies_decide_in_the_simulator_as_the_gateway_built_from_the_same_file_deci
                 payload_bytes: *payload_bytes,
                 rate: *rate,
                 random: *random,
+                host_cpu_busy: None,
+                refused_on_host: false,
             };
             assert_eq!(
                 &live.for_model(model).place(&request, views),

@@ -23,6 +23,8 @@ pub struct ContainerFile {
     tls: Option<TlsFile>,
     #[serde(default = "default_route")]
     route: String,
+    #[serde(default)]
+    shares_host_cpu: Option<bool>,
     #[serde(default = "default_api_timeout_ms")]
     api_timeout_ms: u64,
     #[serde(default = "default_image")]
@@ -223,6 +225,18 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Whether the engine, and so its containers, run on this machine.
+    pub fn is_on_this_host(&self) -> bool {
+        match self {
+            Endpoint::Unix(_) => true,
+            Endpoint::Tcp(address) | Endpoint::Tls { address, .. } => {
+                switchyard_backends::host::is_loopback_authority(address)
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -243,6 +257,9 @@ pub struct ContainerConfig {
     pub endpoint: Endpoint,
     /// How requests reach the containers.
     pub route: Route,
+    /// The containers run on the gateway's machine: as written, else
+    /// whether the engine is (a Unix socket or a loopback address).
+    pub shares_host_cpu: bool,
     /// Deadline of one Docker API call (an image build included).
     pub api_timeout: Duration,
     /// Image repository name; the tag is the content hash of what goes in.
@@ -395,11 +412,15 @@ impl ContainerFile {
             ));
         }
         let ms = Duration::from_millis;
+        let shares_host_cpu = self
+            .shares_host_cpu
+            .unwrap_or_else(|| endpoint.is_on_this_host());
         Ok(ContainerConfig {
             name: self.name,
             models,
             endpoint,
             route,
+            shares_host_cpu,
             api_timeout: ms(self.api_timeout_ms),
             image: self.image,
             worker_binary: self.worker_binary,
@@ -582,5 +603,30 @@ mod tests {
         );
         let error = validate("[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"").unwrap_err();
         assert_eq!(error.key, "endpoint");
+    }
+
+    #[test]
+    fn containers_share_the_host_cpu_when_the_engine_is_local_unless_told_otherwise() {
+        assert!(validate("").unwrap().shares_host_cpu);
+        assert!(
+            validate("endpoint = \"tcp://127.0.0.1:2375\"")
+                .unwrap()
+                .shares_host_cpu
+        );
+        assert!(
+            !validate("endpoint = \"tcp://docker.internal:2375\"")
+                .unwrap()
+                .shares_host_cpu
+        );
+        assert!(
+            validate("endpoint = \"tcp://docker.internal:2375\"\nshares_host_cpu = true")
+                .unwrap()
+                .shares_host_cpu
+        );
+        assert!(!validate("shares_host_cpu = false").unwrap().shares_host_cpu);
+        assert_eq!(
+            validate("shares_host_cpu = \"auto\"").unwrap_err().key,
+            "shares_host_cpu"
+        );
     }
 }

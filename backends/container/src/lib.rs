@@ -198,6 +198,7 @@ impl Backend for ContainerBackend {
             unready_reason: status.unready_reason,
             cold_start_ms: self.pool.recent_cold_start_ms(),
             memory_mb: None,
+            shares_host_cpu: config.shares_host_cpu,
         }
     }
 

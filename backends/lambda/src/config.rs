@@ -27,6 +27,8 @@ pub struct LambdaFile {
     #[serde(default)]
     endpoint: Option<String>,
     #[serde(default)]
+    shares_host_cpu: Option<bool>,
+    #[serde(default)]
     models: Option<ModelSelection>,
     #[serde(default = "default_memory_mb")]
     memory_mb: u64,
@@ -116,6 +118,9 @@ pub struct LambdaConfig {
     /// Region used in the endpoint and the signature.
     pub region: String,
     pub endpoint: Endpoint,
+    /// The function runs on the gateway's machine: as written, else
+    /// whether the endpoint is a loopback address (an emulator).
+    pub shares_host_cpu: bool,
     /// Models (all versions) the function serves.
     pub models: Vec<String>,
     /// The function's configured memory, for cost (the instance's own
@@ -256,12 +261,16 @@ impl LambdaFile {
             1,
             60_000,
         )?;
+        let shares_host_cpu = self.shares_host_cpu.unwrap_or_else(|| {
+            switchyard_backends::host::is_loopback_authority(&endpoint.base_url)
+        });
         Ok(LambdaConfig {
             name: "lambda".into(),
             function_name: self.function_name,
             qualifier: self.qualifier.filter(|q| !q.trim().is_empty()),
             region: region.unwrap_or_else(|| "us-east-1".into()),
             endpoint,
+            shares_host_cpu,
             models,
             memory_mb: self.memory_mb,
             timeout: Duration::from_millis(self.timeout_ms),
@@ -332,6 +341,26 @@ mod tests {
         assert_eq!(config.pricing, Pricing::default());
         // base64 (4/3) of the largest tensor payload plus the header fits.
         assert!(config.max_tensor_bytes() * 4 / 3 + 64 * 1024 <= SYNC_PAYLOAD_LIMIT_BYTES);
+    }
+
+    #[test]
+    fn an_emulator_on_loopback_shares_the_host_cpu_and_aws_does_not() {
+        assert!(
+            parse("endpoint = \"http://127.0.0.1:9000/\"")
+                .unwrap()
+                .shares_host_cpu
+        );
+        assert!(!parse("region = \"eu-west-1\"").unwrap().shares_host_cpu);
+        assert!(
+            !parse("endpoint = \"http://127.0.0.1:9000\"\nshares_host_cpu = false")
+                .unwrap()
+                .shares_host_cpu
+        );
+        assert!(
+            parse("region = \"eu-west-1\"\nshares_host_cpu = true")
+                .unwrap()
+                .shares_host_cpu
+        );
     }
 
     #[test]

@@ -410,6 +410,7 @@ impl Backend for LambdaBackend {
             unready_reason,
             cold_start_ms: self.activity.recent_cold_start_ms(),
             memory_mb: Some(self.activity.memory_mb()),
+            shares_host_cpu: self.config.shares_host_cpu,
         }
     }
 

@@ -116,6 +116,36 @@
 //! 1 s, which a container cold start fits) pay 60% more for containers
 //! kept warm than the Lambda invocations they replaced.
 //!
+//! **Failing backends.** A candidate failing more than `max_failure_rate`
+//! of its recent requests is left out while another has room. When every
+//! candidate with room is failing (under overload, timeouts count as
+//! failures everywhere), they compete as usual instead: refusing every
+//! request serves no one, and the one that still answers most of them
+//! wins on its prediction.
+//!
+//! **One host's CPU.** Tiers that run on the gateway's own machine (the
+//! local tier, containers of a local Docker engine, a Lambda emulator on
+//! loopback: [`BackendSnapshot::shares_host_cpu`]) draw on the same CPUs.
+//! While the host has idle CPU, overflowing from one to another uses it.
+//! Once the host is saturated (its busy share over the last second, the
+//! request's `host_cpu_busy`, is above `host_saturation`, 0.9 by default),
+//! overflow brings no capacity: a request sent to a container instead of
+//! the local queue runs on the cores the local tier was using, and costs
+//! more CPU there (an HTTP hop, a second copy of the model, no batching
+//! with the local queue). So on a saturated host only the most efficient
+//! usable kind on it (local, then container, then Lambda) is a candidate,
+//! and nothing on it once one of its backends refused the request for
+//! load (the gateway's failover says so in `refused_on_host`): the request
+//! queues on that tier or is refused there with 429, as a local-only
+//! gateway's would be. Backends elsewhere (Lambda itself, a remote Docker
+//! engine) compete as before, and pre-warming skips the held-back tiers.
+//! On the paper's ramp on one 2-core machine, every live run before this
+//! rule had the policy spread xception over all three tiers once the
+//! local tier's queue passed the SLO, and fail more requests than
+//! local-only did (`bench/paper-discussion.md`).
+//!
+//! [`BackendSnapshot::shares_host_cpu`]: switchyard_backends::BackendSnapshot::shares_host_cpu
+//!
 //! The simulator (`switchyard sim`, `bench/results/sim.md`) found why the
 //! scale-out term matters: without it, bursts made the policy prefer
 //! containers over Lambda for their small per-request occupancy price, and
@@ -182,6 +212,10 @@ pub struct AdaptiveParams {
     pub slo_p99_ms: f64,
     pub max_failure_rate: f64,
     pub tail_factor: f64,
+    /// Share of the host's CPU busy above which the host counts as
+    /// saturated: its on-host tiers then take no overflow from each other
+    /// (1.0 never does).
+    pub host_saturation: f64,
     /// Assumed latency per kind before anything was measured, ms.
     pub prior_latency_ms: [f64; 3],
     /// Cold-start time per kind, ms, until the backend reports a measured one.
@@ -196,6 +230,7 @@ impl Default for AdaptiveParams {
             slo_p99_ms: 100.0,
             max_failure_rate: 0.2,
             tail_factor: 1.5,
+            host_saturation: 0.9,
             prior_latency_ms: [5.0, 10.0, 50.0],
             cold_start_ms: [0.0, 500.0, 150.0],
             costs: BackendCosts::default(),
@@ -228,6 +263,21 @@ struct Estimate {
     scales_out: bool,
     /// The prediction once that slot is warm: without the cold start.
     warm_p99_ms: f64,
+}
+
+/// The backends of a saturated host that may take a request.
+#[derive(Debug, Clone, Copy)]
+struct HostLimit {
+    /// The host's busy share.
+    busy: f64,
+    /// The one kind of on-host backend allowed, `None` for none.
+    kind: Option<BackendKind>,
+}
+
+impl HostLimit {
+    fn allows(limit: Option<&HostLimit>, view: &BackendView) -> bool {
+        limit.is_none_or(|l| !view.snapshot.shares_host_cpu || l.kind == Some(view.snapshot.kind))
+    }
 }
 
 /// Whether a request that finds every slot busy waits behind others on a
@@ -269,7 +319,42 @@ impl Adaptive {
 
     /// Usable at all: can take the request and does not fail too often.
     fn usable(&self, request: &RequestFeatures<'_>, view: &BackendView) -> bool {
-        view.can_take(request) && view.observed.failure_rate <= self.params.max_failure_rate
+        view.can_take(request) && !self.failing(view)
+    }
+
+    fn failing(&self, view: &BackendView) -> bool {
+        view.observed.failure_rate > self.params.max_failure_rate
+    }
+
+    /// On a saturated host, which of the backends on it may take the
+    /// request: those of its most efficient usable kind; none once a
+    /// backend on the host refused the request for load. `None` when the
+    /// host is not saturated (or not measured): no limit.
+    fn host_limit(
+        &self,
+        request: &RequestFeatures<'_>,
+        backends: &[BackendView],
+    ) -> Option<HostLimit> {
+        let busy = request.host_cpu_busy?;
+        if busy <= self.params.host_saturation {
+            return None;
+        }
+        let on_host = || backends.iter().filter(|b| b.snapshot.shares_host_cpu);
+        let kind = if request.refused_on_host {
+            None
+        } else {
+            on_host()
+                .filter(|b| self.usable(request, b))
+                .map(|b| b.snapshot.kind)
+                .min_by_key(|&k| slot(k))
+                .or_else(|| {
+                    on_host()
+                        .filter(|b| b.can_take(request))
+                        .map(|b| b.snapshot.kind)
+                        .min_by_key(|&k| slot(k))
+                })
+        };
+        Some(HostLimit { busy, kind })
     }
 
     fn estimate(&self, index: usize, view: &BackendView) -> Estimate {
@@ -327,12 +412,29 @@ impl Policy for Adaptive {
     }
 
     fn place(&self, request: &RequestFeatures<'_>, backends: &[BackendView]) -> Option<Decision> {
-        let estimates: Vec<Estimate> = backends
+        let limit = self.host_limit(request, backends);
+        let open = |b: &BackendView| {
+            b.can_take(request) && b.has_room() && HostLimit::allows(limit.as_ref(), b)
+        };
+        // Backends failing more than max_failure_rate are avoided while
+        // another has room; when all that have room fail, they compete
+        // (refusing every request serves no one).
+        let mut all_failing = false;
+        let mut estimates: Vec<Estimate> = backends
             .iter()
             .enumerate()
-            .filter(|(_, b)| self.usable(request, b) && b.has_room())
+            .filter(|(_, b)| open(b) && !self.failing(b))
             .map(|(i, b)| self.estimate(i, b))
             .collect();
+        if estimates.is_empty() {
+            estimates = backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| open(b))
+                .map(|(i, b)| self.estimate(i, b))
+                .collect();
+            all_failing = !estimates.is_empty();
+        }
         let slo = self.params.slo_p99_ms;
         let cheapest = |a: &&Estimate, b: &&Estimate| {
             a.cost
@@ -367,10 +469,31 @@ impl Policy for Adaptive {
                 ),
             },
         };
+        let mut notes = String::new();
+        if all_failing {
+            notes.push_str(&format!(
+                "; every backend with room fails over {:.0}% of requests",
+                self.params.max_failure_rate * 100.0
+            ));
+        }
+        if let Some(limit) = limit {
+            let held_back: Vec<&str> = backends
+                .iter()
+                .filter(|b| b.snapshot.shares_host_cpu && !HostLimit::allows(Some(&limit), b))
+                .map(|b| b.name())
+                .collect();
+            if !held_back.is_empty() {
+                notes.push_str(&format!(
+                    "; host CPU {:.0}% busy: not spreading to {} on the same host",
+                    limit.busy * 100.0,
+                    held_back.join(", ")
+                ));
+            }
+        }
         Some(Decision {
             backend: chosen.index,
             reason: format!(
-                "adaptive: {why} -> {} (predicted p99 {:.1} ms, ${:.3e}/request)",
+                "adaptive: {why} -> {} (predicted p99 {:.1} ms, ${:.3e}/request){notes}",
                 backends[chosen.index].snapshot.name, chosen.p99_ms, chosen.cost
             ),
         })
@@ -384,12 +507,14 @@ impl Policy for Adaptive {
             return Vec::new();
         }
         let predicted = rate.predicted(horizon);
+        // A saturated host has no CPU for more instances on it.
+        let limit = self.host_limit(request, backends);
         // Candidates that keep the SLO when warm: (index, requests/s one
         // slot sustains, cost per request), cheapest first.
         let mut warm: Vec<(usize, f64, f64, f64)> = backends
             .iter()
             .enumerate()
-            .filter(|(_, b)| self.usable(request, b))
+            .filter(|(_, b)| self.usable(request, b) && HostLimit::allows(limit.as_ref(), b))
             .filter_map(|(i, b)| {
                 let base = self.base_ms(b);
                 let rho = p
@@ -567,6 +692,167 @@ mod tests {
             "{}",
             decision.reason
         );
+    }
+
+    #[test]
+    fn when_every_backend_with_room_fails_they_compete_instead_of_refusing_all() {
+        let mut container = measured("container", BackendKind::Container, 0, 100.0);
+        container.observed.failure_rate = 0.5;
+        let mut local = measured("local", BackendKind::Local, 0, 50.0);
+        local.observed.failure_rate = 0.3;
+        let decision = adaptive(1000.0)
+            .place(&request(1.0, 100), &[container.clone(), local.clone()])
+            .expect("placed anyway");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
+        assert!(
+            decision
+                .reason
+                .contains("every backend with room fails over 20%"),
+            "{}",
+            decision.reason
+        );
+        // A healthy one with room is still preferred to the failing ones,
+        // even when it costs more.
+        let lambda = measured("lambda", BackendKind::Lambda, 0, 100.0);
+        let decision = adaptive(1000.0)
+            .place(&request(1.0, 100), &[container, local, lambda])
+            .expect("placed");
+        assert_eq!(decision.backend, 2, "{}", decision.reason);
+    }
+
+    /// A request seeing the host this busy.
+    fn on_host_busy(busy: f64) -> RequestFeatures<'static> {
+        let mut r = request(1.0, 100);
+        r.host_cpu_busy = Some(busy);
+        r
+    }
+
+    /// Local with its queue past the SLO (2 slots, 10 in flight: 9 ahead,
+    /// 1.5 * 100 * 5.5 = 825 ms), an idle container pool on the same host,
+    /// and Lambda, on the host too when `lambda_on_host`.
+    fn saturating_host(lambda_on_host: bool) -> [BackendView; 3] {
+        let mut local = measured("local", BackendKind::Local, 10, 100.0);
+        local.snapshot.shares_host_cpu = true;
+        let mut container = measured("container", BackendKind::Container, 0, 100.0);
+        container.snapshot.shares_host_cpu = true;
+        let mut lambda = measured("lambda", BackendKind::Lambda, 0, 100.0);
+        lambda.snapshot.shares_host_cpu = lambda_on_host;
+        [local, container, lambda]
+    }
+
+    #[test]
+    fn on_a_saturated_host_the_local_queue_is_not_spread_to_tiers_on_the_same_host() {
+        let backends = saturating_host(true);
+        let policy = adaptive(500.0);
+        // With CPU to spare, the overflow goes to the cheapest tier that
+        // keeps the SLO: the container (its slot costs less than Lambda's
+        // invocation).
+        for busy in [None, Some(0.5), Some(0.9)] {
+            let mut r = request(1.0, 100);
+            r.host_cpu_busy = busy;
+            let decision = policy.place(&r, &backends).expect("placed");
+            assert_eq!(decision.backend, 1, "{busy:?}: {}", decision.reason);
+            assert!(!decision.reason.contains("host CPU"), "{}", decision.reason);
+        }
+        // Saturated: the request waits in the local queue, as on a
+        // local-only gateway.
+        let decision = policy
+            .place(&on_host_busy(0.97), &backends)
+            .expect("placed");
+        assert_eq!(decision.backend, 0, "{}", decision.reason);
+        assert!(
+            decision
+                .reason
+                .contains("host CPU 97% busy: not spreading to container, lambda on the same host"),
+            "{}",
+            decision.reason
+        );
+        // A Lambda that runs elsewhere brings its own CPU: it takes the
+        // overflow, the container on the host does not.
+        let decision = policy
+            .place(&on_host_busy(0.97), &saturating_host(false))
+            .expect("placed");
+        assert_eq!(decision.backend, 2, "{}", decision.reason);
+        assert!(
+            decision.reason.contains("not spreading to container on"),
+            "{}",
+            decision.reason
+        );
+        // host_saturation = 1.0 turns the rule off.
+        let off = Adaptive {
+            params: AdaptiveParams {
+                slo_p99_ms: 500.0,
+                host_saturation: 1.0,
+                ..AdaptiveParams::default()
+            },
+        };
+        let decision = off.place(&on_host_busy(1.0), &backends).expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
+    }
+
+    #[test]
+    fn on_a_saturated_host_a_full_local_tier_is_refused_there_not_spread() {
+        let mut backends = saturating_host(true);
+        // Local's queue is full: it has no room, but it is the host's most
+        // efficient tier, so nothing else on the host takes its overflow.
+        backends[0].snapshot.in_flight = 64;
+        assert_eq!(adaptive(500.0).place(&on_host_busy(0.97), &backends), None);
+        // The gateway asks again after local refused: still nothing on the
+        // host, while a remote Lambda takes it.
+        let mut refused = on_host_busy(0.97);
+        refused.refused_on_host = true;
+        let after = &backends[1..];
+        assert_eq!(adaptive(500.0).place(&refused, after), None);
+        let mut remote = after.to_vec();
+        remote[1].snapshot.shares_host_cpu = false;
+        let decision = adaptive(500.0).place(&refused, &remote).expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
+        // Without saturation the refusal fails over to the container.
+        let mut idle = on_host_busy(0.4);
+        idle.refused_on_host = true;
+        let decision = adaptive(500.0).place(&idle, after).expect("placed");
+        assert_eq!(decision.backend, 0, "{}", decision.reason);
+    }
+
+    #[test]
+    fn on_a_saturated_host_a_failing_local_tier_hands_over_to_the_next_tier_on_it() {
+        let mut backends = saturating_host(true);
+        backends[0].observed.failure_rate = 0.9;
+        let decision = adaptive(500.0)
+            .place(&on_host_busy(0.97), &backends)
+            .expect("placed");
+        assert_eq!(decision.backend, 1, "{}", decision.reason);
+        assert!(
+            decision.reason.contains("not spreading to local, lambda"),
+            "{}",
+            decision.reason
+        );
+    }
+
+    #[test]
+    fn a_saturated_host_warms_nothing_on_itself() {
+        // The rising rate of the prewarm test above warms containers; with
+        // the host saturated and the pool on it, nothing is warmed, while a
+        // remote Lambda still is.
+        let mut local = measured("local", BackendKind::Local, 0, 10.0);
+        local.snapshot.shares_host_cpu = true;
+        let mut container = measured("container", BackendKind::Container, 0, 20.0);
+        container.snapshot.concurrency = 1;
+        container.snapshot.headroom = 64;
+        container.snapshot.shares_host_cpu = true;
+        let mut r = rising(100.0, 15.0);
+        r.host_cpu_busy = Some(0.5);
+        let backends = [local, container];
+        assert_eq!(adaptive(100.0).prewarm(&r, &backends).len(), 1);
+        r.host_cpu_busy = Some(0.95);
+        assert_eq!(adaptive(100.0).prewarm(&r, &backends), Vec::new());
+        let mut lambda = measured("lambda", BackendKind::Lambda, 0, 20.0);
+        lambda.snapshot.headroom = 10;
+        lambda.snapshot.concurrency = 0;
+        let with_lambda = [backends[0].clone(), backends[1].clone(), lambda];
+        let advice = adaptive(100.0).prewarm(&r, &with_lambda);
+        assert_eq!(advice.len(), 1, "{advice:?}");
+        assert_eq!(advice[0].backend, 2, "{}", advice[0].reason);
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub struct RequestFeatures<'a> {
     pub rate: RequestRate,
     /// A random number drawn for this request (for randomised choices).
     pub random: u64,
+    /// Share (0–1) of the gateway host's CPU time busy over about the last
+    /// second ([`HostCpu`](crate::host_cpu::HostCpu)); `None` where it is
+    /// not measured (the simulator, whose tiers each bring their own CPU).
+    pub host_cpu_busy: Option<f64>,
+    /// A backend that shares the host's CPU already refused this request
+    /// for load (the gateway is asking again without it).
+    pub refused_on_host: bool,
 }
 
 /// What the gateway has observed of one backend serving one model.
@@ -163,6 +170,7 @@ pub(crate) mod testing {
                 unready_reason: None,
                 cold_start_ms: None,
                 memory_mb: None,
+                shares_host_cpu: false,
             },
             observed: Observed::default(),
         }
@@ -174,6 +182,8 @@ pub(crate) mod testing {
             payload_bytes,
             rate: RequestRate::steady(rate),
             random: 7,
+            host_cpu_busy: None,
+            refused_on_host: false,
         }
     }
 }

@@ -60,6 +60,8 @@ pub enum PolicySpec {
         #[serde(default)]
         tail_factor: Option<f64>,
         #[serde(default)]
+        host_saturation: Option<f64>,
+        #[serde(default)]
         prior_latency_ms: Option<PerKind>,
         #[serde(default)]
         cold_start_ms: Option<PerKind>,
@@ -258,6 +260,7 @@ fn build(spec: &PolicySpec, backends: &[String], key: &str) -> Result<Arc<dyn Po
             slo_p99_ms,
             max_failure_rate,
             tail_factor,
+            host_saturation,
             prior_latency_ms,
             cold_start_ms,
             costs,
@@ -317,6 +320,12 @@ fn build(spec: &PolicySpec, backends: &[String], key: &str) -> Result<Arc<dyn Po
                         tail_factor.unwrap_or(defaults.tail_factor),
                         1.0,
                         100.0,
+                    )?,
+                    host_saturation: range(
+                        "host_saturation",
+                        host_saturation.unwrap_or(defaults.host_saturation),
+                        0.05,
+                        1.0,
                     )?,
                     prior_latency_ms: per_kind(
                         "prior_latency_ms",
@@ -461,6 +470,11 @@ prewarm = { horizon_s = 30, utilization = 0.5 }
             (
                 "[default]\npolicy = \"adaptive\"\nslo_p99_ms = 5\nprewarm = { utilization = 2 }\n",
                 "default.prewarm.utilization",
+                "between",
+            ),
+            (
+                "[default]\npolicy = \"adaptive\"\nslo_p99_ms = 5\nhost_saturation = 0\n",
+                "default.host_saturation",
                 "between",
             ),
         ];

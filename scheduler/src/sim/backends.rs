@@ -58,6 +58,8 @@ fn snapshot(name: &str, kind: BackendKind) -> BackendSnapshot {
         unready_reason: None,
         cold_start_ms: None,
         memory_mb: None,
+        // Each simulated tier brings its own CPU.
+        shares_host_cpu: false,
     }
 }
 

@@ -374,6 +374,9 @@ impl Engine<'_> {
             payload_bytes: self.profile.models[model].payload_bytes,
             rate: request.rate,
             random: request.random,
+            // Each simulated tier brings its own CPU: no shared host.
+            host_cpu_busy: None,
+            refused_on_host: false,
         };
         if request.attempts == 0 && now >= self.next_prewarm_check[model] {
             self.next_prewarm_check[model] = now + nanos(crate::prewarm::CHECK_INTERVAL);
