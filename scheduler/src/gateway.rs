@@ -105,18 +105,54 @@ struct Pending<'a> {
     model: &'a str,
     payload_bytes: u64,
     received: Instant,
+    /// The request's random draw (placement, decision-log sampling).
+    random: u64,
+    /// The model's request rate over the window as measured for this
+    /// request; 0 until measured.
+    rate_per_second: f64,
     attempted: Attempted,
     finished: bool,
+}
+
+impl Pending<'_> {
+    /// Records how the request ended: its series' stats and metrics, and
+    /// the decision log when the request is sampled.
+    fn finish(&mut self, outcome: Outcome) {
+        self.finished = true;
+        let elapsed = self.received.elapsed();
+        let gateway = self.gateway;
+        gateway
+            .recorder(self.model, &self.attempted)
+            .record(outcome, elapsed, self.payload_bytes);
+        let Some(log) = gateway
+            .decision_log
+            .as_ref()
+            .filter(|log| log.sampled(self.random))
+        else {
+            return;
+        };
+        let attempted = &self.attempted;
+        log.write(DecisionRecord {
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+            model: self.model.to_owned(),
+            payload_bytes: self.payload_bytes,
+            rate_per_second: self.rate_per_second,
+            policy: attempted.policy,
+            backend: attempted.backend.clone(),
+            reason: attempted.reason.clone(),
+            attempts: attempted.attempts,
+            outcome: outcome.as_str(),
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+        });
+    }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.gateway.recorder(self.model, &self.attempted).record(
-                Outcome::Cancelled,
-                self.received.elapsed(),
-                self.payload_bytes,
-            );
+            self.finish(Outcome::Cancelled);
         }
     }
 }
@@ -374,12 +410,14 @@ impl Gateway {
             model: name,
             payload_bytes,
             received,
+            random,
+            rate_per_second: 0.0,
             // Its policy is set by `place_and_run` before its first await,
             // or for a shed.
             attempted: Attempted::none("none"),
             finished: false,
         };
-        let (result, rate) = match self.throttle.admit(name, random, received) {
+        let result = match self.throttle.admit(name, random, received) {
             Some(probability) => {
                 metrics::counter!("switchyard_shed_requests_total", "model" => name.to_owned())
                     .increment(1);
@@ -389,15 +427,13 @@ impl Gateway {
                 };
                 pending.attempted.policy = "shed";
                 pending.attempted.reason = error.to_string();
-                (Err(error), 0.0)
+                Err(error)
             }
             None => {
-                self.place_and_run(&mut pending, version, request, timeout, random)
+                self.place_and_run(&mut pending, version, request, timeout)
                     .await
             }
         };
-        pending.finished = true;
-        let attempted = &pending.attempted;
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(error) => error.outcome(),
@@ -409,25 +445,7 @@ impl Gateway {
         ) {
             self.throttle.rejected(name, Instant::now());
         }
-        let elapsed = received.elapsed();
-        self.recorder(name, attempted)
-            .record(outcome, elapsed, payload_bytes);
-        if let Some(log) = self.decision_log.as_ref().filter(|log| log.sampled(random)) {
-            log.write(DecisionRecord {
-                unix_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis()),
-                model: name.to_owned(),
-                payload_bytes,
-                rate_per_second: rate,
-                policy: attempted.policy,
-                backend: attempted.backend.clone(),
-                reason: attempted.reason.clone(),
-                attempts: attempted.attempts,
-                outcome: outcome.as_str(),
-                latency_ms: elapsed.as_secs_f64() * 1000.0,
-            });
-        }
+        pending.finish(outcome);
         result
     }
 
@@ -460,16 +478,15 @@ impl Gateway {
         version: Option<&str>,
         request: InferRequest,
         timeout: Duration,
-        random: u64,
-    ) -> (Result<Served, GatewayError>, f64) {
-        let (name, received) = (pending.model, pending.received);
+    ) -> Result<Served, GatewayError> {
+        let (name, received, random) = (pending.model, pending.received, pending.random);
         let attempted = &mut pending.attempted;
         let policies = self.policies.current();
         let policy = policies.for_model(name);
         attempted.policy = policy.name();
         let (model, version, specs) = match self.resolve(name, version) {
             Ok(resolved) => resolved,
-            Err(error) => return (Err(error), 0.0),
+            Err(error) => return Err(error),
         };
         if let Err(error) = validate_inputs(
             &specs.inputs,
@@ -477,9 +494,10 @@ impl Gateway {
             model.info.max_batch_size,
             &request,
         ) {
-            return (Err(error.into()), 0.0);
+            return Err(error.into());
         }
         let rate = self.rates.record(name, received);
+        pending.rate_per_second = rate.window_per_second;
         let mut features = RequestFeatures {
             model: name,
             payload_bytes: request.payload_bytes() as u64,
@@ -552,7 +570,7 @@ impl Gateway {
                         }
                     }
                 });
-                return (Err(error), rate.window_per_second);
+                return Err(error);
             };
             let index = candidates[decision.backend];
             let on_host = views[decision.backend].snapshot.shares_host_cpu;
@@ -581,13 +599,10 @@ impl Gateway {
             attempted.attempts += 1;
             // Keep a copy for a possible failover only when one could happen.
             let Some(current) = request.take() else {
-                return (
-                    Err(GatewayError::NoBackend {
-                        model: name.to_owned(),
-                        detail: String::new(),
-                    }),
-                    rate.window_per_second,
-                );
+                return Err(GatewayError::NoBackend {
+                    model: name.to_owned(),
+                    detail: String::new(),
+                });
             };
             if candidates.len() > 1 {
                 request = Some(current.clone());
@@ -636,7 +651,7 @@ impl Gateway {
                         placement: attempted.reason.clone(),
                         timing: result.timing,
                     };
-                    return (Ok(served), rate.window_per_second);
+                    return Ok(served);
                 }
                 Ok(Err(error)) => GatewayError::from(error),
                 Err(_) => GatewayError::Deadline {
@@ -674,7 +689,7 @@ impl Gateway {
                 && Instant::now() < deadline
                 && self.retry_budget.try_withdraw(Instant::now());
             if !can_retry {
-                return (Err(error), rate.window_per_second);
+                return Err(error);
             }
             tracing::debug!(model = name, backend = %attempted.backend, %error, "failing over");
             failover_note.push_str(&format!(

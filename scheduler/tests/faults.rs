@@ -192,9 +192,17 @@ models = ["digits"]
 async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_back() {
     let emulator = emulator();
     let function = instance(&emulator);
+    let log = std::env::temp_dir().join(format!(
+        "switchyard-faults-decisions-{}.jsonl",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&log);
     let gateway = Running::start(&local_and_lambda(
         &emulator.endpoint(),
-        "order = [\"lambda\", \"local\"]",
+        &format!(
+            "order = [\"lambda\", \"local\"]\ndecision_log = {:?}\ndecision_log_sample = 1.0",
+            log.display().to_string()
+        ),
     ))
     .await;
     hang_lambda(&gateway, &function).await;
@@ -250,6 +258,30 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gateway.stop().await;
+    // The decision log has the abandoned request too, with its placement.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let cancelled = records.iter().find(|r| r["outcome"] == "cancelled");
+        if let Some(record) = cancelled {
+            assert_eq!(record["backend"], "lambda", "{record}");
+            assert_eq!(record["model"], "digits", "{record}");
+            assert!(record["latency_ms"].as_f64() >= Some(400.0), "{record}");
+            assert!(records.iter().any(|r| r["outcome"] == "success"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cancelled record in {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(&log);
 }
 
 /// Sends `total` digits requests from `workers` concurrent clients, counting
