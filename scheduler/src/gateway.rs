@@ -742,7 +742,7 @@ impl Gateway {
             "io_threads": tokio::runtime::Handle::try_current()
                 .ok()
                 .map(|runtime| runtime.metrics().num_workers()),
-            // The host's CPU busy share over about the last second, as
+            // The host's recent CPU busy share (host_cpu.rs), as
             // placement last read it (`null` where not measured).
             "host_cpu_busy": self.host_cpu.last(),
             "policies": self.policies.describe(),

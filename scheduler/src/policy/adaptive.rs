@@ -127,7 +127,7 @@
 //! local tier, containers of a local Docker engine, a Lambda emulator on
 //! loopback: [`BackendSnapshot::shares_host_cpu`]) draw on the same CPUs.
 //! While the host has idle CPU, overflowing from one to another uses it.
-//! Once the host is saturated (its busy share over the last second, the
+//! Once the host is saturated (its recent busy share, the
 //! request's `host_cpu_busy`, is above `host_saturation`, 0.9 by default),
 //! overflow brings no capacity: a request sent to a container instead of
 //! the local queue runs on the cores the local tier was using, and costs
