@@ -570,6 +570,10 @@ impl Gateway {
                         }
                     }
                 });
+                // With nothing tried, the log and stats say why nothing was.
+                if attempted.attempts == 0 {
+                    attempted.reason = format!("{}: {error}", policy.name());
+                }
                 return Err(error);
             };
             let index = candidates[decision.backend];
