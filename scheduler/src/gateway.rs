@@ -294,11 +294,6 @@ impl Gateway {
         self
     }
 
-    /// How busy the host's CPU is, as placement sees it.
-    pub fn host_cpu(&self) -> &HostCpu {
-        &self.host_cpu
-    }
-
     /// The policies in force and their reload control.
     pub fn policies(&self) -> &Policies {
         &self.policies

@@ -149,8 +149,7 @@ impl HostCpu {
                 self.refresh(now);
             }
         }
-        let bits = self.busy.load(Ordering::Relaxed);
-        (bits != UNKNOWN).then(|| f64::from_bits(bits))
+        self.last()
     }
 
     /// The reading as it is, without refreshing it (stats).
@@ -163,8 +162,9 @@ impl HostCpu {
         u64::try_from(now.saturating_duration_since(self.started).as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Takes a reading and measures the busy share against the oldest one
-    /// within [`WINDOW`]. Another request already refreshing is left to it.
+    /// Takes a reading and measures the busy share against the readings
+    /// kept ([`recent_busy`]). Another request already refreshing is left
+    /// to it.
     fn refresh(&self, now: Instant) {
         let Source::Proc(readings) = &self.source else {
             return;

@@ -339,20 +339,19 @@ impl Adaptive {
         if busy <= self.params.host_saturation {
             return None;
         }
-        let on_host = || backends.iter().filter(|b| b.snapshot.shares_host_cpu);
+        // The most efficient kind among the on-host backends that pass.
+        let first_kind = |passes: &dyn Fn(&BackendView) -> bool| {
+            backends
+                .iter()
+                .filter(|b| b.snapshot.shares_host_cpu && passes(b))
+                .map(|b| b.snapshot.kind)
+                .min_by_key(|&k| slot(k))
+        };
         let kind = if request.refused_on_host {
             None
         } else {
-            on_host()
-                .filter(|b| self.usable(request, b))
-                .map(|b| b.snapshot.kind)
-                .min_by_key(|&k| slot(k))
-                .or_else(|| {
-                    on_host()
-                        .filter(|b| b.can_take(request))
-                        .map(|b| b.snapshot.kind)
-                        .min_by_key(|&k| slot(k))
-                })
+            first_kind(&|b| self.usable(request, b))
+                .or_else(|| first_kind(&|b| b.can_take(request)))
         };
         Some(HostLimit { busy, kind })
     }
