@@ -133,7 +133,9 @@
 //! the local queue runs on the cores the local tier was using, and costs
 //! more CPU there (an HTTP hop, a second copy of the model, no batching
 //! with the local queue). So on a saturated host only the most efficient
-//! usable kind on it (local, then container, then Lambda) is a candidate,
+//! ready kind on it (local, then container, then Lambda) is a candidate
+//! (ready, not healthy: the failure rate counts refusals for load, and a
+//! tier that is really broken is ejected),
 //! and nothing on it once one of its backends refused the request for
 //! load (the gateway's failover says so in `refused_on_host`): the request
 //! queues on that tier or is refused there with 429, as a local-only
@@ -327,7 +329,7 @@ impl Adaptive {
     }
 
     /// On a saturated host, which of the backends on it may take the
-    /// request: those of its most efficient usable kind; none once a
+    /// request: those of its most efficient ready kind; none once a
     /// backend on the host refused the request for load. `None` when the
     /// host is not saturated (or not measured): no limit.
     fn host_limit(
@@ -339,19 +341,18 @@ impl Adaptive {
         if busy <= self.params.host_saturation {
             return None;
         }
-        // The most efficient kind among the on-host backends that pass.
-        let first_kind = |passes: &dyn Fn(&BackendView) -> bool| {
-            backends
-                .iter()
-                .filter(|b| b.snapshot.shares_host_cpu && passes(b))
-                .map(|b| b.snapshot.kind)
-                .min_by_key(|&k| slot(k))
-        };
+        // Ready is enough, healthy is not asked: the failure rate counts
+        // refusals for load too, so a full local tier would otherwise hand
+        // its overflow to the next tier on the host. A broken one is
+        // ejected, so not ready.
         let kind = if request.refused_on_host {
             None
         } else {
-            first_kind(&|b| self.usable(request, b))
-                .or_else(|| first_kind(&|b| b.can_take(request)))
+            backends
+                .iter()
+                .filter(|b| b.snapshot.shares_host_cpu && b.can_take(request))
+                .map(|b| b.snapshot.kind)
+                .min_by_key(|&k| slot(k))
         };
         Some(HostLimit { busy, kind })
     }
@@ -814,9 +815,15 @@ mod tests {
     }
 
     #[test]
-    fn on_a_saturated_host_a_failing_local_tier_hands_over_to_the_next_tier_on_it() {
+    fn on_a_saturated_host_an_unready_local_tier_hands_over_to_the_next_tier_on_it() {
+        // Refusals for load count in the failure rate: a full local tier
+        // that refused most recent requests still holds the host.
         let mut backends = saturating_host(true);
         backends[0].observed.failure_rate = 0.9;
+        backends[0].snapshot.in_flight = 64;
+        assert_eq!(adaptive(500.0).place(&on_host_busy(0.97), &backends), None);
+        // Ejected or down, it hands over.
+        backends[0].snapshot.ready = false;
         let decision = adaptive(500.0)
             .place(&on_host_busy(0.97), &backends)
             .expect("placed");
