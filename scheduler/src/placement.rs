@@ -24,6 +24,9 @@ const FAILURE_WEIGHT: f64 = 0.05;
 /// Time constant with which a backend's failure rate fades while it gets
 /// no requests, so a backend that failed once is tried again.
 const FAILURE_DECAY: Duration = Duration::from_secs(10);
+/// Weight of each answer in the plain EWMA of service time, the level the
+/// service-time peak fades to while a backend is idle.
+const SERVICE_MEAN_WEIGHT: f64 = 0.1;
 
 /// How long one successful answer took, split as its backend reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ fn peak_ewma(current: Option<f64>, sample: Duration, elapsed: Duration) -> f64 {
 #[derive(Debug, Clone, Copy)]
 pub struct ObservedTracker {
     observed: Observed,
+    /// Plain EWMA of the service-time samples (no time decay, no peak).
+    service_mean_ms: Option<f64>,
     last: Instant,
 }
 
@@ -72,23 +77,37 @@ impl ObservedTracker {
     pub fn new(now: Instant) -> Self {
         Self {
             observed: Observed::default(),
+            service_mean_ms: None,
             last: now,
         }
     }
 
     /// What has been observed, as of `now`. While a backend gets no
-    /// answers its estimates fade (peak-EWMA latency with the latency time
-    /// constant, as Finagle's and Linkerd's peak-EWMA balancers do, and the
-    /// failure rate with [`FAILURE_DECAY`]), so a backend that once looked
-    /// slow or broken, and was therefore avoided, is tried again rather
-    /// than avoided for good.
+    /// answers its estimates fade, so a backend that once looked slow or
+    /// broken, and was therefore avoided, is tried again rather than
+    /// avoided for good:
+    ///
+    /// - the end-to-end latency toward zero with the latency time
+    ///   constant, as Finagle's and Linkerd's peak-EWMA balancers do: it
+    ///   holds the queue the backend had, and an idle backend has none;
+    /// - the service time with the same constant, but from its peak down
+    ///   to the plain EWMA of its samples, not to zero: how long the
+    ///   backend takes to run a request does not shrink while it idles.
+    ///   Fading it to zero made a tier idle for ten seconds look seven
+    ///   times faster than it had ever answered, so `adaptive` sent a
+    ///   burst's first requests to the tier that had been idle longest;
+    /// - the failure rate toward zero with [`FAILURE_DECAY`].
     pub fn observed(&self, now: Instant) -> Observed {
         let idle = now.saturating_duration_since(self.last).as_secs_f64();
         let mut observed = self.observed;
         if idle > 0.0 {
             let fade = |tau: Duration| (-idle / tau.as_secs_f64()).exp();
-            observed.latency_ms = observed.latency_ms.map(|ms| ms * fade(LATENCY_DECAY));
-            observed.service_ms = observed.service_ms.map(|ms| ms * fade(LATENCY_DECAY));
+            let latency_fade = fade(LATENCY_DECAY);
+            observed.latency_ms = observed.latency_ms.map(|ms| ms * latency_fade);
+            observed.service_ms = observed.service_ms.map(|peak| {
+                let floor = self.service_mean_ms.map_or(0.0, |mean| mean.min(peak));
+                floor + (peak - floor) * latency_fade
+            });
             observed.failure_rate *= fade(FAILURE_DECAY);
         }
         observed
@@ -105,6 +124,11 @@ impl ObservedTracker {
         if let Some(time) = time {
             o.latency_ms = Some(peak_ewma(o.latency_ms, time.latency, elapsed));
             o.service_ms = Some(peak_ewma(o.service_ms, time.service(), elapsed));
+            let sample = time.service().as_secs_f64() * 1000.0;
+            self.service_mean_ms = Some(
+                self.service_mean_ms
+                    .map_or(sample, |mean| mean + SERVICE_MEAN_WEIGHT * (sample - mean)),
+            );
         }
     }
 }
@@ -493,6 +517,46 @@ mod tests {
             queue: Duration::from_millis(9),
         };
         assert_eq!(skewed.service(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_idle_backends_service_time_fades_to_its_usual_level_not_to_zero() {
+        let t0 = Instant::now();
+        let mut tracker = ObservedTracker::new(t0);
+        // Ten answers of 170 ms, then one slow one of 900 ms.
+        for _ in 0..10 {
+            tracker.record(served(170), false, t0);
+        }
+        tracker.record(served(900), false, t0);
+        let now = tracker.observed(t0);
+        assert_eq!(now.service_ms, Some(900.0), "the peak counts at once");
+        // The plain mean: 170 + 0.1 * (900 - 170) = 243.
+        let mean = 243.0;
+        let after = |secs| tracker.observed(t0 + Duration::from_secs(secs));
+        let one_tau = after(5).service_ms.expect("measured");
+        let expected = mean + (900.0 - mean) / std::f64::consts::E;
+        assert!((one_tau - expected).abs() < 0.01, "{one_tau} vs {expected}");
+        // Long idle: the usual service time, not a backend that looks
+        // seven times faster than it ever answered.
+        let long = after(60).service_ms.expect("measured");
+        assert!((long - mean).abs() < 0.01, "{long}");
+        // The end-to-end latency, which holds past queues, still fades
+        // toward zero for the load balancers.
+        let latency = after(60).latency_ms.expect("measured");
+        assert!(latency < 1.0, "{latency}");
+        // A peak already below the mean (recent answers faster than older
+        // ones) stays where it is rather than rising while idle.
+        let mut faster = ObservedTracker::new(t0);
+        faster.record(served(500), false, t0);
+        let t1 = t0 + Duration::from_secs(30);
+        faster.record(served(100), false, t1);
+        let peak = faster.observed(t1).service_ms.expect("measured");
+        assert!(peak < 110.0, "{peak}");
+        let idle = faster
+            .observed(t1 + Duration::from_secs(30))
+            .service_ms
+            .expect("measured");
+        assert!((idle - peak).abs() < 1e-9, "{idle} vs {peak}");
     }
 
     #[test]

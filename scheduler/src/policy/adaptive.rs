@@ -676,6 +676,39 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_idle_for_a_while_is_predicted_from_how_fast_it_answered_not_as_free() {
+        // A container answered 170 ms requests, then got none for 20 s;
+        // it now has one slot with 3 requests queued. Lambda answers in
+        // 150 ms. Faded to zero the container's service time would be
+        // 170 / e^4 = 3 ms and the queue would look free.
+        let t0 = Instant::now();
+        let mut tracker = ObservedTracker::new(t0);
+        for _ in 0..10 {
+            tracker.record(
+                Some(AnswerTime {
+                    latency: Duration::from_millis(170),
+                    queue: Duration::ZERO,
+                }),
+                false,
+                t0,
+            );
+        }
+        let mut container = view("container", BackendKind::Container, 3, 8);
+        container.snapshot.concurrency = 1;
+        container.observed = tracker.observed(t0 + Duration::from_secs(20));
+        let local = measured("local", BackendKind::Local, 64, 100.0);
+        let lambda = measured("lambda", BackendKind::Lambda, 0, 150.0);
+        let policy = adaptive(500.0);
+        // 1.5 * 170 * (1 + 3) = 1020 ms.
+        let estimate = policy.estimate(1, &container);
+        assert!((estimate.p99_ms - 1020.0).abs() < 0.5, "{estimate:?}");
+        let decision = policy
+            .place(&request(1.0, 100), &[local, container, lambda])
+            .expect("placed");
+        assert_eq!(decision.backend, 2, "{}", decision.reason);
+    }
+
+    #[test]
     fn excludes_failing_full_and_too_small_backends_and_falls_back_to_the_fastest() {
         let mut failing = measured("container", BackendKind::Container, 0, 1.0);
         failing.observed.failure_rate = 0.9;

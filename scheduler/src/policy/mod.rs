@@ -53,7 +53,9 @@ pub struct Observed {
     /// Peak-EWMA of service time in ms: each answer's latency minus the
     /// queue time its backend reported ([`Timing::queue`]), so the wait
     /// behind other requests is not in it. `None` before the first answer.
-    /// What [`Adaptive`] predicts from, adding the queue it sees now.
+    /// While the backend idles it fades to the plain mean of its samples,
+    /// not to zero. What [`Adaptive`] predicts from, adding the queue it
+    /// sees now.
     ///
     /// [`Timing::queue`]: switchyard_backends::Timing::queue
     pub service_ms: Option<f64>,
