@@ -699,3 +699,57 @@ async fn on_a_saturated_host_adaptive_does_not_spread_the_local_overflow_to_tier
     assert_eq!(stats["host_cpu_busy"], serde_json::json!(0.97), "{stats}");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_on_a_saturated_host_fails_over_off_the_host_not_to_its_next_tier() {
+    // Every backend is a double that refuses: a local tier and a container
+    // on the saturated host, a Lambda elsewhere. The local tier, the host's
+    // most efficient, gets the request and refuses it for load; the
+    // failover must then leave the host: the container is on the same
+    // cores that were too busy, so only the remote Lambda is tried.
+    let config = Config::parse(
+        "[backends.local]\nmodels = [\"digits\"]\n",
+        "(test)",
+        &workspace(),
+    )
+    .expect("config");
+    let models = start_local(&config).await.models();
+    let mut config = config;
+    config.placement.inline =
+        PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 100000\n")
+            .expect("policies parse");
+    let doubles: Vec<Arc<Refusing>> = [
+        ("local", BackendKind::Local, true),
+        ("container", BackendKind::Container, true),
+        ("lambda", BackendKind::Lambda, false),
+    ]
+    .into_iter()
+    .map(|(name, kind, on_host)| {
+        Arc::new(Refusing {
+            name: name.into(),
+            kind,
+            behaviour: Behaviour::Refuse,
+            models: models.clone(),
+            calls: AtomicU64::new(0),
+            on_host,
+        })
+    })
+    .collect();
+    let backends = doubles
+        .iter()
+        .map(|d| Arc::clone(d) as Arc<dyn Backend>)
+        .collect();
+    let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
+    let gateway = Gateway::with_backends(&config, backends, prometheus)
+        .expect("gateway")
+        .with_host_cpu(HostCpu::fixed(Some(0.97)));
+    let (running, _) = serve_gateway(gateway).await;
+    let reply = infer_digits(&running.base).await;
+    let calls: Vec<u64> = doubles
+        .iter()
+        .map(|d| d.calls.load(Ordering::Relaxed))
+        .collect();
+    assert_eq!(reply.status, 429, "{}", reply.error());
+    assert_eq!(calls, [1, 0, 1], "local, container, lambda");
+    running.stop().await;
+}
