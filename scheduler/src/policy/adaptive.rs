@@ -5,8 +5,9 @@
 //! ```text
 //! base   = observed peak-EWMA service time of the backend for this model:
 //!          each answer's latency minus the queue time the backend
-//!          reported for it (or prior_latency_ms of the kind before the
-//!          first answer)
+//!          reported for it; before its first answer, the fastest service
+//!          time another backend measured for the model, or
+//!          prior_latency_ms of the kind if that is higher
 //! where this request would run:
 //!   a free slot (in_flight < concurrency)      ahead = 0, cold = 0
 //!   behind others on a ready slot              ahead = in_flight - concurrency + 1,
@@ -282,6 +283,17 @@ impl HostLimit {
     }
 }
 
+/// The fastest service time any of the model's backends has measured, what
+/// one that has not answered the model yet is assumed to take: no less,
+/// since the model more than the tier decides how long a request runs, and
+/// no more, so that the new backend is still tried when the others queue.
+fn fastest_measured(backends: &[BackendView]) -> Option<f64> {
+    backends
+        .iter()
+        .filter_map(|b| b.observed.service_ms)
+        .min_by(f64::total_cmp)
+}
+
 /// Whether a request that finds every slot busy waits behind others on a
 /// ready slot (the local workers' queue, a worker container's) rather than
 /// getting a slot of its own (each Lambda invocation runs on an instance,
@@ -293,12 +305,20 @@ fn queues_when_busy(kind: BackendKind) -> bool {
 impl Adaptive {
     /// The backend's latency for this model with no queue: its measured
     /// service time (latency minus the queue time it reported, so that
-    /// the `ahead` term does not count a past queue twice), or the prior of
-    /// its kind.
-    fn base_ms(&self, view: &BackendView) -> f64 {
+    /// the `ahead` term does not count a past queue twice). Before it has
+    /// answered the model: `measured`, the fastest service time of the
+    /// model's other backends ([`fastest_measured`]), or the prior of its
+    /// kind if that is higher. The model's cost dominates: a tier that has
+    /// not run xception yet will not run it in the 10 ms the container
+    /// prior says, and predicting that could send a burst's first dozens
+    /// of requests to a container whose first answer was still to come.
+    fn base_ms(&self, view: &BackendView, measured: Option<f64>) -> f64 {
         view.observed
             .service_ms
-            .unwrap_or(self.params.prior_latency_ms[slot(view.snapshot.kind)])
+            .unwrap_or_else(|| {
+                let prior = self.params.prior_latency_ms[slot(view.snapshot.kind)];
+                measured.map_or(prior, |ms| ms.max(prior))
+            })
             .max(0.001)
     }
 
@@ -357,10 +377,10 @@ impl Adaptive {
         Some(HostLimit { busy, kind })
     }
 
-    fn estimate(&self, index: usize, view: &BackendView) -> Estimate {
+    fn estimate(&self, index: usize, view: &BackendView, measured: Option<f64>) -> Estimate {
         let p = &self.params;
         let s = &view.snapshot;
-        let base = self.base_ms(view);
+        let base = self.base_ms(view, measured);
         let concurrency = s.concurrency.max(1) as f64;
         let busy = s.in_flight >= s.concurrency;
         let queues = queues_when_busy(s.kind) && s.in_flight < s.capacity;
@@ -413,6 +433,7 @@ impl Policy for Adaptive {
 
     fn place(&self, request: &RequestFeatures<'_>, backends: &[BackendView]) -> Option<Decision> {
         let limit = self.host_limit(request, backends);
+        let measured = fastest_measured(backends);
         let open = |b: &BackendView| {
             b.can_take(request) && b.has_room() && HostLimit::allows(limit.as_ref(), b)
         };
@@ -424,14 +445,14 @@ impl Policy for Adaptive {
             .iter()
             .enumerate()
             .filter(|(_, b)| open(b) && !self.failing(b))
-            .map(|(i, b)| self.estimate(i, b))
+            .map(|(i, b)| self.estimate(i, b, measured))
             .collect();
         if estimates.is_empty() {
             estimates = backends
                 .iter()
                 .enumerate()
                 .filter(|(_, b)| open(b))
-                .map(|(i, b)| self.estimate(i, b))
+                .map(|(i, b)| self.estimate(i, b, measured))
                 .collect();
             all_failing = !estimates.is_empty();
         }
@@ -509,6 +530,7 @@ impl Policy for Adaptive {
         let predicted = rate.predicted(horizon);
         // A saturated host has no CPU for more instances on it.
         let limit = self.host_limit(request, backends);
+        let measured = fastest_measured(backends);
         // Candidates that keep the SLO when warm: (index, requests/s one
         // slot sustains, cost per request), cheapest first.
         let mut warm: Vec<(usize, f64, f64, f64)> = backends
@@ -516,7 +538,7 @@ impl Policy for Adaptive {
             .enumerate()
             .filter(|(_, b)| self.usable(request, b) && HostLimit::allows(limit.as_ref(), b))
             .filter_map(|(i, b)| {
-                let base = self.base_ms(b);
+                let base = self.base_ms(b, measured);
                 let rho = p
                     .prewarm
                     .utilization
@@ -530,7 +552,7 @@ impl Policy for Adaptive {
                     _ => {
                         let mut idle = b.clone();
                         idle.snapshot.in_flight = 0;
-                        self.estimate(i, &idle).cost
+                        self.estimate(i, &idle, measured).cost
                     }
                 };
                 Some((i, per_slot, cost, base))
@@ -658,7 +680,7 @@ mod tests {
         // The queue it waited in has drained: 1.5 * 70 = 105 ms fits, and
         // local is free. Predicting from the end-to-end 400 ms would have
         // made it 600 ms and sent the request to Lambda.
-        let idle = policy.estimate(0, &local);
+        let idle = policy.estimate(0, &local, None);
         assert!((idle.p99_ms - 105.0).abs() < 1e-9, "{idle:?}");
         let decision = policy
             .place(&request(1.0, 100), &[local.clone(), lambda.clone()])
@@ -667,7 +689,7 @@ mod tests {
         // The queue it has now still counts, once: 3 in flight on 2 slots
         // puts 2 ahead, 1.5 * 70 * (1 + 2/2) = 210 ms, over the SLO.
         local.snapshot.in_flight = 3;
-        let busy = policy.estimate(0, &local);
+        let busy = policy.estimate(0, &local, None);
         assert!((busy.p99_ms - 210.0).abs() < 1e-9, "{busy:?}");
         let decision = policy
             .place(&request(1.0, 100), &[local, lambda])
@@ -700,12 +722,36 @@ mod tests {
         let lambda = measured("lambda", BackendKind::Lambda, 0, 150.0);
         let policy = adaptive(500.0);
         // 1.5 * 170 * (1 + 3) = 1020 ms.
-        let estimate = policy.estimate(1, &container);
+        let estimate = policy.estimate(1, &container, None);
         assert!((estimate.p99_ms - 1020.0).abs() < 0.5, "{estimate:?}");
         let decision = policy
             .place(&request(1.0, 100), &[local, container, lambda])
             .expect("placed");
         assert_eq!(decision.backend, 2, "{}", decision.reason);
+    }
+
+    #[test]
+    fn a_backend_yet_to_answer_the_model_is_assumed_as_fast_as_the_fastest_that_has() {
+        // Local has measured the model at 100 ms and has 39 ahead; Lambda
+        // 150 ms. A container that has not answered it yet has 12 queued on
+        // its one slot.
+        let local = measured("local", BackendKind::Local, 40, 100.0);
+        let lambda = measured("lambda", BackendKind::Lambda, 0, 150.0);
+        let mut container = view("container", BackendKind::Container, 12, 64);
+        container.snapshot.concurrency = 1;
+        let policy = adaptive(1000.0);
+        // At the container prior of 10 ms: 1.5 * 10 * (1 + 12) = 195 ms,
+        // inside the SLO. At the fastest measured, 100 ms: 1,950 ms.
+        let prior = policy.estimate(1, &container, None);
+        assert!((prior.p99_ms - 195.0).abs() < 1e-9, "{prior:?}");
+        let backends = [local, container, lambda];
+        let decision = policy.place(&request(1.0, 100), &backends).expect("placed");
+        assert_eq!(decision.backend, 2, "{}", decision.reason);
+        // A prior above what was measured still counts.
+        let mut slow_prior = adaptive(1000.0);
+        slow_prior.params.prior_latency_ms = [5.0, 400.0, 50.0];
+        let estimate = slow_prior.estimate(1, &backends[1], Some(100.0));
+        assert!((estimate.p99_ms - 7800.0).abs() < 1e-9, "{estimate:?}");
     }
 
     #[test]
@@ -898,7 +944,7 @@ mod tests {
     fn a_lambda_invocation_with_no_idle_instance_pays_a_cold_start_and_never_queues() {
         let mut lambda = measured("lambda", BackendKind::Lambda, 2, 10.0);
         lambda.snapshot.headroom = 10;
-        let estimate = adaptive(100.0).estimate(0, &lambda);
+        let estimate = adaptive(100.0).estimate(0, &lambda, None);
         // Both warm instances busy: a new one starts for this request, so
         // 1.5 * 10 plus the 150 ms cold start, and nothing ahead of it.
         assert!((estimate.p99_ms - 165.0).abs() < 1e-9, "{estimate:?}");
@@ -917,7 +963,7 @@ mod tests {
         container.snapshot.capacity = 64;
         container.snapshot.headroom = 64;
         let policy = adaptive(1000.0);
-        let queued = policy.estimate(0, &container);
+        let queued = policy.estimate(0, &container, None);
         assert!(
             (queued.p99_ms - 1.5 * 100.0 * 3.0).abs() < 1e-9,
             "{queued:?}"
@@ -925,7 +971,7 @@ mod tests {
         assert!(!queued.scales_out);
         // Every ready container full: it waits for a starting one.
         container.snapshot.in_flight = 64;
-        let starting = policy.estimate(0, &container);
+        let starting = policy.estimate(0, &container, None);
         assert!(
             (starting.p99_ms - (150.0 + 500.0)).abs() < 1e-9,
             "{starting:?}"
@@ -969,11 +1015,11 @@ mod tests {
     fn scaling_out_a_container_costs_its_minimum_life() {
         let mut container = measured("container", BackendKind::Container, 0, 100.0);
         let policy = adaptive(1000.0);
-        let warm = policy.estimate(0, &container);
+        let warm = policy.estimate(0, &container, None);
         assert!((warm.cost - 0.0000125 * 0.1).abs() < 1e-15, "{warm:?}");
         container.snapshot.in_flight = 2;
         container.snapshot.headroom = 64;
-        let scaling = policy.estimate(0, &container);
+        let scaling = policy.estimate(0, &container, None);
         assert!(
             (scaling.cost - 0.0000125 * (0.1 + 60.0)).abs() < 1e-12,
             "{scaling:?}"
@@ -1069,7 +1115,7 @@ mod tests {
     #[test]
     fn lambda_cost_is_gb_seconds_of_billed_time_plus_the_request_price() {
         let lambda = measured("lambda", BackendKind::Lambda, 0, 99.2);
-        let estimate = adaptive(100.0).estimate(0, &lambda);
+        let estimate = adaptive(100.0).estimate(0, &lambda, None);
         let expected = 0.0000166667 * 2.0 * 0.100 + 0.0000002;
         assert!((estimate.cost - expected).abs() < 1e-15, "{estimate:?}");
     }
@@ -1078,7 +1124,7 @@ mod tests {
     fn lambda_is_priced_at_the_memory_size_the_backend_reports() {
         let mut lambda = measured("lambda", BackendKind::Lambda, 0, 99.2);
         lambda.snapshot.memory_mb = Some(512);
-        let estimate = adaptive(100.0).estimate(0, &lambda);
+        let estimate = adaptive(100.0).estimate(0, &lambda, None);
         // 0.5 GB, not the policy file's 2048 MB.
         let expected = 0.0000166667 * 0.5 * 0.100 + 0.0000002;
         assert!((estimate.cost - expected).abs() < 1e-15, "{estimate:?}");
@@ -1091,10 +1137,10 @@ mod tests {
         let mut lambda = measured("lambda", BackendKind::Lambda, 2, 10.0);
         lambda.snapshot.headroom = 10;
         let policy = adaptive(300.0);
-        let prior = policy.estimate(0, &lambda);
+        let prior = policy.estimate(0, &lambda, None);
         assert!((prior.p99_ms - (15.0 + 150.0)).abs() < 1e-9, "{prior:?}");
         lambda.snapshot.cold_start_ms = Some(700.0);
-        let measured_cold = policy.estimate(0, &lambda);
+        let measured_cold = policy.estimate(0, &lambda, None);
         assert!(
             (measured_cold.p99_ms - (15.0 + 700.0)).abs() < 1e-9,
             "{measured_cold:?}"
