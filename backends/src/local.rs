@@ -83,6 +83,9 @@ struct VersionPool {
     sender: Sender<Job>,
     workers: usize,
     queue_capacity: usize,
+    /// Requests the pool holds at most before it refuses: its queue, and
+    /// what its workers have taken from it (see [`Batching::held_per_worker`]).
+    capacity: usize,
     shared: Arc<PoolShared>,
     _threads: Vec<JoinHandle<()>>,
 }
@@ -320,7 +323,7 @@ impl LocalBackend {
                 .sum::<usize>() as u64
         };
         let concurrency = sum(|p| p.workers);
-        let capacity = concurrency + sum(|p| p.queue_capacity);
+        let capacity = sum(|p| p.capacity);
         Ok(Self {
             name: config.name.clone(),
             models,
@@ -418,6 +421,10 @@ fn start_model(
                 sender,
                 workers: threads.len(),
                 queue_capacity: config.queue_capacity.max(1),
+                capacity: config
+                    .queue_capacity
+                    .max(1)
+                    .saturating_add(threads.len().saturating_mul(batching.held_per_worker())),
                 shared,
                 _threads: threads,
             },
@@ -498,6 +505,24 @@ struct Batching {
     enabled: bool,
     max_rows: u64,
     max_delay: Duration,
+}
+
+impl Batching {
+    /// Requests one worker holds outside the queue at most: the batch it
+    /// runs (one request, or up to `max_rows` single-row ones), and with
+    /// batching the request it took that did not fit and starts the next
+    /// batch. The queue has room again for each one a worker takes, so a
+    /// snapshot counting only workers and queue calls the pool full while
+    /// it still accepts requests.
+    fn held_per_worker(&self) -> usize {
+        if self.enabled {
+            usize::try_from(self.max_rows)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+        } else {
+            1
+        }
+    }
 }
 
 /// What one worker thread needs besides its session.
@@ -726,7 +751,7 @@ impl Backend for LocalBackend {
             snapshot.in_flight = sum(|p| p.shared.active.load(Ordering::Relaxed));
             snapshot.queued = sum(|p| p.sender.len());
             snapshot.concurrency = sum(|p| p.workers);
-            snapshot.capacity = snapshot.concurrency + sum(|p| p.queue_capacity);
+            snapshot.capacity = sum(|p| p.capacity);
         }
         snapshot
     }

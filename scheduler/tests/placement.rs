@@ -235,9 +235,12 @@ async fn placement_sees_the_local_pool_of_the_requested_model_only() {
     let all = local.snapshot();
     let fashion = local.snapshot_for("fashion_cnn");
     let digits = local.snapshot_for("digits");
+    // Capacity: the queue of 5, and what each of the 3 workers can hold
+    // outside it, a batch of up to 64 single-row requests and the one
+    // that starts the next batch.
     assert_eq!(
         (fashion.concurrency, fashion.capacity),
-        (3, 8),
+        (3, 5 + 3 * 65),
         "{fashion:?}"
     );
     assert_eq!(
