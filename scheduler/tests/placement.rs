@@ -597,30 +597,51 @@ async fn start_on_host(busy: f64) -> (Running, Arc<Gateway>, Vec<Arc<Refusing>>)
         PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 100000\n")
             .expect("policies parse");
     let local = start_local(&config).await;
-    let doubles: Vec<Arc<Refusing>> = [
-        ("container", BackendKind::Container, true),
-        ("lambda", BackendKind::Lambda, false),
-    ]
-    .into_iter()
-    .map(|(name, kind, on_host)| {
-        Arc::new(Refusing {
-            name: name.into(),
-            kind,
-            behaviour: Behaviour::Refuse,
-            models: local.models(),
-            calls: AtomicU64::new(0),
-            on_host,
-        })
-    })
-    .collect();
+    let doubles = refusing_doubles(
+        &[
+            ("container", BackendKind::Container, true),
+            ("lambda", BackendKind::Lambda, false),
+        ],
+        &local.models(),
+    );
     let mut backends: Vec<Arc<dyn Backend>> = vec![Arc::new(local)];
     backends.extend(doubles.iter().map(|d| Arc::clone(d) as Arc<dyn Backend>));
+    let (running, gateway) = serve_on_host(&config, backends, busy).await;
+    (running, gateway, doubles)
+}
+
+/// Doubles that refuse every request for load, serving `models`: (name,
+/// kind, whether it runs on the gateway's host).
+fn refusing_doubles(
+    doubles: &[(&str, BackendKind, bool)],
+    models: &[Arc<ModelInfo>],
+) -> Vec<Arc<Refusing>> {
+    doubles
+        .iter()
+        .map(|&(name, kind, on_host)| {
+            Arc::new(Refusing {
+                name: name.into(),
+                kind,
+                behaviour: Behaviour::Refuse,
+                models: models.to_vec(),
+                calls: AtomicU64::new(0),
+                on_host,
+            })
+        })
+        .collect()
+}
+
+/// Serves a gateway over `backends` that reads the host's CPU as `busy`.
+async fn serve_on_host(
+    config: &Config,
+    backends: Vec<Arc<dyn Backend>>,
+    busy: f64,
+) -> (Running, Arc<Gateway>) {
     let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
-    let gateway = Gateway::with_backends(&config, backends, prometheus)
+    let gateway = Gateway::with_backends(config, backends, prometheus)
         .expect("gateway")
         .with_host_cpu(HostCpu::fixed(Some(busy)));
-    let (running, gateway) = serve_gateway(gateway).await;
-    (running, gateway, doubles)
+    serve_gateway(gateway).await
 }
 
 /// `n` xception requests at once; their replies.
@@ -721,32 +742,19 @@ async fn a_refusal_on_a_saturated_host_fails_over_off_the_host_not_to_its_next_t
     config.placement.inline =
         PolicyFile::parse("[default]\npolicy = \"adaptive\"\nslo_p99_ms = 100000\n")
             .expect("policies parse");
-    let doubles: Vec<Arc<Refusing>> = [
-        ("local", BackendKind::Local, true),
-        ("container", BackendKind::Container, true),
-        ("lambda", BackendKind::Lambda, false),
-    ]
-    .into_iter()
-    .map(|(name, kind, on_host)| {
-        Arc::new(Refusing {
-            name: name.into(),
-            kind,
-            behaviour: Behaviour::Refuse,
-            models: models.clone(),
-            calls: AtomicU64::new(0),
-            on_host,
-        })
-    })
-    .collect();
+    let doubles = refusing_doubles(
+        &[
+            ("local", BackendKind::Local, true),
+            ("container", BackendKind::Container, true),
+            ("lambda", BackendKind::Lambda, false),
+        ],
+        &models,
+    );
     let backends = doubles
         .iter()
         .map(|d| Arc::clone(d) as Arc<dyn Backend>)
         .collect();
-    let prometheus = switchyard_scheduler::telemetry::prometheus().expect("metrics");
-    let gateway = Gateway::with_backends(&config, backends, prometheus)
-        .expect("gateway")
-        .with_host_cpu(HostCpu::fixed(Some(0.97)));
-    let (running, _) = serve_gateway(gateway).await;
+    let (running, _) = serve_on_host(&config, backends, 0.97).await;
     let reply = infer_digits(&running.base).await;
     let calls: Vec<u64> = doubles
         .iter()
