@@ -386,7 +386,8 @@ fn start_model(
             metrics: OnceLock::new(),
             inline_requests: OnceLock::new(),
         });
-        let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let queue_capacity = config.queue_capacity.max(1);
+        let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
         let mut threads = Vec::with_capacity(shared.sessions.len());
         for worker in 0..shared.sessions.len() {
             let worker_ctx = WorkerContext {
@@ -420,10 +421,8 @@ fn start_model(
             VersionPool {
                 sender,
                 workers: threads.len(),
-                queue_capacity: config.queue_capacity.max(1),
-                capacity: config
-                    .queue_capacity
-                    .max(1)
+                queue_capacity,
+                capacity: queue_capacity
                     .saturating_add(threads.len().saturating_mul(batching.held_per_worker())),
                 shared,
                 _threads: threads,
