@@ -141,7 +141,13 @@
 //! load (the gateway's failover says so in `refused_on_host`): the request
 //! queues on that tier or is refused there with 429, as a local-only
 //! gateway's would be. Backends elsewhere (Lambda itself, a remote Docker
-//! engine) compete as before, and pre-warming skips the held-back tiers.
+//! engine) compete as before. Pre-warming skips the held-back tiers of the
+//! host as it will be at the predicted rate: its busy share grown with the
+//! model's rate (see `growth`). Checked against the busy share now, as it
+//! was before, pre-warm started three containers six seconds into a live
+//! burst of xception on a 2-core machine while the local tier was
+//! queueing: their cold starts loaded the model on the cores serving the
+//! burst, and they answered none of its requests before idling out.
 //! On the paper's ramp on one 2-core machine, every live run before this
 //! rule had the policy spread xception over all three tiers once the
 //! local tier's queue passed the SLO, and fail more requests than
@@ -294,6 +300,19 @@ fn fastest_measured(backends: &[BackendView]) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
+/// How many times the work on the host grows when the model's rate goes
+/// from `current` to `predicted` requests/s, to project the host's busy
+/// share: as if all of it grew with this model's rate, which overstates it
+/// where other work or off-host tiers take part (so pre-warming on the host
+/// errs towards holding back), and 1 where there is no rate to grow from.
+fn growth(current: f64, predicted: f64) -> f64 {
+    if current > 0.0 {
+        (predicted / current).max(1.0)
+    } else {
+        1.0
+    }
+}
+
 /// Whether a request that finds every slot busy waits behind others on a
 /// ready slot (the local workers' queue, a worker container's) rather than
 /// getting a slot of its own (each Lambda invocation runs on an instance,
@@ -357,7 +376,17 @@ impl Adaptive {
         request: &RequestFeatures<'_>,
         backends: &[BackendView],
     ) -> Option<HostLimit> {
-        let busy = request.host_cpu_busy?;
+        self.host_limit_at(request.host_cpu_busy, request, backends)
+    }
+
+    /// [`Self::host_limit`] for the host at `busy` rather than as measured.
+    fn host_limit_at(
+        &self,
+        busy: Option<f64>,
+        request: &RequestFeatures<'_>,
+        backends: &[BackendView],
+    ) -> Option<HostLimit> {
+        let busy = busy?;
         if busy <= self.params.host_saturation {
             return None;
         }
@@ -528,8 +557,11 @@ impl Policy for Adaptive {
             return Vec::new();
         }
         let predicted = rate.predicted(horizon);
-        // A saturated host has no CPU for more instances on it.
-        let limit = self.host_limit(request, backends);
+        // A host saturated by then has no CPU for more instances on it.
+        let busy_then = request
+            .host_cpu_busy
+            .map(|busy| busy * growth(rate.current_per_second, predicted));
+        let limit = self.host_limit_at(busy_then, request, backends);
         let measured = fastest_measured(backends);
         // Candidates that keep the SLO when warm: (index, requests/s one
         // slot sustains, cost per request), cheapest first.
@@ -585,8 +617,19 @@ impl Policy for Adaptive {
                 hold_s: horizon,
                 reason: format!(
                     "adaptive: rate {:.1}/s rising {:.2}/s per s, {predicted:.1}/s expected in \
-                     {horizon:.0} s; {} needs {needed} slots for {remaining:.1}/s, has {ready}",
-                    rate.current_per_second, rate.trend_per_second2, view.snapshot.name
+                     {horizon:.0} s; {} needs {needed} slots for {remaining:.1}/s, has \
+                     {ready}{}",
+                    rate.current_per_second,
+                    rate.trend_per_second2,
+                    view.snapshot.name,
+                    match (request.host_cpu_busy, busy_then) {
+                        (Some(now), Some(then)) => format!(
+                            "; host CPU {:.0}% busy, {:.0}% expected",
+                            now * 100.0,
+                            then * 100.0
+                        ),
+                        _ => String::new(),
+                    }
                 ),
             }];
         }
@@ -915,10 +958,10 @@ mod tests {
     }
 
     #[test]
-    fn a_saturated_host_warms_nothing_on_itself() {
+    fn a_host_saturated_now_or_at_the_predicted_rate_warms_nothing_on_itself() {
         // The rising rate of the prewarm test above warms containers; with
-        // the host saturated and the pool on it, nothing is warmed, while a
-        // remote Lambda still is.
+        // the host saturated, now or once the rate has grown, and the pool
+        // on it, nothing is warmed, while a remote Lambda still is.
         let mut local = measured("local", BackendKind::Local, 0, 10.0);
         local.snapshot.shares_host_cpu = true;
         let mut container = measured("container", BackendKind::Container, 0, 20.0);
@@ -926,10 +969,20 @@ mod tests {
         container.snapshot.headroom = 64;
         container.snapshot.shares_host_cpu = true;
         let mut r = rising(100.0, 15.0);
-        r.host_cpu_busy = Some(0.5);
+        r.host_cpu_busy = Some(0.3);
         let backends = [local, container];
-        assert_eq!(adaptive(100.0).prewarm(&r, &backends).len(), 1);
+        let advice = adaptive(100.0).prewarm(&r, &backends);
+        assert_eq!(advice.len(), 1, "{advice:?}");
+        assert!(
+            advice[0].reason.contains("host CPU 30% busy, 75% expected"),
+            "{}",
+            advice[0].reason
+        );
         r.host_cpu_busy = Some(0.95);
+        assert_eq!(adaptive(100.0).prewarm(&r, &backends), Vec::new());
+        // Half busy now, but the rate is to grow 2.5 times (100/s to
+        // 250/s in 10 s): the host will be saturated by then.
+        r.host_cpu_busy = Some(0.5);
         assert_eq!(adaptive(100.0).prewarm(&r, &backends), Vec::new());
         let mut lambda = measured("lambda", BackendKind::Lambda, 0, 20.0);
         lambda.snapshot.headroom = 10;
