@@ -110,6 +110,8 @@ struct Pending<'a> {
     /// The model's request rate over the window as measured for this
     /// request; 0 until measured.
     rate_per_second: f64,
+    /// The host's CPU busy share placement read for it, if any.
+    host_cpu_busy: Option<f64>,
     attempted: Attempted,
     finished: bool,
 }
@@ -139,6 +141,7 @@ impl Pending<'_> {
             model: self.model.to_owned(),
             payload_bytes: self.payload_bytes,
             rate_per_second: self.rate_per_second,
+            host_cpu_busy: self.host_cpu_busy,
             policy: attempted.policy,
             backend: attempted.backend.clone(),
             reason: attempted.reason.clone(),
@@ -407,6 +410,7 @@ impl Gateway {
             received,
             random,
             rate_per_second: 0.0,
+            host_cpu_busy: None,
             // Its policy is set by `place_and_run` before its first await,
             // or for a shed.
             attempted: Attempted::none("none"),
@@ -501,6 +505,7 @@ impl Gateway {
             host_cpu_busy: self.host_cpu.busy(received),
             refused_on_host: false,
         };
+        pending.host_cpu_busy = features.host_cpu_busy;
         self.retry_budget.deposit();
         let deadline = received + timeout;
         let mut refused: Vec<usize> = Vec::new();

@@ -235,6 +235,8 @@ pub struct DecisionRecord {
     pub model: String,
     pub payload_bytes: u64,
     pub rate_per_second: f64,
+    /// The host's CPU busy share placement saw (`null` where unmeasured).
+    pub host_cpu_busy: Option<f64>,
     pub policy: &'static str,
     pub backend: String,
     pub reason: String,

@@ -272,6 +272,19 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
             assert_eq!(record["model"], "digits", "{record}");
             assert!(record["latency_ms"].as_f64() >= Some(400.0), "{record}");
             assert!(records.iter().any(|r| r["outcome"] == "success"));
+            // Each record has the host's CPU reading placement saw: a
+            // share, once /proc/stat has been read twice.
+            assert!(
+                records.iter().all(|r| r["host_cpu_busy"].is_null()
+                    || r["host_cpu_busy"]
+                        .as_f64()
+                        .is_some_and(|b| (0.0..=1.0).contains(&b))),
+                "{text}"
+            );
+            assert!(
+                records.iter().any(|r| r["host_cpu_busy"].is_f64()),
+                "{text}"
+            );
             break;
         }
         assert!(
