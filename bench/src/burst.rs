@@ -52,6 +52,8 @@ pub struct BurstOptions {
     pub profile: Option<PathBuf>,
     /// Only these placements (all when empty).
     pub placements: Vec<String>,
+    /// Where to keep each placement's gateway config, log and decision log.
+    pub keep_logs: Option<PathBuf>,
     pub command: String,
 }
 
@@ -267,6 +269,7 @@ pub fn run_burst(options: &BurstOptions) -> Result<BurstResults, BenchError> {
                 phases: phases.clone(),
                 process: Process::Poisson { seed: SEED },
                 containers: BURST_SCOPE,
+                logs: options.keep_logs.as_deref(),
             };
             let run = match drive(
                 &options.gateway_bin,

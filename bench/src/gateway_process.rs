@@ -163,6 +163,17 @@ impl GatewayProcess {
         ))
     }
 
+    /// Copies its log (so far) to `to`.
+    pub fn copy_log(&self, to: &Path) -> Result<(), BenchError> {
+        std::fs::copy(&self.log, to)
+            .map(|_| ())
+            .map_err(|source| BenchError::Io {
+                context: "cannot keep the gateway log",
+                path: to.to_path_buf(),
+                source,
+            })
+    }
+
     /// The base URL.
     pub fn endpoint(&self) -> Result<Endpoint, BenchError> {
         Ok(Endpoint::parse(&format!("http://{}", self.address), false)?)

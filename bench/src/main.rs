@@ -135,6 +135,11 @@ enum BenchCommand {
         /// container-only, lambda-only, straightline, adaptive.
         #[arg(long)]
         placement: Vec<String>,
+        /// Keep each placement's gateway config, log and placement decision
+        /// log (every decision kept) in this folder, as
+        /// MODEL-PLACEMENT.toml, .log and -decisions.jsonl.
+        #[arg(long)]
+        keep_logs: Option<PathBuf>,
         /// README whose section (between the bench-paper markers) a full
         /// run rewrites.
         #[arg(long, default_value = "bench/README.md")]
@@ -164,6 +169,11 @@ enum BenchCommand {
         /// container-only, lambda-only, straightline, adaptive.
         #[arg(long)]
         placement: Vec<String>,
+        /// Keep each placement's gateway config, log and placement decision
+        /// log (every decision kept) in this folder, as
+        /// MODEL-PLACEMENT.toml, .log and -decisions.jsonl.
+        #[arg(long)]
+        keep_logs: Option<PathBuf>,
     },
     /// What the gateway adds in front of each backend (local, container,
     /// Lambda) against going direct in the same run, nginx beside it, at
@@ -406,6 +416,7 @@ fn main() -> ExitCode {
             profile,
             model,
             placement,
+            keep_logs,
             readme,
         } => {
             let run = || -> Result<(), BenchError> {
@@ -415,6 +426,7 @@ fn main() -> ExitCode {
                     profile,
                     models: model,
                     placements: placement,
+                    keep_logs,
                     command,
                 };
                 paper_bench(&options, &out, &readme)
@@ -430,6 +442,7 @@ fn main() -> ExitCode {
             gateway_bin,
             profile,
             placement,
+            keep_logs,
         } => {
             let run = || -> Result<(), BenchError> {
                 let selected = (!placement.is_empty()).then(|| "burst-partial".to_owned());
@@ -438,6 +451,7 @@ fn main() -> ExitCode {
                     gateway_bin: gateway_binary(gateway_bin)?,
                     profile,
                     placements: placement,
+                    keep_logs,
                     command,
                 };
                 let results = burst::run_burst(&options)?;

@@ -94,6 +94,8 @@ pub struct PaperOptions {
     /// Only these models / placements (all when empty).
     pub models: Vec<String>,
     pub placements: Vec<String>,
+    /// Where to keep each placement's gateway config, log and decision log.
+    pub keep_logs: Option<PathBuf>,
     pub command: String,
 }
 
@@ -273,14 +275,6 @@ pub(crate) struct Tiers<'a> {
     pub(crate) containers: ContainerScope,
 }
 
-/// The gateway config of `placement`: each tier as its baseline file sets
-/// it up, serving only `model`, with this benchmark's container scope and
-/// image name and the emulator's endpoint; `[placement]` from the baseline
-/// file, or the policy file for straightline and adaptive.
-fn gateway_config(placement: Placement, tiers: &Tiers<'_>) -> Result<String, BenchError> {
-    config_text(placement, tiers.model, &gateway_table(placement, tiers)?)
-}
-
 /// A gateway config table as a file, with a comment saying where it came from.
 pub(crate) fn config_text(
     placement: Placement,
@@ -294,7 +288,11 @@ pub(crate) fn config_text(
     ))
 }
 
-/// [`gateway_config`] as a table, for callers that change it further.
+/// The gateway config of `placement`: each tier as its baseline file sets
+/// it up, serving only `model`, with this benchmark's container scope and
+/// image name and the emulator's endpoint; `[placement]` from the baseline
+/// file, or the policy file for straightline and adaptive. A table, for
+/// callers that change it further ([`config_text`] writes it out).
 pub(crate) fn gateway_table(
     placement: Placement,
     tiers: &Tiers<'_>,
@@ -700,6 +698,7 @@ async fn run_placement(
         phases,
         process: Process::Constant,
         containers: PAPER_SCOPE,
+        logs: options.keep_logs.as_deref(),
     };
     let driven = drive(
         &options.gateway_bin,
@@ -725,12 +724,16 @@ async fn run_placement(
     Ok(run)
 }
 
-/// What one live run offers: a model, its arrival phases and process, and
-/// the container scope its gateway's containers take.
+/// What one live run offers: a model, its arrival phases and process, the
+/// container scope its gateway's containers take, and where to keep the
+/// gateway's files.
 pub(crate) struct Schedule<'a> {
     pub(crate) model: &'a str,
     pub(crate) phases: Phases,
     pub(crate) process: Process,
+    /// Keep the gateway's config, log and decision log (every decision
+    /// kept) in this folder (`--keep-logs`).
+    pub(crate) logs: Option<&'a Path>,
     pub(crate) containers: ContainerScope,
 }
 
@@ -746,7 +749,7 @@ pub(crate) struct Driven {
     pub(crate) container_deaths: Option<ContainerDeaths>,
 }
 
-/// Runs `placement` live: a gateway set up as [`gateway_config`] says (the
+/// Runs `placement` live: a gateway set up as [`gateway_table`] says (the
 /// Lambda tier's instances started for the model first), a short warm-up,
 /// then `schedule`'s phases, open loop; its cost read from the gateway's
 /// stats before it is stopped.
@@ -763,7 +766,7 @@ pub(crate) async fn drive(
     } else {
         None
     };
-    let text = gateway_config(
+    let mut table = gateway_table(
         placement,
         &Tiers {
             model: schedule.model,
@@ -772,17 +775,70 @@ pub(crate) async fn drive(
             containers: schedule.containers,
         },
     )?;
+    let kept = schedule
+        .logs
+        .map(|dir| KeptFiles::new(dir, schedule.model, placement))
+        .transpose()?;
+    if let Some(kept) = &kept {
+        kept.log_decisions(&mut table)?;
+    }
+    let text = config_text(placement, schedule.model, &table)?;
     let config_path = std::env::temp_dir().join(format!(
         "switchyard-{}-{}-{}.toml",
         schedule.containers.scope,
         std::process::id(),
         placement.name()
     ));
-    std::fs::write(&config_path, text)
+    std::fs::write(&config_path, &text)
         .map_err(io_error("cannot write the gateway config", &config_path))?;
-    let result = measure(gateway_bin, client, &config_path, placement, schedule).await;
+    if let Some(kept) = &kept {
+        std::fs::write(&kept.config, &text)
+            .map_err(io_error("cannot keep the gateway config", &kept.config))?;
+    }
+    let log = kept.as_ref().map(|k| k.log.as_path());
+    let result = measure(gateway_bin, client, &config_path, placement, schedule, log).await;
     let _ = std::fs::remove_file(&config_path);
     result
+}
+
+/// Where `--keep-logs` keeps one placement's files: `MODEL-PLACEMENT.toml`
+/// (the gateway config), `.log` (its log) and `-decisions.jsonl` (its
+/// placement decision log, every decision kept).
+struct KeptFiles {
+    config: PathBuf,
+    log: PathBuf,
+    decisions: PathBuf,
+}
+
+impl KeptFiles {
+    fn new(dir: &Path, model: &str, placement: Placement) -> Result<Self, BenchError> {
+        std::fs::create_dir_all(dir).map_err(io_error("cannot create the logs folder", dir))?;
+        // The gateway runs in the repository root: an absolute path keeps
+        // its decision log where the user asked.
+        let dir =
+            std::path::absolute(dir).map_err(io_error("cannot resolve the logs folder", dir))?;
+        let stem = format!("{model}-{}", placement.name());
+        Ok(Self {
+            config: dir.join(format!("{stem}.toml")),
+            log: dir.join(format!("{stem}.log")),
+            decisions: dir.join(format!("{stem}-decisions.jsonl")),
+        })
+    }
+
+    /// Has the gateway log every placement decision to `self.decisions`.
+    fn log_decisions(&self, config: &mut toml::Table) -> Result<(), BenchError> {
+        let Some(toml::Value::Table(placement)) = config.get_mut("placement") else {
+            return Err(BenchError::Config(
+                "the gateway config has no [placement] table".into(),
+            ));
+        };
+        let path = self.decisions.to_string_lossy().into_owned();
+        placement.insert("decision_log".into(), toml::Value::String(path));
+        placement.insert("decision_log_sample".into(), toml::Value::Float(1.0));
+        // A run's file holds that run's decisions only.
+        let _ = std::fs::remove_file(&self.decisions);
+        Ok(())
+    }
 }
 
 async fn measure(
@@ -791,6 +847,7 @@ async fn measure(
     config_path: &Path,
     placement: Placement,
     schedule: &Schedule<'_>,
+    keep_log: Option<&Path>,
 ) -> Result<Driven, BenchError> {
     let mut gateway = tokio::task::block_in_place(|| {
         GatewayProcess::start_with_config(gateway_bin, config_path)
@@ -838,6 +895,9 @@ async fn measure(
         }
     };
     tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(15)));
+    if let Some(to) = keep_log {
+        gateway.copy_log(to)?;
+    }
     drop(gateway);
     Ok(Driven {
         load_before,

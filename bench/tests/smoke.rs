@@ -189,7 +189,9 @@ fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors() {
 #[test]
 fn burst_quick_runs_the_bursts_live_and_in_the_simulator() {
     let out = tempfile::tempdir().expect("temp dir");
-    bench(&["burst", "--quick"], out.path());
+    let logs = out.path().join("logs");
+    let logs_arg = logs.to_str().expect("a UTF-8 temp path");
+    bench(&["burst", "--quick", "--keep-logs", logs_arg], out.path());
     let table = read(&out.path().join("burst-quick.md"));
     let (live, simulated) = table
         .split_once("## Simulated at full scale")
@@ -212,6 +214,22 @@ fn burst_quick_runs_the_bursts_live_and_in_the_simulator() {
     for run in runs {
         assert!(run["error"].is_null(), "{run}");
         assert!(run["due"].as_u64() > Some(0), "{run}");
+    }
+    // --keep-logs: each placement's config, log and every decision.
+    for placement in ["local-only", "lambda-only"] {
+        let stem = logs.join(format!("xception-{placement}"));
+        let config = read(&stem.with_extension("toml"));
+        assert!(config.contains("decision_log_sample = 1.0"), "{config}");
+        let log = read(&stem.with_extension("log"));
+        assert!(log.contains("xception"), "{placement} log:\n{log}");
+        let decisions = read(&logs.join(format!("xception-{placement}-decisions.jsonl")));
+        let lines: Vec<&str> = decisions.lines().collect();
+        assert!(!lines.is_empty(), "no {placement} decisions");
+        for line in lines {
+            let decision: serde_json::Value =
+                serde_json::from_str(line).expect("a decision is one JSON line");
+            assert_eq!(decision["model"], "xception", "{line}");
+        }
     }
 }
 
