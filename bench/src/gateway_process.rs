@@ -20,6 +20,7 @@ use http_body_util::BodyExt;
 use switchyard_loadgen::{Endpoint, HttpClient};
 
 use crate::error::BenchError;
+use crate::local::progress;
 use crate::machine::process_cpu_time;
 
 /// How long loading the models and binding may take.
@@ -35,6 +36,8 @@ pub struct GatewayProcess {
     log: PathBuf,
     /// Set once a failure has pointed the user at the log.
     keep_log: Cell<bool>,
+    /// Where to copy the log when stopped ([`Self::keep_log_as`]).
+    keep_as: Option<PathBuf>,
     /// The trivial server's stdin: it exits when this closes.
     _stdin: Option<ChildStdin>,
 }
@@ -128,6 +131,7 @@ impl GatewayProcess {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             keep_log: Cell::new(false),
+            keep_as: None,
             _stdin: stdin,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -163,15 +167,10 @@ impl GatewayProcess {
         ))
     }
 
-    /// Copies its log (so far) to `to`.
-    pub fn copy_log(&self, to: &Path) -> Result<(), BenchError> {
-        std::fs::copy(&self.log, to)
-            .map(|_| ())
-            .map_err(|source| BenchError::Io {
-                context: "cannot keep the gateway log",
-                path: to.to_path_buf(),
-                source,
-            })
+    /// Copies its log to `to` once it has stopped (when dropped), however
+    /// the run ended.
+    pub fn keep_log_as(&mut self, to: PathBuf) {
+        self.keep_as = Some(to);
     }
 
     /// The base URL.
@@ -249,6 +248,14 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(to) = &self.keep_as
+            && let Err(error) = std::fs::copy(&self.log, to)
+        {
+            progress(&format!(
+                "cannot keep the gateway log as {}: {error}",
+                to.display()
+            ));
+        }
         if !self.keep_log.get() {
             let _ = std::fs::remove_file(&self.log);
         }

@@ -852,6 +852,9 @@ async fn measure(
     let mut gateway = tokio::task::block_in_place(|| {
         GatewayProcess::start_with_config(gateway_bin, config_path)
     })?;
+    if let Some(to) = keep_log {
+        gateway.keep_log_as(to.to_path_buf());
+    }
     gateway.wait_ready(client).await?;
     let payload = PayloadSpec {
         batch_size: 1,
@@ -895,9 +898,6 @@ async fn measure(
         }
     };
     tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(15)));
-    if let Some(to) = keep_log {
-        gateway.copy_log(to)?;
-    }
     drop(gateway);
     Ok(Driven {
         load_before,
