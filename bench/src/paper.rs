@@ -783,21 +783,24 @@ pub(crate) async fn drive(
         kept.log_decisions(&mut table)?;
     }
     let text = config_text(placement, schedule.model, &table)?;
-    let config_path = std::env::temp_dir().join(format!(
-        "switchyard-{}-{}-{}.toml",
-        schedule.containers.scope,
-        std::process::id(),
-        placement.name()
-    ));
-    std::fs::write(&config_path, &text)
+    // A kept config is the one the gateway runs with; otherwise a
+    // temporary file, removed after the run.
+    let config_path = match &kept {
+        Some(kept) => kept.config.clone(),
+        None => std::env::temp_dir().join(format!(
+            "switchyard-{}-{}-{}.toml",
+            schedule.containers.scope,
+            std::process::id(),
+            placement.name()
+        )),
+    };
+    std::fs::write(&config_path, text)
         .map_err(io_error("cannot write the gateway config", &config_path))?;
-    if let Some(kept) = &kept {
-        std::fs::write(&kept.config, &text)
-            .map_err(io_error("cannot keep the gateway config", &kept.config))?;
-    }
     let log = kept.as_ref().map(|k| k.log.as_path());
     let result = measure(gateway_bin, client, &config_path, placement, schedule, log).await;
-    let _ = std::fs::remove_file(&config_path);
+    if kept.is_none() {
+        let _ = std::fs::remove_file(&config_path);
+    }
     result
 }
 

@@ -367,20 +367,12 @@ impl Adaptive {
         view.observed.failure_rate > self.params.max_failure_rate
     }
 
-    /// On a saturated host, which of the backends on it may take the
-    /// request: those of its most efficient ready kind; none once a
-    /// backend on the host refused the request for load. `None` when the
-    /// host is not saturated (or not measured): no limit.
+    /// On a host `busy` (the request's reading, or a projection of it)
+    /// past saturation, which of the backends on it may take the request:
+    /// those of its most efficient ready kind; none once a backend on the
+    /// host refused the request for load. `None` when the host is not
+    /// saturated (or not measured): no limit.
     fn host_limit(
-        &self,
-        request: &RequestFeatures<'_>,
-        backends: &[BackendView],
-    ) -> Option<HostLimit> {
-        self.host_limit_at(request.host_cpu_busy, request, backends)
-    }
-
-    /// [`Self::host_limit`] for the host at `busy` rather than as measured.
-    fn host_limit_at(
         &self,
         busy: Option<f64>,
         request: &RequestFeatures<'_>,
@@ -461,7 +453,7 @@ impl Policy for Adaptive {
     }
 
     fn place(&self, request: &RequestFeatures<'_>, backends: &[BackendView]) -> Option<Decision> {
-        let limit = self.host_limit(request, backends);
+        let limit = self.host_limit(request.host_cpu_busy, request, backends);
         let measured = fastest_measured(backends);
         let open = |b: &BackendView| {
             b.can_take(request) && b.has_room() && HostLimit::allows(limit.as_ref(), b)
@@ -557,11 +549,12 @@ impl Policy for Adaptive {
             return Vec::new();
         }
         let predicted = rate.predicted(horizon);
-        // A host saturated by then has no CPU for more instances on it.
-        let busy_then = request
+        // A host saturated by then has no CPU for more instances on it:
+        // its busy share (now, then).
+        let host = request
             .host_cpu_busy
-            .map(|busy| busy * growth(rate.current_per_second, predicted));
-        let limit = self.host_limit_at(busy_then, request, backends);
+            .map(|now| (now, now * growth(rate.current_per_second, predicted)));
+        let limit = self.host_limit(host.map(|(_, then)| then), request, backends);
         let measured = fastest_measured(backends);
         // Candidates that keep the SLO when warm: (index, requests/s one
         // slot sustains, cost per request), cheapest first.
@@ -622,14 +615,11 @@ impl Policy for Adaptive {
                     rate.current_per_second,
                     rate.trend_per_second2,
                     view.snapshot.name,
-                    match (request.host_cpu_busy, busy_then) {
-                        (Some(now), Some(then)) => format!(
-                            "; host CPU {:.0}% busy, {:.0}% expected",
-                            now * 100.0,
-                            then * 100.0
-                        ),
-                        _ => String::new(),
-                    }
+                    host.map_or(String::new(), |(now, then)| format!(
+                        "; host CPU {:.0}% busy, {:.0}% expected",
+                        now * 100.0,
+                        then * 100.0
+                    ))
                 ),
             }];
         }
