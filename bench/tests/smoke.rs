@@ -225,6 +225,14 @@ fn burst_quick_runs_the_bursts_live_and_in_the_simulator() {
         let decisions = read(&logs.join(format!("xception-{placement}-decisions.jsonl")));
         let lines: Vec<&str> = decisions.lines().collect();
         assert!(!lines.is_empty(), "no {placement} decisions");
+        // The gateway's log ends with its count of records written, none
+        // dropped or lost, and the file holds that many.
+        let counted = format!("written={} dropped=0 failed=0", lines.len());
+        assert!(
+            log.lines()
+                .any(|l| l.contains("decision log written out") && l.contains(&counted)),
+            "no \"{counted}\" in the {placement} log:\n{log}"
+        );
         for line in lines {
             let decision: serde_json::Value =
                 serde_json::from_str(line).expect("a decision is one JSON line");

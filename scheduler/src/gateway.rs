@@ -17,18 +17,22 @@ use switchyard_models::TensorSpecs;
 use switchyard_protocol::{InferRequest, InferResponse, validate_inputs};
 
 use crate::config::{Config, ServerConfig};
+use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::error::GatewayError;
 use crate::host_cpu::HostCpu;
 use crate::measure::RateMeter;
 use crate::outlier::{Admission, Answer, OutlierDetector};
 use crate::placement::{
-    AnswerTime, DecisionLog, DecisionRecord, Observations, Policies, PolicySource, Random,
-    ReloadError, RetryBudget,
+    AnswerTime, Observations, Policies, PolicySource, Random, ReloadError, RetryBudget,
 };
 use crate::policy::{BackendView, Policy, RequestFeatures};
 use crate::prewarm::{self, Prewarmer};
 use crate::stats::{Outcome, SeriesKey, SeriesRecorder, Stats};
 use crate::throttle::Throttle;
+
+/// How long shutdown waits for the decision log's writer to write out what
+/// is queued.
+const DECISION_LOG_FLUSH: Duration = Duration::from_secs(5);
 
 /// A model the gateway serves and the backends that serve it.
 #[derive(Debug)]
@@ -377,6 +381,17 @@ impl Gateway {
         }
         for backend in &self.backends {
             backend.shutdown().await;
+        }
+        if let Some(log) = &self.decision_log {
+            let flushed = log.flush(DECISION_LOG_FLUSH).await;
+            let counts = log.counts();
+            let (written, dropped, failed) = (counts.written, counts.dropped, counts.failed);
+            if flushed {
+                tracing::info!(written, dropped, failed, "decision log written out");
+            } else {
+                tracing::warn!(written, dropped, failed, limit = ?DECISION_LOG_FLUSH,
+                    "the decision log's writer did not catch up before exit; its last records may be lost");
+            }
         }
     }
 
@@ -751,6 +766,9 @@ impl Gateway {
             "host_cpu_busy": self.host_cpu.last(),
             "policies": self.policies.describe(),
             "policy_reloads": self.policies.reload_count(),
+            // Where the decision log is and what became of its records
+            // (`null` without one).
+            "decision_log": self.decision_log.as_ref().map(DecisionLog::report),
             "backends": report.backends,
             "series": report.series,
             "backend_state": self.snapshots(),

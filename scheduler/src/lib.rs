@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod decision_log;
 pub mod error;
 pub mod gateway;
 pub mod host_cpu;

@@ -1,18 +1,17 @@
 //! The placement engine around the pure policies: what the gateway has
 //! observed of each backend (peak-EWMA latency and service time, and the
-//! failure rate, per backend and model), the policy set (swapped atomically on reload), the retry
-//! budget that bounds failover, and the sampled decision log.
+//! failure rate, per backend and model), the policy set (swapped
+//! atomically on reload), the retry budget that bounds failover, and the
+//! random draws that sample the decision log ([`crate::decision_log`]).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use serde::Serialize;
 
 use crate::policy::Observed;
 use crate::policy::spec::{PolicyFile, PolicySet};
@@ -225,66 +224,6 @@ impl RetryBudget {
         } else {
             false
         }
-    }
-}
-
-/// One line of the decision log.
-#[derive(Debug, Serialize)]
-pub struct DecisionRecord {
-    pub unix_ms: u128,
-    pub model: String,
-    pub payload_bytes: u64,
-    pub rate_per_second: f64,
-    /// The host's CPU busy share placement saw (`null` where unmeasured).
-    pub host_cpu_busy: Option<f64>,
-    pub policy: &'static str,
-    pub backend: String,
-    pub reason: String,
-    pub attempts: u32,
-    pub outcome: &'static str,
-    pub latency_ms: f64,
-}
-
-/// A sampled JSON-lines log of decisions, written off the request path: a
-/// full buffer drops records rather than slowing requests.
-#[derive(Debug)]
-pub struct DecisionLog {
-    sample: f64,
-    sender: tokio::sync::mpsc::Sender<DecisionRecord>,
-}
-
-impl DecisionLog {
-    /// Appends to `path`, keeping a `sample` share (0..=1) of decisions.
-    pub fn open(path: &Path, sample: f64) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<DecisionRecord>(4096);
-        std::thread::Builder::new()
-            .name("decision-log".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(file);
-                while let Some(record) = receiver.blocking_recv() {
-                    if serde_json::to_writer(&mut out, &record).is_ok() {
-                        let _ = out.write_all(b"\n");
-                    }
-                    if receiver.is_empty() {
-                        let _ = out.flush();
-                    }
-                }
-            })?;
-        Ok(Self { sample, sender })
-    }
-
-    /// Whether a request drawing `random` is sampled.
-    pub fn sampled(&self, random: u64) -> bool {
-        (random as f64 / u64::MAX as f64) < self.sample
-    }
-
-    /// Queues a record; drops it if the writer is behind.
-    pub fn write(&self, record: DecisionRecord) {
-        let _ = self.sender.try_send(record);
     }
 }
 

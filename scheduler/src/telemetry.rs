@@ -56,6 +56,10 @@ fn describe() {
         "switchyard_requests_total",
         "Inference requests by model, backend and outcome"
     );
+    describe_counter!(
+        "switchyard_decision_log_records_total",
+        "Decision log records by outcome: written, dropped (writer behind) or failed (write error)"
+    );
     describe_histogram!(
         "switchyard_request_duration_seconds",
         Unit::Seconds,

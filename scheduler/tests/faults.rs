@@ -91,6 +91,7 @@ async fn ejection(gateway: &Running, backend: &str) -> serde_json::Value {
 /// tests starting emulators, functions and gateways at once). Each reply
 /// served elsewhere is printed with its placement reason, so the test's
 /// output says which it was.
+#[allow(clippy::print_stderr)] // the test's output, shown when it fails
 async fn warm_lambda(gateway: &Running) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -282,43 +283,67 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
         assert!(Instant::now() < deadline, "lambda never came back: {state}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    gateway.stop().await;
-    // The decision log has the abandoned request too, with its placement.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let records: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
-        let cancelled = records.iter().find(|r| r["outcome"] == "cancelled");
-        if let Some(record) = cancelled {
-            assert_eq!(record["backend"], "lambda", "{record}");
-            assert_eq!(record["model"], "digits", "{record}");
-            assert!(record["latency_ms"].as_f64() >= Some(400.0), "{record}");
-            assert!(records.iter().any(|r| r["outcome"] == "success"));
-            // Each record has the host's CPU reading placement saw: a
-            // share, once /proc/stat has been read twice.
-            assert!(
-                records.iter().all(|r| r["host_cpu_busy"].is_null()
-                    || r["host_cpu_busy"]
-                        .as_f64()
-                        .is_some_and(|b| (0.0..=1.0).contains(&b))),
-                "{text}"
-            );
-            assert!(
-                records.iter().any(|r| r["host_cpu_busy"].is_f64()),
-                "{text}"
-            );
-            break;
+    // Every request is logged (the sample is 1): the stats report counts
+    // as many records written as requests, none dropped or failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let written = loop {
+        let stats = get(&gateway.url("/v2/switchyard/stats")).await.json();
+        let requests: u64 = stats["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["requests"].as_u64())
+            .sum();
+        let report = &stats["decision_log"];
+        assert_eq!(report["path"], log.display().to_string(), "{report}");
+        assert_eq!(report["records"]["dropped"], 0, "{report}");
+        assert_eq!(report["records"]["failed"], 0, "{report}");
+        if report["records"]["written"] == requests {
+            break requests;
         }
         assert!(
             Instant::now() < deadline,
-            "no cancelled record in {}",
-            log.display()
+            "{requests} requests, decision log: {report}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    // And so does the metric (process-wide: at least this gateway's).
+    let metrics = get(&gateway.url("/metrics")).await.text();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_decision_log_records_total{outcome=\"written\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no written records counted in {metrics}"));
+    assert!(counted >= written as f64, "{counted} < {written}");
+    gateway.stop().await;
+    // The decision log has the abandoned request too, with its placement.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(records.len() as u64, written, "{text}");
+    let record = records
+        .iter()
+        .find(|r| r["outcome"] == "cancelled")
+        .unwrap_or_else(|| panic!("no cancelled record in {text}"));
+    assert_eq!(record["backend"], "lambda", "{record}");
+    assert_eq!(record["model"], "digits", "{record}");
+    assert!(record["latency_ms"].as_f64() >= Some(400.0), "{record}");
+    assert!(records.iter().any(|r| r["outcome"] == "success"));
+    // Each record has the host's CPU reading placement saw: a share, once
+    // /proc/stat has been read twice.
+    assert!(
+        records.iter().all(|r| r["host_cpu_busy"].is_null()
+            || r["host_cpu_busy"]
+                .as_f64()
+                .is_some_and(|b| (0.0..=1.0).contains(&b))),
+        "{text}"
+    );
+    assert!(
+        records.iter().any(|r| r["host_cpu_busy"].is_f64()),
+        "{text}"
+    );
     let _ = std::fs::remove_file(&log);
 }
 
