@@ -54,6 +54,27 @@ pub struct DecisionLogCounts {
     pub failed: u64,
 }
 
+/// What became of a record.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    Written,
+    Dropped,
+    Failed,
+}
+
+impl Fate {
+    const ALL: [Self; 3] = [Self::Written, Self::Dropped, Self::Failed];
+
+    /// The `outcome` label of the metric.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Dropped => "dropped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// The counters the request path and the writer thread share.
 #[derive(Debug, Default)]
 struct Counters {
@@ -63,17 +84,17 @@ struct Counters {
 }
 
 impl Counters {
-    fn add(&self, outcome: &'static str, records: u64) {
+    fn add(&self, fate: Fate, records: u64) {
         if records == 0 {
             return;
         }
-        let counter = match outcome {
-            "written" => &self.written,
-            "dropped" => &self.dropped,
-            _ => &self.failed,
+        let counter = match fate {
+            Fate::Written => &self.written,
+            Fate::Dropped => &self.dropped,
+            Fate::Failed => &self.failed,
         };
         counter.fetch_add(records, Ordering::Relaxed);
-        metrics::counter!("switchyard_decision_log_records_total", "outcome" => outcome)
+        metrics::counter!("switchyard_decision_log_records_total", "outcome" => fate.label())
             .increment(records);
     }
 }
@@ -115,8 +136,8 @@ impl DecisionLog {
         let (sender, receiver) = mpsc::channel(queue);
         let counters = Arc::new(Counters::default());
         // Each outcome's series exists from the start, at zero.
-        for outcome in ["written", "dropped", "failed"] {
-            metrics::counter!("switchyard_decision_log_records_total", "outcome" => outcome)
+        for fate in Fate::ALL {
+            metrics::counter!("switchyard_decision_log_records_total", "outcome" => fate.label())
                 .increment(0);
         }
         let shared = Arc::clone(&counters);
@@ -140,7 +161,7 @@ impl DecisionLog {
     /// Queues a record; drops (and counts) it if the writer is behind.
     pub fn write(&self, record: DecisionRecord) {
         if self.sender.try_send(Message::Record(record)).is_err() {
-            self.counters.add("dropped", 1);
+            self.counters.add(Fate::Dropped, 1);
         }
     }
 
@@ -168,7 +189,8 @@ impl DecisionLog {
     /// The stats report's view: where the log is, its sample and counts.
     pub fn report(&self) -> serde_json::Value {
         serde_json::json!({
-            "path": self.path,
+            // As text: a path that is not UTF-8 would not serialize.
+            "path": self.path.display().to_string(),
             "sample": self.sample,
             "records": self.counts(),
         })
@@ -196,7 +218,7 @@ fn write_out<W: Write>(
                         batch.push(b'\n');
                         records += 1;
                     }
-                    Err(_) => counters.add("failed", 1),
+                    Err(_) => counters.add(Fate::Failed, 1),
                 }
                 None
             }
@@ -204,9 +226,9 @@ fn write_out<W: Write>(
         };
         if flush.is_some() || receiver.is_empty() || batch.len() >= BATCH_BYTES {
             match out.write_all(&batch).and_then(|()| out.flush()) {
-                Ok(()) => counters.add("written", records),
+                Ok(()) => counters.add(Fate::Written, records),
                 Err(error) => {
-                    counters.add("failed", records);
+                    counters.add(Fate::Failed, records);
                     if warned.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL) {
                         warned = Some(Instant::now());
                         tracing::warn!(%error, path, records,
