@@ -153,9 +153,10 @@ impl DecisionLog {
         })
     }
 
-    /// Whether a request drawing `random` is sampled.
+    /// Whether a request drawing `random` is sampled (always at a sample
+    /// of 1: the draws nearest `u64::MAX` round to 1.0 as floats).
     pub fn sampled(&self, random: u64) -> bool {
-        (random as f64 / u64::MAX as f64) < self.sample
+        self.sample >= 1.0 || (random as f64 / u64::MAX as f64) < self.sample
     }
 
     /// Queues a record; drops (and counts) it if the writer is behind.
@@ -384,5 +385,20 @@ mod tests {
         assert_eq!(text.lines().count(), 500);
         assert_eq!(log.counts().written, 500);
         assert_eq!(log.report()["sample"], 1.0);
+        assert!(log.sampled(u64::MAX));
+    }
+
+    #[test]
+    fn a_sample_share_keeps_draws_below_it() {
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-decision-log-sample-{}.jsonl",
+            std::process::id()
+        ));
+        let log = DecisionLog::open(&path, 0.25).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(log.sampled(0));
+        assert!(log.sampled(u64::MAX / 5));
+        assert!(!log.sampled(u64::MAX / 3));
+        assert!(!log.sampled(u64::MAX));
     }
 }
