@@ -17,7 +17,7 @@ use switchyard_models::TensorSpecs;
 use switchyard_protocol::{InferRequest, InferResponse, validate_inputs};
 
 use crate::config::{Config, ServerConfig};
-use crate::decision_log::{DecisionLog, DecisionRecord};
+use crate::decision_log::{DecisionLog, DecisionLogCounts, DecisionRecord};
 use crate::error::GatewayError;
 use crate::host_cpu::HostCpu;
 use crate::measure::RateMeter;
@@ -384,8 +384,11 @@ impl Gateway {
         }
         if let Some(log) = &self.decision_log {
             let flushed = log.flush(DECISION_LOG_FLUSH).await;
-            let counts = log.counts();
-            let (written, dropped, failed) = (counts.written, counts.dropped, counts.failed);
+            let DecisionLogCounts {
+                written,
+                dropped,
+                failed,
+            } = log.counts();
             if flushed {
                 tracing::info!(written, dropped, failed, "decision log written out");
             } else {
