@@ -141,6 +141,31 @@ const INLINE_QUIET: Duration = Duration::from_micros(200);
 
 const NEVER_ACTIVE: u64 = u64::MAX;
 
+/// The one-row estimate after a run of `sample_ns` (`old_ns` 0: none yet).
+///
+/// The estimate is of what the model costs, so it follows fast runs and
+/// is wary of slow ones. A run is only slower than the model's cost
+/// because something else had the CPU: on a busy machine a thread that
+/// loses its core for one time slice turns a 0.4 ms fashion_cnn run into
+/// a 20-30 ms one, and with a plain eighth-weight average one such run
+/// kept the estimate over a 5 ms limit for the next dozen requests. So a
+/// faster run moves the estimate halfway to itself, and a slower one an
+/// eighth of the way, counted as at most twice the estimate: one outlier
+/// raises it by at most 12.5%, while a model that really is slower (a
+/// machine busy for good) still lifts it 12.5% a run until it is half
+/// way, then an eighth of the rest: a tenfold change shows at 90% within
+/// 30 runs.
+fn next_one_row_estimate(old_ns: u64, sample_ns: u64) -> u64 {
+    let next = if old_ns == 0 {
+        sample_ns
+    } else if sample_ns < old_ns {
+        old_ns - (old_ns - sample_ns) / 2
+    } else {
+        old_ns + (sample_ns - old_ns).min(old_ns) / 8
+    };
+    next.max(1)
+}
+
 impl PoolShared {
     fn session(&self, index: usize) -> Option<MutexGuard<'_, ModelSession>> {
         // A run that panicked leaves the session as ONNX Runtime left it,
@@ -176,17 +201,12 @@ impl PoolShared {
         metrics.batch_size.record(rows as f64);
         metrics.compute_seconds.record(compute.as_secs_f64());
         if rows == 1 {
-            // An eighth of each new run: a few slow runs (a busy machine)
-            // move the average, one outlier does not. Workers update it
-            // without coordination; a lost update only delays the average.
-            let sample = u64::try_from(compute.as_nanos()).unwrap_or(u64::MAX).max(1);
+            // Workers update it without coordination; a lost update only
+            // delays the estimate.
+            let sample = u64::try_from(compute.as_nanos()).unwrap_or(u64::MAX);
             let old = self.one_row_ns.load(Ordering::Relaxed);
-            let new = if old == 0 {
-                sample
-            } else {
-                old - old / 8 + sample / 8
-            };
-            self.one_row_ns.store(new.max(1), Ordering::Relaxed);
+            self.one_row_ns
+                .store(next_one_row_estimate(old, sample), Ordering::Relaxed);
         }
     }
 
@@ -963,7 +983,8 @@ mod tests {
     #[test]
     fn a_slow_model_or_a_zero_limit_never_runs_inline() {
         let slow = pool(Duration::from_micros(200));
-        // Runs of 1 ms move the average past the limit within a few runs.
+        // Runs of 1 ms lift the estimate from 50 µs past the 200 µs limit
+        // within 16 runs (12.5% a run).
         slow.record(1, Duration::from_micros(50));
         for _ in 0..16 {
             slow.record(1, Duration::from_millis(1));
@@ -978,6 +999,37 @@ mod tests {
         let off = pool(Duration::ZERO);
         off.record(1, Duration::from_nanos(500));
         assert!(!off.enter_inline(1));
+    }
+
+    #[test]
+    fn the_one_row_estimate_shrugs_off_a_preempted_run_and_follows_a_lasting_change() {
+        let us = |n: u64| n * 1_000;
+        let mut estimate = next_one_row_estimate(0, us(400));
+        assert_eq!(estimate, us(400), "the first run sets it");
+        estimate = next_one_row_estimate(estimate, us(30_000));
+        assert_eq!(estimate, us(450), "one 30 ms run counts as 800 µs");
+        estimate = next_one_row_estimate(estimate, us(400));
+        assert_eq!(estimate, us(425), "halfway back after one fast run");
+        // A first run that was itself slow (a cold session on a busy
+        // machine) is forgotten within a few runs: 30 ms, then 400 µs runs
+        // are under 5 ms after the fourth.
+        let mut cold = next_one_row_estimate(0, us(30_000));
+        for _ in 0..3 {
+            cold = next_one_row_estimate(cold, us(400));
+        }
+        assert!(cold > us(4_000) && cold < us(5_000), "{cold}");
+        // A model that has become ten times slower lifts it to 90% of its
+        // new cost within 30 runs.
+        let mut slower = us(400);
+        for _ in 0..30 {
+            slower = next_one_row_estimate(slower, us(4_000));
+        }
+        assert!(slower >= us(3_600), "{slower}");
+        assert!(
+            slower <= us(4_000),
+            "never past the runs themselves: {slower}"
+        );
+        assert_eq!(next_one_row_estimate(0, 0), 1, "0 is kept for 'none yet'");
     }
 
     #[test]
