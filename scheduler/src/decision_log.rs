@@ -6,7 +6,9 @@
 //! record is accounted for: written, dropped (the queue was full) or failed
 //! (the file refused the write), in the stats report and in
 //! `switchyard_decision_log_records_total{outcome}`, so a reader of the log
-//! can tell a complete one from one with gaps. At shutdown the gateway
+//! can tell a complete one from one with gaps. A write that fails partway
+//! leaves at most one line cut short, ended before the next write. At
+//! shutdown the gateway
 //! waits for the writer to catch up ([`DecisionLog::flush`]).
 
 use std::io::Write;
@@ -203,10 +205,11 @@ impl DecisionLog {
 /// until every sender is gone.
 fn write_out<W: Write>(
     mut receiver: mpsc::Receiver<Message>,
-    mut out: W,
+    out: W,
     counters: &Counters,
     path: &str,
 ) {
+    let mut out = Lines { out, torn: false };
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     let mut records = 0_u64;
     let mut warned: Option<Instant> = None;
@@ -226,16 +229,16 @@ fn write_out<W: Write>(
             Message::Flush(done) => Some(done),
         };
         if flush.is_some() || receiver.is_empty() || batch.len() >= BATCH_BYTES {
-            match out.write_all(&batch).and_then(|()| out.flush()) {
-                Ok(()) => counters.add(Fate::Written, records),
-                Err(error) => {
-                    counters.add(Fate::Failed, records);
-                    if warned.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL) {
-                        warned = Some(Instant::now());
-                        tracing::warn!(%error, path, records,
-                            "the decision log could not be written; its records are lost");
-                    }
-                }
+            let (whole, error) = out.write(&batch);
+            counters.add(Fate::Written, whole);
+            let lost = records.saturating_sub(whole);
+            counters.add(Fate::Failed, lost);
+            if let Some(error) = error
+                && warned.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL)
+            {
+                warned = Some(Instant::now());
+                tracing::warn!(%error, path, records = lost,
+                    "the decision log could not be written; its records are lost");
             }
             batch.clear();
             records = 0;
@@ -243,6 +246,52 @@ fn write_out<W: Write>(
         if let Some(done) = flush {
             let _ = done.send(());
         }
+    }
+}
+
+/// Writes whole lines to a file and keeps it line by line after a write
+/// that failed partway (a disk that filled up in the middle of a batch):
+/// the line cut short there is ended before anything else is written, so
+/// it is the only line of the file that is not a record.
+struct Lines<W> {
+    out: W,
+    /// The last write stopped in the middle of a line.
+    torn: bool,
+}
+
+impl<W: Write> Lines<W> {
+    /// Writes `batch`, lines each ended by `\n`. How many of them reached
+    /// the file whole, and the error that stopped the rest.
+    fn write(&mut self, batch: &[u8]) -> (u64, Option<std::io::Error>) {
+        if self.torn {
+            if let (_, Some(error)) = self.write_bytes(b"\n") {
+                return (0, Some(error));
+            }
+            self.torn = false;
+        }
+        let (done, error) = self.write_bytes(batch);
+        let written = batch.get(..done).unwrap_or_default();
+        if let Some(&last) = written.last() {
+            self.torn = last != b'\n';
+        }
+        let whole = written.iter().filter(|&&byte| byte == b'\n').count();
+        let error = error.or_else(|| self.out.flush().err());
+        (u64::try_from(whole).unwrap_or(u64::MAX), error)
+    }
+
+    /// Writes as much of `bytes` as the file takes: how much, and the
+    /// error that stopped it short.
+    fn write_bytes(&mut self, bytes: &[u8]) -> (usize, Option<std::io::Error>) {
+        let mut done = 0;
+        while let Some(rest) = bytes.get(done..).filter(|rest| !rest.is_empty()) {
+            match self.out.write(rest) {
+                Ok(0) => return (done, Some(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return (done, Some(error)),
+            }
+        }
+        (done, None)
     }
 }
 
@@ -343,6 +392,89 @@ mod tests {
             })
             .collect();
         assert_eq!(reasons, ["record 0", "record 1", "record 2"]);
+    }
+
+    /// A file that takes `room` bytes, refuses the next write, then takes
+    /// everything.
+    struct FillsUp {
+        bytes: Vec<u8>,
+        room: usize,
+        refused: bool,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if !self.refused {
+                let space = self.room - self.bytes.len();
+                if space == 0 {
+                    self.refused = true;
+                    return Err(std::io::Error::other("no space left"));
+                }
+                let taken = bytes.len().min(space);
+                self.bytes.extend_from_slice(&bytes[..taken]);
+                return Ok(taken);
+            }
+            self.bytes.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn fills_up(room: usize) -> Lines<FillsUp> {
+        Lines {
+            out: FillsUp {
+                bytes: Vec::new(),
+                room,
+                refused: false,
+            },
+            torn: false,
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_mid_line_leaves_one_short_line_and_counts_only_whole_ones() {
+        let mut lines = fills_up(6);
+        let (whole, error) = lines.write(b"one\ntwo\nsix\n");
+        assert_eq!(whole, 1, "only 'one' got in whole");
+        assert!(error.is_some());
+        let (whole, error) = lines.write(b"ten\n");
+        assert_eq!((whole, error.is_none()), (1, true));
+        assert_eq!(lines.out.bytes, b"one\ntw\nten\n");
+    }
+
+    #[test]
+    fn a_write_that_fails_between_lines_adds_nothing() {
+        let mut lines = fills_up(4);
+        let (whole, error) = lines.write(b"one\ntwo\n");
+        assert_eq!((whole, error.is_some()), (1, true));
+        let (whole, error) = lines.write(b"ten\n");
+        assert_eq!((whole, error.is_none()), (1, true));
+        assert_eq!(lines.out.bytes, b"one\nten\n");
+    }
+
+    #[test]
+    fn a_cut_line_is_ended_once_the_file_takes_writes_again() {
+        // The file refuses the batch after the cut one too: the newline
+        // that ends the cut line waits for a write that gets through.
+        let mut lines = Lines {
+            out: FillsUp {
+                bytes: Vec::new(),
+                room: 2,
+                refused: false,
+            },
+            torn: false,
+        };
+        assert_eq!(lines.write(b"one\n").0, 0);
+        assert!(lines.torn);
+        lines.out.refused = false;
+        assert_eq!(lines.write(b"two\n").0, 0, "still full");
+        assert!(lines.torn);
+        assert_eq!(lines.write(b"six\n").0, 1);
+        assert!(!lines.torn);
+        assert_eq!(lines.out.bytes, b"on\nsix\n");
     }
 
     #[tokio::test]
