@@ -43,6 +43,13 @@ pub struct DecisionRecord {
     pub attempts: u32,
     pub outcome: &'static str,
     pub latency_ms: f64,
+    /// Where the backend spent an answered request's time: waiting in its
+    /// queue, and running the batch it was part of (`null` without an
+    /// answer).
+    pub queue_ms: Option<f64>,
+    pub compute_ms: Option<f64>,
+    /// Rows in that batch (`null` without an answer).
+    pub batch_rows: Option<u64>,
 }
 
 /// What became of the records handed to the log so far.
@@ -103,7 +110,8 @@ impl Counters {
 
 /// What the request path sends the writer.
 enum Message {
-    Record(DecisionRecord),
+    /// Boxed: the queue's slots are then a pointer wide, not a record.
+    Record(Box<DecisionRecord>),
     /// Write out everything queued before this, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -163,7 +171,11 @@ impl DecisionLog {
 
     /// Queues a record; drops (and counts) it if the writer is behind.
     pub fn write(&self, record: DecisionRecord) {
-        if self.sender.try_send(Message::Record(record)).is_err() {
+        if self
+            .sender
+            .try_send(Message::Record(Box::new(record)))
+            .is_err()
+        {
             self.counters.add(Fate::Dropped, 1);
         }
     }
@@ -313,6 +325,9 @@ mod tests {
             attempts: 1,
             outcome: "success",
             latency_ms: 1.0,
+            queue_ms: Some(0.5),
+            compute_ms: Some(0.25),
+            batch_rows: Some(1),
         }
     }
 

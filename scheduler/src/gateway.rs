@@ -117,6 +117,8 @@ struct Pending<'a> {
     /// The host's CPU busy share placement read for it, if any.
     host_cpu_busy: Option<f64>,
     attempted: Attempted,
+    /// Where an answered request's time went in its backend.
+    timing: Option<Timing>,
     finished: bool,
 }
 
@@ -152,6 +154,9 @@ impl Pending<'_> {
             attempts: attempted.attempts,
             outcome: outcome.as_str(),
             latency_ms: elapsed.as_secs_f64() * 1000.0,
+            queue_ms: self.timing.map(|t| t.queue.as_secs_f64() * 1000.0),
+            compute_ms: self.timing.map(|t| t.compute.as_secs_f64() * 1000.0),
+            batch_rows: self.timing.map(|t| t.batch_rows),
         });
     }
 }
@@ -432,6 +437,7 @@ impl Gateway {
             // Its policy is set by `place_and_run` before its first await,
             // or for a shed.
             attempted: Attempted::none("none"),
+            timing: None,
             finished: false,
         };
         let result = match self.throttle.admit(name, random, received) {
@@ -452,7 +458,10 @@ impl Gateway {
             }
         };
         let outcome = match &result {
-            Ok(_) => Outcome::Success,
+            Ok(served) => {
+                pending.timing = Some(served.timing);
+                Outcome::Success
+            }
             Err(error) => error.outcome(),
         };
         if matches!(

@@ -330,7 +330,27 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
     assert_eq!(record["backend"], "lambda", "{record}");
     assert_eq!(record["model"], "digits", "{record}");
     assert!(record["latency_ms"].as_f64() >= Some(400.0), "{record}");
-    assert!(records.iter().any(|r| r["outcome"] == "success"));
+    // An unanswered request has no backend timing; each answered one has
+    // its queue and compute time and its batch's rows, as its headers gave
+    // them.
+    assert!(
+        record["queue_ms"].is_null() && record["batch_rows"].is_null(),
+        "{record}"
+    );
+    let answered: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "success")
+        .collect();
+    assert!(!answered.is_empty(), "{text}");
+    for record in answered {
+        let rows = record["batch_rows"].as_u64().unwrap_or(0);
+        let compute = record["compute_ms"].as_f64().unwrap_or(-1.0);
+        let queue = record["queue_ms"].as_f64().unwrap_or(-1.0);
+        let latency = record["latency_ms"].as_f64().unwrap_or(0.0);
+        assert!(rows >= 1, "{record}");
+        assert!(compute > 0.0 && queue >= 0.0, "{record}");
+        assert!(compute + queue <= latency, "{record}");
+    }
     // Each record has the host's CPU reading placement saw: a share, once
     // /proc/stat has been read twice.
     assert!(
