@@ -89,24 +89,41 @@ async fn ejection(gateway: &Running, backend: &str) -> serde_json::Value {
 /// timed out on a loaded machine) or Lambda refuses it, it fails over to
 /// the next backend, as it should (one CI run saw this, with six of these
 /// tests starting emulators, functions and gateways at once). Each reply
-/// served elsewhere is printed with its placement reason, so the test's
-/// output says which it was.
+/// served elsewhere is printed with its time and placement reason, and a
+/// test that gives up says what the gateway's readiness said of Lambda
+/// and whether the function (`function`) still ran, so the output says
+/// which it was.
 #[allow(clippy::print_stderr)] // the test's output, shown when it fails
-async fn warm_lambda(gateway: &Running) {
+async fn warm_lambda(gateway: &Running, function: &ChildProcess) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let warm = infer(gateway, &[]).await;
+        // With local behind it, a request Lambda cannot serve is served
+        // there.
         assert_eq!(warm.status, 200, "{}", warm.text());
         let backend = warm.header("switchyard-backend");
         if backend == Some("lambda") {
             return;
         }
         let placement = warm.header("switchyard-placement");
-        eprintln!("warm-up request served by {backend:?}, placed by {placement:?}");
-        assert!(
-            Instant::now() < deadline,
-            "Lambda served no warm-up request within 20 s; the last was placed by {placement:?}"
+        eprintln!(
+            "warm-up request served by {backend:?} after {:?}, placed by {placement:?}",
+            warm.took
         );
+        if Instant::now() >= deadline {
+            // What the gateway knew of Lambda, and whether the function
+            // still runs.
+            let ready = get(&gateway.url("/v2/health/ready")).await.text();
+            let alive = std::process::Command::new("kill")
+                .args(["-0", &function.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            panic!(
+                "Lambda served no warm-up request within 20 s; readiness: {ready}; \
+                 the function process is {}",
+                if alive { "running" } else { "gone" }
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -115,7 +132,7 @@ async fn warm_lambda(gateway: &Running) {
 /// and sends one request that hangs on it until its 1.5 s deadline, which
 /// ejects Lambda. Returns that request's reply.
 async fn hang_lambda(gateway: &Running, function: &ChildProcess) -> Reply {
-    warm_lambda(gateway).await;
+    warm_lambda(gateway, function).await;
     signal(function, "STOP");
     let hung = infer(gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
     assert_eq!(hung.status, 504, "{}", hung.text());
@@ -160,7 +177,13 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
         if reply.header("switchyard-backend") == Some("lambda") {
             break;
         }
-        assert!(Instant::now() < deadline, "lambda never came back");
+        if Instant::now() >= deadline {
+            let state = ejection(&gateway, "lambda").await;
+            panic!(
+                "lambda never came back: the last request was placed by {:?}; ejection: {state}",
+                reply.header("switchyard-placement")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let state = ejection(&gateway, "lambda").await;
