@@ -144,12 +144,12 @@ const NEVER_ACTIVE: u64 = u64::MAX;
 /// The one-row estimate after a run of `sample_ns` (`old_ns` 0: none yet).
 ///
 /// The estimate is of what the model costs, so it follows fast runs and
-/// is wary of slow ones. A run is only slower than the model's cost
-/// because something else had the CPU: on a busy machine a thread that
-/// loses its core for one time slice turns a 0.4 ms fashion_cnn run into
-/// a 20-30 ms one, and with a plain eighth-weight average one such run
-/// kept the estimate over a 5 ms limit for the next dozen requests. So a
-/// faster run moves the estimate halfway to itself, and a slower one an
+/// is wary of slow ones: a run is slower than that when something else
+/// had the CPU. A plain eighth-weight average let a few such runs decide:
+/// in one CI run, with twenty tests sharing two cores, it stood at 3.5 ms
+/// after twelve one-row fashion_cnn requests (0.3-0.6 ms each on an idle
+/// machine), and only two had run inline under a limit of 5 ms. So
+/// a faster run moves the estimate halfway to itself, and a slower one an
 /// eighth of the way, counted as at most twice the estimate: one outlier
 /// raises it by at most 12.5%, while a model that really is slower (a
 /// machine busy for good) still lifts it 12.5% a run until it is half

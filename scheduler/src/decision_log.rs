@@ -8,8 +8,8 @@
 //! `switchyard_decision_log_records_total{outcome}`, so a reader of the log
 //! can tell a complete one from one with gaps. A write that fails partway
 //! leaves at most one line cut short, ended before the next write. At
-//! shutdown the gateway
-//! waits for the writer to catch up ([`DecisionLog::flush`]).
+//! shutdown the gateway waits for the writer to catch up
+//! ([`DecisionLog::flush`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
