@@ -354,8 +354,8 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
     assert_eq!(record["model"], "digits", "{record}");
     assert!(record["latency_ms"].as_f64() >= Some(400.0), "{record}");
     // An unanswered request has no backend timing; each answered one has
-    // its queue and compute time and its batch's rows, as its headers gave
-    // them.
+    // its backend's queue and compute time, within its latency, and its
+    // batch's rows.
     assert!(
         record["queue_ms"].is_null() && record["batch_rows"].is_null(),
         "{record}"
