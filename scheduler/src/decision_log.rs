@@ -474,14 +474,7 @@ mod tests {
     fn a_cut_line_is_ended_once_the_file_takes_writes_again() {
         // The file refuses the batch after the cut one too: the newline
         // that ends the cut line waits for a write that gets through.
-        let mut lines = Lines {
-            out: FillsUp {
-                bytes: Vec::new(),
-                room: 2,
-                refused: false,
-            },
-            torn: false,
-        };
+        let mut lines = fills_up(2);
         assert_eq!(lines.write(b"one\n").0, 0);
         assert!(lines.torn);
         lines.out.refused = false;
