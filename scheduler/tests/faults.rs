@@ -83,6 +83,30 @@ async fn ejection(gateway: &Running, backend: &str) -> serde_json::Value {
     get(&gateway.url("/v2/switchyard/stats")).await.json()["ejection"][backend].clone()
 }
 
+/// The emulator and one function instance serving digits.
+struct Lambda {
+    emulator: LocalEmulator,
+    function: ChildProcess,
+}
+
+impl Lambda {
+    fn start() -> Self {
+        let emulator = emulator();
+        let function = instance(&emulator);
+        Self { emulator, function }
+    }
+
+    fn endpoint(&self) -> String {
+        self.emulator.endpoint()
+    }
+
+    /// Whether the emulator and the function run, and the end of their
+    /// output.
+    fn report(&mut self) -> String {
+        format!("{}\n{}", self.emulator.report(), self.function.report())
+    }
+}
+
 /// Sends requests through `gateway`, whose first choice is Lambda, until
 /// one is served there (within 20 s). The first is not always: where the
 /// gateway finds Lambda unready when it places it (a start-up probe that
@@ -90,38 +114,32 @@ async fn ejection(gateway: &Running, backend: &str) -> serde_json::Value {
 /// the next backend, as it should (one CI run saw this, with six of these
 /// tests starting emulators, functions and gateways at once). Each reply
 /// served elsewhere is printed with its time and placement reason, and a
-/// test that gives up says what the gateway's readiness said of Lambda
-/// and whether the function (`function`) still ran, so the output says
-/// which it was.
+/// test that fails here says what the gateway's readiness said of Lambda
+/// and whether the emulator and the function still ran, with the end of
+/// their output.
 #[allow(clippy::print_stderr)] // the test's output, shown when it fails
-async fn warm_lambda(gateway: &Running, function: &ChildProcess) {
+async fn warm_lambda(gateway: &Running, lambda: &mut Lambda) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let warm = infer(gateway, &[]).await;
-        // With local behind it, a request Lambda cannot serve is served
-        // there.
-        assert_eq!(warm.status, 200, "{}", warm.text());
         let backend = warm.header("switchyard-backend");
-        if backend == Some("lambda") {
+        if warm.status == 200 && backend == Some("lambda") {
             return;
         }
         let placement = warm.header("switchyard-placement");
         eprintln!(
-            "warm-up request served by {backend:?} after {:?}, placed by {placement:?}",
-            warm.took
+            "warm-up request answered {} by {backend:?} after {:?}, placed by {placement:?}",
+            warm.status, warm.took
         );
-        if Instant::now() >= deadline {
-            // What the gateway knew of Lambda, and whether the function
-            // still runs.
+        // With local behind it, a request Lambda cannot serve is served
+        // there.
+        if warm.status != 200 || Instant::now() >= deadline {
             let ready = get(&gateway.url("/v2/health/ready")).await.text();
-            let alive = std::process::Command::new("kill")
-                .args(["-0", &function.id().to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
             panic!(
-                "Lambda served no warm-up request within 20 s; readiness: {ready}; \
-                 the function process is {}",
-                if alive { "running" } else { "gone" }
+                "Lambda served no warm-up request (the last reply: {} {}); readiness: {ready}\n{}",
+                warm.status,
+                warm.text(),
+                lambda.report()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -131,28 +149,35 @@ async fn warm_lambda(gateway: &Running, function: &ChildProcess) {
 /// Warms Lambda through `gateway` (its first choice), stops the function,
 /// and sends one request that hangs on it until its 1.5 s deadline, which
 /// ejects Lambda. Returns that request's reply.
-async fn hang_lambda(gateway: &Running, function: &ChildProcess) -> Reply {
-    warm_lambda(gateway, function).await;
-    signal(function, "STOP");
+async fn hang_lambda(gateway: &Running, lambda: &mut Lambda) -> Reply {
+    warm_lambda(gateway, lambda).await;
+    signal(&lambda.function, "STOP");
     let hung = infer(gateway, &[("switchyard-timeout-ms", "1500".into())]).await;
-    assert_eq!(hung.status, 504, "{}", hung.text());
-    assert_eq!(hung.header("switchyard-backend"), Some("lambda"));
+    if hung.status != 504 || hung.header("switchyard-backend") != Some("lambda") {
+        panic!(
+            "the request to the stopped function was answered {} by {:?} after {:?}: {}\n{}",
+            hung.status,
+            hung.header("switchyard-backend"),
+            hung.took,
+            hung.text(),
+            lambda.report()
+        );
+    }
     assert_eq!(ejection(gateway, "lambda").await["ejected"], true);
     hung
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
-    let emulator = emulator();
-    let function = instance(&emulator);
+    let mut lambda = Lambda::start();
     let gateway = Running::start(&local_and_lambda(
-        &emulator.endpoint(),
+        &lambda.endpoint(),
         "order = [\"lambda\", \"local\"]",
     ))
     .await;
     // The function stops answering: its invocation hangs until the
     // request's deadline.
-    let hung = hang_lambda(&gateway, &function).await;
+    let hung = hang_lambda(&gateway, &mut lambda).await;
     assert!(hung.took >= Duration::from_millis(1400), "{:?}", hung.took);
     let state = ejection(&gateway, "lambda").await;
     assert!(
@@ -169,7 +194,7 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
     }
 
     // It recovers: after the ejection a probe finds it answering again.
-    signal(&function, "CONT");
+    signal(&lambda.function, "CONT");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let reply = infer(&gateway, &[]).await;
@@ -180,8 +205,10 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
         if Instant::now() >= deadline {
             let state = ejection(&gateway, "lambda").await;
             panic!(
-                "lambda never came back: the last request was placed by {:?}; ejection: {state}",
-                reply.header("switchyard-placement")
+                "lambda never came back: the last request was placed by {:?}; ejection: \
+                 {state}\n{}",
+                reply.header("switchyard-placement"),
+                lambda.report()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -194,8 +221,7 @@ async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_whose_only_backend_is_ejected_is_placed_on_it_anyway_unless_configured_not_to() {
-    let emulator = emulator();
-    let function = instance(&emulator);
+    let mut lambda = Lambda::start();
     for panic in [true, false] {
         let gateway = Running::start(&format!(
             r#"
@@ -209,10 +235,10 @@ max_ejection_ms = 60000
 endpoint = "{}"
 models = ["digits"]
 "#,
-            emulator.endpoint()
+            lambda.endpoint()
         ))
         .await;
-        hang_lambda(&gateway, &function).await;
+        hang_lambda(&gateway, &mut lambda).await;
         let next = infer(&gateway, &[("switchyard-timeout-ms", "800".into())]).await;
         if panic {
             // Placed on the ejected backend, the only one: it waits out
@@ -225,7 +251,7 @@ models = ["digits"]
             assert!(next.text().contains("ejected"), "{}", next.text());
             assert!(next.took < Duration::from_millis(500), "{:?}", next.took);
         }
-        signal(&function, "CONT");
+        signal(&lambda.function, "CONT");
         if panic {
             // The ejection has most of its minute left, and the function
             // answers again: requests get answers from it all the same.
@@ -239,22 +265,21 @@ models = ["digits"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_back() {
-    let emulator = emulator();
-    let function = instance(&emulator);
+    let mut lambda = Lambda::start();
     let log = std::env::temp_dir().join(format!(
         "switchyard-faults-decisions-{}.jsonl",
         std::process::id()
     ));
     let _ = std::fs::remove_file(&log);
     let gateway = Running::start(&local_and_lambda(
-        &emulator.endpoint(),
+        &lambda.endpoint(),
         &format!(
             "order = [\"lambda\", \"local\"]\ndecision_log = {:?}\ndecision_log_sample = 1.0",
             log.display().to_string()
         ),
     ))
     .await;
-    hang_lambda(&gateway, &function).await;
+    hang_lambda(&gateway, &mut lambda).await;
 
     // The ejection runs out; the next request is the probe, and it hangs
     // on the stopped function until its client gives up and hangs up.
@@ -294,7 +319,7 @@ async fn a_probe_request_its_client_abandons_leaves_the_backend_free_to_come_bac
         assert!(Instant::now() < deadline, "no cancelled request in {stats}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    signal(&function, "CONT");
+    signal(&lambda.function, "CONT");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let reply = infer(&gateway, &[]).await;

@@ -5,45 +5,121 @@
 //! Runtime API for the function. Every process is killed when its handle is
 //! dropped, also when a test fails.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The function's name: the emulator knows it as the workspace binary.
 pub const FUNCTION: &str = "switchyard-lambda";
 
-/// A child process, killed and reaped on drop.
+/// A child process, killed and reaped on drop. Its output goes to a file
+/// in the temporary folder (removed on drop), so that a test or benchmark
+/// it fails can say what the process printed before it went away.
 #[derive(Debug)]
-pub struct ChildProcess(Child);
+pub struct ChildProcess {
+    child: Child,
+    what: String,
+    log: Option<PathBuf>,
+}
+
+/// The most of a child's output [`ChildProcess::report`] quotes: its end.
+const REPORT_TAIL_BYTES: u64 = 4096;
 
 impl ChildProcess {
-    /// Starts `command` with no stdin and its output discarded.
+    /// Starts `command` with no stdin, its stdout and stderr written to a
+    /// log file (discarded if the file cannot be made).
     pub fn spawn(command: &mut Command, what: &str) -> Result<Self, String> {
-        command
+        static SPAWNED: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-child-{}-{}.log",
+            std::process::id(),
+            SPAWNED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let log = File::create(&path).and_then(|out| Ok((out.try_clone()?, out)));
+        let (stdout, stderr, log) = match log {
+            Ok((out, err)) => (Stdio::from(out), Stdio::from(err), Some(path)),
+            Err(_) => (Stdio::null(), Stdio::null(), None),
+        };
+        match command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
-            .map(Self)
-            .map_err(|e| format!("cannot start {what}: {e}"))
+        {
+            Ok(child) => Ok(Self {
+                child,
+                what: what.to_owned(),
+                log,
+            }),
+            Err(e) => {
+                if let Some(path) = log {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(format!("cannot start {what}: {e}"))
+            }
+        }
     }
 
     /// Its process id (to signal it, e.g. SIGSTOP to make it hang).
     pub fn id(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     /// Whether it has exited, and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.0.try_wait().ok().flatten()
+        self.child.try_wait().ok().flatten()
     }
+
+    /// Whether it still runs or how it exited, and the end of its output:
+    /// for the message of a test or benchmark that it failed.
+    pub fn report(&mut self) -> String {
+        let state = match self.exited() {
+            Some(status) => format!("has exited ({status})"),
+            // Linux says whether it runs, sleeps or is stopped.
+            None => std::fs::read_to_string(format!("/proc/{}/status", self.id()))
+                .ok()
+                .and_then(|status| {
+                    status
+                        .lines()
+                        .find_map(|line| line.strip_prefix("State:"))
+                        .map(|state| format!("is alive, state {}", state.trim()))
+                })
+                .unwrap_or_else(|| "is alive".to_owned()),
+        };
+        let output = match &self.log {
+            Some(path) => tail(path, REPORT_TAIL_BYTES)
+                .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display())),
+            None => "(not kept)".to_owned(),
+        };
+        format!(
+            "{} (pid {}) {state}; its output ends:\n{output}",
+            self.what,
+            self.id()
+        )
+    }
+}
+
+/// The last `bytes` of the file at `path`, as (lossy) text.
+fn tail(path: &Path, bytes: u64) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(bytes)))?;
+    let mut end = Vec::new();
+    file.read_to_end(&mut end)?;
+    Ok(String::from_utf8_lossy(&end).into_owned())
 }
 
 impl Drop for ChildProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(path) = &self.log {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -65,15 +141,16 @@ pub fn wait_listening(
 ) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = process.exited() {
-            return Err(format!("{what} exited at start: {status}"));
+        if process.exited().is_some() {
+            return Err(format!("{what} did not start: {}", process.report()));
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{what} did not listen on port {port} within {limit:?}"
+                "{what} did not listen on port {port} within {limit:?}: {}",
+                process.report()
             ));
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -142,7 +219,7 @@ impl LocalEmulator {
                 .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1"])
                 .args(["-P", &port.to_string()])
                 .current_dir(&self.root),
-            "the Lambda emulator",
+            &format!("the Lambda emulator on port {port}"),
         )?;
         wait_listening(
             port,
@@ -187,8 +264,20 @@ impl LocalEmulator {
                     self.root.join("models/repository"),
                 )
                 .current_dir(&self.root),
-            "the function",
+            &format!(
+                "the function instance of the emulator on port {}",
+                self.port
+            ),
         )
+    }
+
+    /// Whether the emulator runs, and the end of its output: for the
+    /// message of a test that finds it unreachable.
+    pub fn report(&mut self) -> String {
+        match &mut self.process {
+            Some(process) => process.report(),
+            None => "the Lambda emulator is stopped".to_owned(),
+        }
     }
 
     /// Stops the emulator now (as if it crashed).
