@@ -167,6 +167,36 @@ async fn hang_lambda(gateway: &Running, lambda: &mut Lambda) -> Reply {
     hung
 }
 
+/// The process group of the process `pid` (the fifth field of
+/// `/proc/PID/stat`, after the parenthesised command name).
+fn process_group(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let (_, after_name) = stat
+        .rsplit_once(')')
+        .expect("a command name in parentheses");
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("no process group in {stat}"))
+}
+
+/// The function these tests freeze leads a process group of its own.
+/// When it ran in the test's group, a stopped function made that group
+/// subject to the kernel's orphaned-group rule: the shell that ran the
+/// tests in the background exited, the whole group got SIGHUP and
+/// SIGCONT, and the frozen function woke and answered the request meant
+/// to hang on it. Orphaning the group on purpose during
+/// `a_model_whose_only_backend_is_ejected...` failed it in 10 of 10 runs
+/// with the function in the test's group, and in 0 of 10 in its own.
+#[test]
+fn a_function_instance_leads_a_process_group_of_its_own() {
+    let lambda = Lambda::start();
+    let pid = lambda.function.id();
+    assert_eq!(process_group(pid), pid);
+    assert_ne!(process_group(pid), process_group(std::process::id()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_backend_gets_504_then_is_ejected_avoided_and_probed_back() {
     let mut lambda = Lambda::start();

@@ -243,14 +243,29 @@ impl LocalEmulator {
 
     /// Starts one instance of the function `binary`, loading `models`
     /// (comma-separated or `all`) and reporting `memory_mb`.
+    ///
+    /// The instance leads a process group of its own, because tests and
+    /// the soak benchmark freeze it with SIGSTOP. Left in its parent's
+    /// group, a stopped instance makes that group subject to the kernel's
+    /// orphaned-group rule: when the last process linking the group to its
+    /// session exits (say the shell that ran the tests in the background),
+    /// every member gets SIGHUP and SIGCONT. The frozen function then
+    /// wakes mid-test and answers a request meant to hang, and SIGHUP ends
+    /// the emulator and the test run unless they ignore it. In its own
+    /// group, linked by the process that started it, the instance is
+    /// resumed only by whoever stopped it; if that process dies first,
+    /// the same rule ends a stopped instance rather than leaving it frozen.
     pub fn instance(
         &self,
         binary: &Path,
         models: &str,
         memory_mb: u64,
     ) -> Result<ChildProcess, String> {
+        let mut command = Command::new(binary);
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         ChildProcess::spawn(
-            Command::new(binary)
+            command
                 .env(
                     "AWS_LAMBDA_RUNTIME_API",
                     format!("http://127.0.0.1:{}/.rt/{FUNCTION}", self.port),
