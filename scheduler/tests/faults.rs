@@ -132,7 +132,7 @@ async fn warm_lambda(gateway: &Running, lambda: &mut Lambda) {
             warm.status, warm.took
         );
         // With local behind it, a request Lambda cannot serve is served
-        // there.
+        // there: any other answer is a failure.
         if warm.status != 200 || Instant::now() >= deadline {
             let ready = get(&gateway.url("/v2/health/ready")).await.text();
             panic!(
