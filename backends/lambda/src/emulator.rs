@@ -255,6 +255,10 @@ impl LocalEmulator {
     /// group, linked by the process that started it, the instance is
     /// resumed only by whoever stopped it; if that process dies first,
     /// the same rule ends a stopped instance rather than leaving it frozen.
+    /// A Ctrl-C at the terminal no longer reaches the instance itself: it
+    /// stops the emulator, and a running instance exits when its poll of
+    /// the emulator fails (both were gone within 2 s of SIGINT or SIGTERM
+    /// to the emulator here).
     pub fn instance(
         &self,
         binary: &Path,
