@@ -127,6 +127,12 @@ pub struct BackendSnapshot {
     /// Requests it can run at once without queueing.
     pub concurrency: u64,
     /// Requests it accepts in total before refusing (running + queued).
+    /// Where that number is not fixed, what it holds now plus what it
+    /// would take at once, so that [`Self::has_capacity`] is exact: the
+    /// local tier's batching workers take a varying number of requests out
+    /// of its queue (one multi-row request, or many single-row ones) and it
+    /// refuses only when the queue is full, so it reports `in_flight` plus
+    /// the places free in its queue.
     pub capacity: u64,
     /// Further requests it could take by scaling out (starting containers,
     /// Lambda instances below the concurrency limit); 0 for a fixed pool.

@@ -83,9 +83,6 @@ struct VersionPool {
     sender: Sender<Job>,
     workers: usize,
     queue_capacity: usize,
-    /// Requests the pool holds at most before it refuses: its queue, and
-    /// what its workers have taken from it (see [`Batching::held_per_worker`]).
-    capacity: usize,
     shared: Arc<PoolShared>,
     _threads: Vec<JoinHandle<()>>,
 }
@@ -304,7 +301,6 @@ pub struct LocalBackend {
     models: HashMap<String, LocalModel>,
     in_flight: Arc<AtomicU64>,
     concurrency: u64,
-    capacity: u64,
 }
 
 impl LocalBackend {
@@ -335,31 +331,33 @@ impl LocalBackend {
                 start_model(&config.name, model_config, model, pinning.as_ref())?,
             );
         }
-        let sum = |f: fn(&VersionPool) -> usize| {
-            models
-                .values()
-                .flat_map(|m| m.pools.values())
-                .map(f)
-                .sum::<usize>() as u64
-        };
-        let concurrency = sum(|p| p.workers);
-        let capacity = sum(|p| p.capacity);
+        let concurrency = models
+            .values()
+            .flat_map(|m| m.pools.values())
+            .map(|p| p.workers as u64)
+            .sum();
         Ok(Self {
             name: config.name.clone(),
             models,
             in_flight: Arc::new(AtomicU64::new(0)),
             concurrency,
-            capacity,
         })
     }
 
-    fn queued(&self) -> u64 {
-        self.models
-            .values()
-            .flat_map(|m| m.pools.values())
-            .map(|p| p.sender.len() as u64)
-            .sum()
+    fn pools(&self) -> impl Iterator<Item = &VersionPool> {
+        self.models.values().flat_map(|m| m.pools.values())
     }
+}
+
+/// Requests waiting in `pools`' queues, and the places free in them.
+fn queues<'a>(pools: impl Iterator<Item = &'a VersionPool>) -> (u64, u64) {
+    pools.fold((0, 0), |(queued, free), pool| {
+        let waiting = pool.sender.len();
+        (
+            queued + waiting as u64,
+            free + pool.queue_capacity.saturating_sub(waiting) as u64,
+        )
+    })
 }
 
 fn start_model(
@@ -442,8 +440,6 @@ fn start_model(
                 sender,
                 workers: threads.len(),
                 queue_capacity,
-                capacity: queue_capacity
-                    .saturating_add(threads.len().saturating_mul(batching.held_per_worker())),
                 shared,
                 _threads: threads,
             },
@@ -524,24 +520,6 @@ struct Batching {
     enabled: bool,
     max_rows: u64,
     max_delay: Duration,
-}
-
-impl Batching {
-    /// Requests one worker holds outside the queue at most: the batch it
-    /// runs (one request, or up to `max_rows` single-row ones), and with
-    /// batching the request it took that did not fit and starts the next
-    /// batch. The queue has room again for each one a worker takes, so a
-    /// snapshot counting only workers and queue calls the pool full while
-    /// it still accepts requests.
-    fn held_per_worker(&self) -> usize {
-        if self.enabled {
-            usize::try_from(self.max_rows)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-        } else {
-            1
-        }
-    }
 }
 
 /// What one worker thread needs besides its session.
@@ -744,15 +722,24 @@ impl Backend for LocalBackend {
         !self.models.is_empty()
     }
 
+    /// A request is refused only when its queue is full, however many
+    /// requests the workers have taken out of it (a batching worker holds
+    /// a batch of one multi-row request or of many single-row ones, and the
+    /// request that starts the next batch). So the capacity reported is
+    /// what the pools hold now plus the places free in their queues, and
+    /// [`BackendSnapshot::has_capacity`] says exactly whether a queue takes
+    /// one more.
     fn snapshot(&self) -> BackendSnapshot {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let (queued, free) = queues(self.pools());
         BackendSnapshot {
             name: self.name.clone(),
             kind: BackendKind::Local,
             ready: self.ready(),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            queued: self.queued(),
+            in_flight,
+            queued,
             concurrency: self.concurrency,
-            capacity: self.capacity,
+            capacity: in_flight + free,
             headroom: 0,
             max_payload_bytes: None,
             unready_reason: None,
@@ -767,10 +754,11 @@ impl Backend for LocalBackend {
         if let Some(m) = self.models.get(model) {
             let pools = || m.pools.values();
             let sum = |f: fn(&VersionPool) -> usize| pools().map(f).sum::<usize>() as u64;
+            let (queued, free) = queues(pools());
             snapshot.in_flight = sum(|p| p.shared.active.load(Ordering::Relaxed));
-            snapshot.queued = sum(|p| p.sender.len());
+            snapshot.queued = queued;
             snapshot.concurrency = sum(|p| p.workers);
-            snapshot.capacity = sum(|p| p.capacity);
+            snapshot.capacity = snapshot.in_flight + free;
         }
         snapshot
     }
@@ -1086,5 +1074,127 @@ mod tests {
             carried.is_some(),
             "the incompatible request is kept for the next batch"
         );
+    }
+
+    /// A backend serving model "m" with one pool whose `workers` have no
+    /// threads: the test takes jobs out of the queue itself, as a worker
+    /// forming a batch would.
+    fn backend_without_threads(
+        workers: usize,
+        queue_capacity: usize,
+    ) -> (LocalBackend, Receiver<Job>) {
+        let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
+        let pool = VersionPool {
+            sender,
+            workers,
+            queue_capacity,
+            shared: Arc::new(pool(Duration::ZERO)),
+            _threads: Vec::new(),
+        };
+        let model = LocalModel {
+            info: Arc::new(ModelInfo {
+                name: "m".into(),
+                platform: "onnxruntime_onnx".into(),
+                max_batch_size: Some(8),
+                versions: BTreeMap::new(),
+            }),
+            pools: BTreeMap::from([(1, pool)]),
+        };
+        let backend = LocalBackend {
+            name: "local".into(),
+            models: HashMap::from([("m".to_owned(), model)]),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            concurrency: workers as u64,
+        };
+        (backend, receiver)
+    }
+
+    /// A request of `rows` rows of model "m", version 1.
+    fn rows(rows: usize) -> InferenceJob {
+        InferenceJob {
+            model: "m".into(),
+            version: 1,
+            request: switchyard_protocol::InferRequest {
+                inputs: vec![Tensor {
+                    name: "x".into(),
+                    shape: vec![rows as u64, 2],
+                    data: TensorData::Fp32(vec![1.0; rows * 2]),
+                }],
+                ..Default::default()
+            },
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    /// Polls a request once: `Some` if the backend answered at once (a
+    /// refusal), `None` if it took the request and awaits its answer.
+    fn offer<'a>(
+        backend: &'a LocalBackend,
+        job: InferenceJob,
+        taken: &mut Vec<BackendFuture<'a, Result<InferenceResult, BackendError>>>,
+    ) -> Option<Result<InferenceResult, BackendError>> {
+        let mut future = backend.infer(job);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(answer) => Some(answer),
+            std::task::Poll::Pending => {
+                taken.push(future);
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn the_snapshot_has_room_exactly_while_the_queue_takes_one_more() {
+        let (backend, receiver) = backend_without_threads(1, 4);
+        let mut taken = Vec::new();
+        let idle = backend.snapshot_for("m");
+        assert_eq!((idle.in_flight, idle.capacity), (0, 4), "{idle:?}");
+        // Two 4-row requests: the worker takes both as one full batch of 8
+        // rows, and the queue is empty again.
+        for _ in 0..2 {
+            assert!(offer(&backend, rows(4), &mut taken).is_none());
+        }
+        let held: Vec<Job> = receiver.try_iter().collect();
+        assert_eq!(held.len(), 2);
+        // Four more fill the queue. The pool holds 6 requests; a count of
+        // queue + workers x (max_batch_size + 1) = 13, which single-row
+        // requests alone reach, would see room for 7 more.
+        for place in 0..4 {
+            let before = backend.snapshot_for("m");
+            assert!(before.has_capacity(), "place {place} is free: {before:?}");
+            assert!(offer(&backend, rows(4), &mut taken).is_none());
+        }
+        let full = backend.snapshot_for("m");
+        assert_eq!(
+            (full.in_flight, full.queued, full.capacity),
+            (6, 4, 6),
+            "{full:?}"
+        );
+        assert!(!full.has_capacity());
+        assert!(
+            !backend.snapshot().has_capacity(),
+            "{:?}",
+            backend.snapshot()
+        );
+        assert!(
+            matches!(
+                offer(&backend, rows(1), &mut taken),
+                Some(Err(BackendError::Overloaded { .. }))
+            ),
+            "the full queue refuses, as the snapshot said"
+        );
+        // The worker takes one more: one place is free, and it is taken.
+        let next = receiver.try_recv().expect("a queued request");
+        let one_free = backend.snapshot_for("m");
+        assert_eq!(
+            (one_free.in_flight, one_free.capacity),
+            (6, 7),
+            "{one_free:?}"
+        );
+        assert!(one_free.has_capacity());
+        assert!(offer(&backend, rows(1), &mut taken).is_none());
+        assert!(!backend.snapshot_for("m").has_capacity());
+        drop((held, next));
     }
 }

@@ -235,14 +235,15 @@ async fn placement_sees_the_local_pool_of_the_requested_model_only() {
     let all = local.snapshot();
     let fashion = local.snapshot_for("fashion_cnn");
     let digits = local.snapshot_for("digits");
-    // Capacity: the queue of 5, and what each of the 3 workers can hold
-    // outside it, a batch of up to 64 single-row requests and the one
-    // that starts the next batch.
+    // Idle, each pool takes as many requests as its queue has places (its
+    // workers take them out as they come): 5 for fashion_cnn, digits' 256.
     assert_eq!(
         (fashion.concurrency, fashion.capacity),
-        (3, 5 + 3 * 65),
+        (3, 5),
         "{fashion:?}"
     );
+    assert_eq!(digits.capacity, 256, "{digits:?}");
+    assert_eq!(all.capacity, 5 + 256, "{all:?}");
     assert_eq!(
         all.concurrency,
         fashion.concurrency + digits.concurrency,

@@ -79,6 +79,22 @@ struct LocalPool {
     queue: VecDeque<(RequestId, Time)>,
 }
 
+impl LocalPool {
+    /// Adds this pool's requests to `snapshot`, and as its capacity what
+    /// it holds plus the requests [`LocalSim::offer`] would still take (an
+    /// idle worker, a free place in the queue), as the real backend
+    /// reports it: a worker running a batch holds several requests, so a
+    /// fixed capacity would call the pool full while its queue has room.
+    fn add_to(&self, snapshot: &mut BackendSnapshot) {
+        let queued = self.queue.len() as u64;
+        let in_flight = queued + self.running_requests;
+        let room = self.idle.len() as u64 + self.queue_capacity.saturating_sub(queued);
+        snapshot.in_flight += in_flight;
+        snapshot.queued += queued;
+        snapshot.capacity += in_flight + room;
+    }
+}
+
 /// The local tier.
 #[derive(Debug)]
 pub struct LocalSim {
@@ -111,9 +127,7 @@ impl LocalSim {
             })
             .collect::<Vec<_>>();
         let mut snapshot = snapshot(&profile.name, BackendKind::Local);
-        let present = || pools.iter().flatten();
-        snapshot.concurrency = present().map(|p| p.workers).sum();
-        snapshot.capacity = present().map(|p| p.workers + p.queue_capacity).sum();
+        snapshot.concurrency = pools.iter().flatten().map(|p| p.workers).sum();
         Self {
             name: profile.name.clone(),
             cost_per_second: profile.cost_per_second,
@@ -130,34 +144,21 @@ impl LocalSim {
     /// The snapshot (over all models, as the real backend reports it).
     pub fn snapshot(&self) -> BackendSnapshot {
         let mut s = self.snapshot.clone();
-        let queued: u64 = self
-            .pools
-            .iter()
-            .flatten()
-            .map(|p| p.queue.len() as u64)
-            .sum();
-        let running: u64 = self
-            .pools
-            .iter()
-            .flatten()
-            .map(|p| p.running_requests)
-            .sum();
-        s.in_flight = queued + running;
-        s.queued = queued;
+        for pool in self.pools.iter().flatten() {
+            pool.add_to(&mut s);
+        }
         s
     }
 
     /// The snapshot for a request of `model`: its own pool's workers,
     /// queue and requests, as the real backend's `snapshot_for` reports.
     pub fn snapshot_for(&self, model: usize) -> BackendSnapshot {
+        let Some(pool) = self.pools.get(model).and_then(Option::as_ref) else {
+            return self.snapshot();
+        };
         let mut s = self.snapshot.clone();
-        if let Some(pool) = self.pools.get(model).and_then(Option::as_ref) {
-            let queued = pool.queue.len() as u64;
-            s.in_flight = queued + pool.running_requests;
-            s.queued = queued;
-            s.concurrency = pool.workers;
-            s.capacity = pool.workers + pool.queue_capacity;
-        }
+        s.concurrency = pool.workers;
+        pool.add_to(&mut s);
         s
     }
 
@@ -968,6 +969,47 @@ mod tests {
             "the batch waited for the first request, as the backend reports"
         );
         assert_eq!(sim.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn local_snapshot_has_room_exactly_when_an_offer_would_be_taken() {
+        // One worker, a queue of 3, batches of up to 8: after the first
+        // batch forms, the worker runs 3 requests and the queue is empty,
+        // so the pool holds 3 and takes 3 more. A capacity of workers +
+        // queue (4) called it full there.
+        let mut sim = local(1, 3, true);
+        let mut events = Events::default();
+        let mut answers = Vec::new();
+        let mut next: u32 = 0;
+        let mut offer = |sim: &mut LocalSim, events: &mut Events| {
+            let room = sim.snapshot_for(0).has_capacity();
+            assert_eq!(room, sim.snapshot().has_capacity());
+            let taken = accepted(&sim.offer(id(next), 0, 0, events));
+            next += 1;
+            assert_eq!(
+                room,
+                taken,
+                "request {}: {:?}",
+                next - 1,
+                sim.snapshot_for(0)
+            );
+            taken
+        };
+        assert!((0..4).all(|_| offer(&mut sim, &mut events)));
+        assert!(!offer(&mut sim, &mut events), "queue full");
+        // The first request is answered; the worker takes the 3 queued ones.
+        let (at, Event::LocalDone { model, worker }) = events.pop().expect("a completion") else {
+            panic!("not a local completion")
+        };
+        sim.done(model, worker, at, &mut events, &|_| true, &mut answers);
+        let running = sim.snapshot_for(0);
+        assert_eq!(
+            (running.in_flight, running.queued, running.capacity),
+            (3, 0, 6),
+            "{running:?}"
+        );
+        assert!((0..3).all(|_| offer(&mut sim, &mut events)));
+        assert!(!offer(&mut sim, &mut events), "queue full again");
     }
 
     #[test]
