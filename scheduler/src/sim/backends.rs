@@ -973,10 +973,10 @@ mod tests {
 
     #[test]
     fn local_snapshot_has_room_exactly_when_an_offer_would_be_taken() {
-        // One worker, a queue of 3, batches of up to 8: after the first
-        // batch forms, the worker runs 3 requests and the queue is empty,
-        // so the pool holds 3 and takes 3 more. A capacity of workers +
-        // queue (4) called it full there.
+        // One worker, a queue of 3, batches of up to 8. Once the worker
+        // runs the 3 queued requests as one batch, the pool holds 3 and its
+        // empty queue takes 3 more, where a capacity of workers + queue (4)
+        // saw room for one.
         let mut sim = local(1, 3, true);
         let mut events = Events::default();
         let mut answers = Vec::new();
