@@ -15,7 +15,14 @@
 //! raw loop paced at the same rate shows it too. Each rate's gateway run is
 //! set beside the raw call paced at that rate and the HTTP floor at that
 //! rate.
+//!
+//! Each low-load run is made twice: through the load generator (an async
+//! client, as every other run) and through a lean blocking client (see
+//! [`crate::lean_client`]), whose own round trip costs less, so that its
+//! numbers hold more of the server's part of a request and less of the
+//! client's.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -29,6 +36,7 @@ use switchyard_scheduler::Config;
 
 use crate::error::BenchError;
 use crate::gateway_process::GatewayProcess;
+use crate::lean_client::{LeanRun, lean_run};
 use crate::machine::{
     Machine, MachineCpu, ThreadCores, load_average, other_cores, process_cpu_time, thread_cores,
     thread_cpu_times, utc_now,
@@ -69,7 +77,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full run (about four minutes) or the quick one (under 40 s).
+    /// The full run (about five minutes) or the quick one (under 50 s).
     pub fn new(quick: bool) -> Self {
         let (raw, sat, low) = if quick {
             (1.0, 1.5, 1.0)
@@ -205,6 +213,23 @@ pub struct LowLoadPoint {
     pub inference_path_p50_us: i64,
     pub added_latency_target_us: i64,
     pub added_latency_target_met: bool,
+    /// The same rate through the lean client.
+    pub lean: LeanLowLoad,
+}
+
+/// One model at one low-load rate through the lean client (see
+/// [`crate::lean_client`]), beside its floors through the same client.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeanLowLoad {
+    pub run: LeanRun,
+    /// p50 minus the raw batch-1 p50 (back to back): the added
+    /// latency, through this client.
+    pub added_p50_us: i64,
+    /// p50 of `GET /v2/health/live` at this rate, through this client.
+    pub http_floor_p50_us: u64,
+    /// p50 of the trivial server's `GET /`, through this client.
+    pub trivial_floor_p50_us: u64,
+    pub added_latency_target_met: bool,
 }
 
 /// The HTTP floors at one low-load rate.
@@ -216,6 +241,9 @@ pub struct FloorRun {
     /// `GET /` on the trivial server: hyper on tokio, nothing else, in a
     /// process of its own. What any HTTP server on this machine pays.
     pub trivial: GatewayRun,
+    /// Both again through the lean client.
+    pub lean: LeanRun,
+    pub lean_trivial: LeanRun,
 }
 
 /// Everything measured for one model.
@@ -344,7 +372,8 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .zip(gateway_runs)
         .map(|((setup, (raw, raw_paced)), runs)| {
             let comparison = compare(&raw, &runs.saturation);
-            let low_load = low_load_points(&raw, raw_paced, &http_floors, runs.low_load)?;
+            let low_load =
+                low_load_points(&raw, raw_paced, &http_floors, runs.low_load, runs.lean)?;
             Ok(ModelResult {
                 model: setup.model,
                 workers: setup.workers,
@@ -456,11 +485,16 @@ async fn gateway_phases(
     ));
     let trivial = GatewayProcess::start_trivial(trivial_pinned)?;
     let mut floors = Vec::new();
+    let live = probe_request(&gateway, "/v2/health/live")?;
+    let root = probe_request(&trivial, "/")?;
     for &rate in &plan.low_load_rates_per_s {
         floors.push(FloorRun {
             rate_per_s: rate,
             run: http_floor(&gateway, "/v2/health/live", &client, plan, rate).await?,
             trivial: http_floor(&trivial, "/", &client, plan, rate).await?,
+            lean: lean_low_load(gateway.address, "GET /v2/health/live", &live, plan, rate).await?,
+            lean_trivial: lean_low_load(trivial.address, "GET / (trivial)", &root, plan, rate)
+                .await?,
         });
     }
     drop(trivial);
@@ -510,14 +544,21 @@ async fn gateway_phases(
             sweep.push((connections, saturation));
         }
         let mut low_load = Vec::new();
+        let mut lean = Vec::new();
+        let requests: Vec<bytes::Bytes> = target
+            .entries
+            .iter()
+            .flat_map(|entry| entry.wire.iter().cloned())
+            .collect();
         for &rate in &plan.low_load_rates_per_s {
             progress(&format!(
                 "gateway at low load: {} open loop, {rate} req/s, {:.1} s",
                 setup.model, plan.low_load_duration_s
             ));
             low_load.push(low_load_run(&gateway, &client, &target, plan, rate).await?);
+            lean.push(lean_low_load(gateway.address, &setup.model, &requests, plan, rate).await?);
         }
-        runs.push(GatewayModelRuns::new(sweep, low_load)?);
+        runs.push(GatewayModelRuns::new(sweep, low_load, lean)?);
     }
     Ok((idle, floors, runs))
 }
@@ -530,10 +571,16 @@ struct GatewayModelRuns {
     sweep: Vec<SweepPoint>,
     /// One run per low-load rate, in the plan's order.
     low_load: Vec<GatewayRun>,
+    /// The same through the lean client.
+    lean: Vec<LeanRun>,
 }
 
 impl GatewayModelRuns {
-    fn new(sweep: Vec<(usize, GatewayRun)>, low_load: Vec<GatewayRun>) -> Result<Self, BenchError> {
+    fn new(
+        sweep: Vec<(usize, GatewayRun)>,
+        low_load: Vec<GatewayRun>,
+        lean: Vec<LeanRun>,
+    ) -> Result<Self, BenchError> {
         let points = sweep
             .iter()
             .map(|(connections, run)| SweepPoint {
@@ -560,6 +607,7 @@ impl GatewayModelRuns {
             connections,
             sweep: points,
             low_load,
+            lean,
         })
     }
 }
@@ -590,6 +638,47 @@ async fn http_floor(
     ));
     let probe = Arc::new(Target::probe(server.endpoint()?, path)?);
     low_load_run(server, client, &probe, plan, rate).await
+}
+
+/// The whole request `GET path` on `server`, as the lean client writes it.
+fn probe_request(server: &GatewayProcess, path: &str) -> Result<Vec<bytes::Bytes>, BenchError> {
+    let probe = Target::probe(server.endpoint()?, path)?;
+    Ok(probe
+        .entries
+        .into_iter()
+        .flat_map(|entry| entry.wire)
+        .collect())
+}
+
+/// `requests` (whole requests, sent in turn) to `address` at `rate`
+/// through the lean client, on a thread of its own: a warm-up, then the
+/// measured run.
+async fn lean_low_load(
+    address: SocketAddr,
+    what: &str,
+    requests: &[bytes::Bytes],
+    plan: &Plan,
+    rate: f64,
+) -> Result<LeanRun, BenchError> {
+    progress(&format!(
+        "lean client: {what} on {address}, {rate} req/s, {:.1} s",
+        plan.low_load_duration_s
+    ));
+    let requests = requests.to_vec();
+    let warmup = Duration::from_secs_f64(plan.low_load_warmup_s);
+    let duration = Duration::from_secs_f64(plan.low_load_duration_s);
+    let timeout = Duration::from_secs_f64(plan.request_timeout_s);
+    let run = tokio::task::spawn_blocking(move || {
+        let requests: Vec<&[u8]> = requests.iter().map(AsRef::as_ref).collect();
+        lean_run(address, &requests, rate, warmup, duration, timeout)
+    })
+    .await
+    .map_err(|e| BenchError::Other(format!("the lean client's thread failed: {e}")))??;
+    progress(&format!(
+        "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
+        run.latency_us.p50, run.latency_us.p99, run.errors
+    ));
+    Ok(run)
 }
 
 /// One low-load run of `target` on `server` at `rate`: a warm-up, then the
@@ -719,13 +808,18 @@ fn low_load_points(
     raw_paced: Vec<RawResult>,
     floors: &[FloorRun],
     gateway: Vec<GatewayRun>,
+    lean: Vec<LeanRun>,
 ) -> Result<Vec<LowLoadPoint>, BenchError> {
-    if raw_paced.len() != gateway.len() || floors.len() != gateway.len() {
+    if raw_paced.len() != gateway.len()
+        || floors.len() != gateway.len()
+        || lean.len() != gateway.len()
+    {
         return Err(BenchError::Other(format!(
-            "low-load runs do not line up: {} paced raw, {} HTTP floor, {} gateway",
+            "low-load runs do not line up: {} paced raw, {} HTTP floor, {} gateway, {} lean client",
             raw_paced.len(),
             floors.len(),
-            gateway.len()
+            gateway.len(),
+            lean.len()
         )));
     }
     let raw_batch1_p50_us = raw
@@ -736,8 +830,9 @@ fn low_load_points(
         .into_iter()
         .zip(floors)
         .zip(gateway)
-        .map(|((raw_paced, floor), gateway)| {
-            low_load_point(raw_batch1_p50_us, raw_paced, floor, gateway)
+        .zip(lean)
+        .map(|(((raw_paced, floor), gateway), lean)| {
+            low_load_point(raw_batch1_p50_us, raw_paced, floor, gateway, lean)
         })
         .collect())
 }
@@ -748,6 +843,7 @@ fn low_load_point(
     raw_paced: RawResult,
     floor: &FloorRun,
     gateway: GatewayRun,
+    lean: LeanRun,
 ) -> LowLoadPoint {
     let low = &gateway.report;
     let p50 = low.latency_us.p50 as i64;
@@ -766,8 +862,24 @@ fn low_load_point(
         over_trivial_floor_p50_us: p50 - trivial_p50 as i64,
         added_latency_target_us: ADDED_LATENCY_TARGET_US,
         added_latency_target_met: low.counts.success > 0 && added_p50_us <= ADDED_LATENCY_TARGET_US,
+        lean: lean_point(raw_batch1_p50_us, floor, lean),
         raw_paced,
         gateway,
+    }
+}
+
+#[allow(clippy::cast_possible_wrap)]
+fn lean_point(raw_batch1_p50_us: u64, floor: &FloorRun, run: LeanRun) -> LeanLowLoad {
+    let added_p50_us = run.latency_us.p50 as i64 - raw_batch1_p50_us as i64;
+    LeanLowLoad {
+        added_p50_us,
+        http_floor_p50_us: floor.lean.latency_us.p50,
+        trivial_floor_p50_us: floor.lean_trivial.latency_us.p50,
+        // Every request answered 2xx: the p50 counts only those.
+        added_latency_target_met: run.success > 0
+            && run.errors == 0
+            && added_p50_us <= ADDED_LATENCY_TARGET_US,
+        run,
     }
 }
 
@@ -848,17 +960,17 @@ mod tests {
     #[test]
     fn both_plans_fit_their_time_budgets() {
         // Per model: raw variants (up to three), saturation, the paced raw
-        // call and the gateway at each low-load rate, plus warm-ups; two
-        // models; the HTTP floor at each rate once. Start-up and model
-        // loading come on top.
-        for (quick, budget) in [(true, 35.0), (false, 240.0)] {
+        // call and the gateway at each low-load rate through both clients,
+        // plus warm-ups; two models; the two HTTP floors at each rate once
+        // through each client. Start-up and model loading come on top.
+        for (quick, budget) in [(true, 45.0), (false, 300.0)] {
             let p = Plan::new(quick);
             let rates = p.low_load_rates_per_s.len() as f64;
             let per_model = 3.0 * (p.raw_warmup_s + p.raw_duration_s)
                 + p.saturation_connections.len() as f64
                     * (p.saturation_warmup_s + p.saturation_duration_s)
-                + rates * (p.low_load_warmup_s + 2.0 * p.low_load_duration_s);
-            let shared = p.idle_s + 2.0 * rates * (p.low_load_warmup_s + p.low_load_duration_s);
+                + rates * (2.0 * p.low_load_warmup_s + 3.0 * p.low_load_duration_s);
+            let shared = p.idle_s + 4.0 * rates * (p.low_load_warmup_s + p.low_load_duration_s);
             assert!(
                 2.0 * per_model + shared < budget,
                 "quick={quick}: {per_model} s per model"

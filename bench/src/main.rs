@@ -17,6 +17,7 @@ mod burst;
 mod codec;
 mod error;
 mod gateway_process;
+mod lean_client;
 mod loadgen_wrk;
 mod local;
 mod machine;
@@ -56,7 +57,7 @@ enum BenchCommand {
     /// The gateway vs the raw ONNX Runtime loop, side by side, on this machine.
     /// Run from the repository root after `make setup`.
     Local {
-        /// A short run (< 40 s) to check that everything works; numbers are noisier.
+        /// A short run (< 50 s) to check that everything works; numbers are noisier.
         #[arg(long)]
         quick: bool,
         /// Folder for local.md and local.json.

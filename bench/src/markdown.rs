@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::error::BenchError;
+use crate::lean_client::LeanRun;
 use crate::local::{FloorRun, GatewayRun, LocalResults, Plan};
 
 /// Where the latest table goes in the README.
@@ -95,6 +96,23 @@ pub fn tables(results: &LocalResults) -> String {
             ""
         },
         floors(|f| &f.trivial)
+    );
+    let lean_floors = |run: fn(&FloorRun) -> &LeanRun| {
+        results
+            .http_floors
+            .iter()
+            .map(|f| {
+                let r = &run(f).latency_us;
+                format!("{} / {} µs at {} req/s", r.p50, r.p99, f.rate_per_s)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "- The same floors through the lean client: gateway {}; trivial server {}",
+        lean_floors(|f| &f.lean),
+        lean_floors(|f| &f.lean_trivial)
     );
 
     let _ = writeln!(out, "\n### Throughput at saturation\n");
@@ -188,6 +206,39 @@ pub fn tables(results: &LocalResults) -> String {
                 point.inference_path_p50_us,
                 point.over_trivial_floor_p50_us,
                 low.server_timing.inference_us.p50
+            );
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\nThe same rates through the lean client (one thread, one connection, blocking \
+         reads; see `bench/src/lean_client.rs`), each run right after the load generator's:\n"
+    );
+    let _ = writeln!(
+        out,
+        "| model | rate/s | raw batch 1 p50 µs | gateway p50 / p99 µs (from intended send) | errors | added at p50 µs | ≤ {} µs | HTTP floor p50 µs: gateway / trivial | over the gateway's floor µs | server inference p50 µs |",
+        crate::local::ADDED_LATENCY_TARGET_US
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+    for model in &results.models {
+        for point in &model.low_load {
+            let lean = &point.lean;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} | {} |",
+                model.model,
+                point.rate_per_s,
+                point.raw_batch1_p50_us,
+                lean.run.latency_us.p50,
+                lean.run.latency_us.p99,
+                lean.run.errors,
+                lean.added_p50_us,
+                met(lean.added_latency_target_met),
+                lean.http_floor_p50_us,
+                lean.trivial_floor_p50_us,
+                i128::from(lean.run.latency_us.p50) - i128::from(lean.http_floor_p50_us),
+                lean.run.server_inference_us.p50
             );
         }
     }

@@ -6,7 +6,8 @@
 //! Runtime call and the HTTP floor, a few seconds), `burst --quick`
 //! (local-only and Lambda-only through 20 s of Poisson bursts) and `local
 //! --quick` (the gateway against the raw loop, the HTTP floors of the
-//! gateway and of the trivial server, about 35 s). They check
+//! gateway and of the trivial server, through the load generator and the
+//! lean client, about 45 s). They check
 //! that each command finishes and writes its table and JSON; no timing is
 //! asserted (the numbers of a run on a busy machine mean little).
 //!
@@ -144,7 +145,7 @@ fn overhead_quick_measures_the_local_paths_against_their_baselines() {
 }
 
 #[test]
-fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors() {
+fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors_through_both_clients() {
     let out = tempfile::tempdir().expect("temp dir");
     bench(&["local", "--quick", "--no-build"], out.path());
     let table = read(&out.path().join("local.md"));
@@ -175,6 +176,14 @@ fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors() {
                 floor["rate_per_s"]
             );
         }
+        for server in ["lean", "lean_trivial"] {
+            assert!(
+                floor[server]["success"].as_u64() > Some(0) && floor[server]["errors"] == 0,
+                "{server} at {}: {}",
+                floor["rate_per_s"],
+                floor[server]
+            );
+        }
     }
     for model in json["models"].as_array().expect("a list of models") {
         let points = model["low_load"].as_array().expect("low-load points");
@@ -182,6 +191,12 @@ fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors() {
         for point in points {
             assert!(point["gateway"]["report"]["counts"]["success"].as_u64() > Some(0));
             assert_eq!(point["raw_paced"]["paced_rate_per_s"], point["rate_per_s"]);
+            let lean = &point["lean"]["run"];
+            assert!(
+                lean["success"].as_u64() > Some(0) && lean["errors"] == 0,
+                "lean client: {lean}"
+            );
+            assert_eq!(lean["rate_per_s"], point["rate_per_s"]);
         }
     }
 }
