@@ -22,7 +22,6 @@
 //! numbers hold more of the server's part of a request and less of the
 //! client's.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -217,11 +216,21 @@ pub struct LowLoadPoint {
     pub lean: LeanLowLoad,
 }
 
+/// A lean-client run with the CPU other processes used meanwhile.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeanMeasured {
+    #[serde(flatten)]
+    pub run: LeanRun,
+    /// Cores used by processes other than the server and the bench, over
+    /// the run and its warm-up.
+    pub other_cores: f64,
+}
+
 /// One model at one low-load rate through the lean client (see
 /// [`crate::lean_client`]), beside its floors through the same client.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeanLowLoad {
-    pub run: LeanRun,
+    pub run: LeanMeasured,
     /// p50 minus the raw batch-1 p50 (back to back): the added
     /// latency, through this client.
     pub added_p50_us: i64,
@@ -242,8 +251,8 @@ pub struct FloorRun {
     /// process of its own. What any HTTP server on this machine pays.
     pub trivial: GatewayRun,
     /// Both again through the lean client.
-    pub lean: LeanRun,
-    pub lean_trivial: LeanRun,
+    pub lean: LeanMeasured,
+    pub lean_trivial: LeanMeasured,
 }
 
 /// Everything measured for one model.
@@ -492,9 +501,8 @@ async fn gateway_phases(
             rate_per_s: rate,
             run: http_floor(&gateway, "/v2/health/live", &client, plan, rate).await?,
             trivial: http_floor(&trivial, "/", &client, plan, rate).await?,
-            lean: lean_low_load(gateway.address, "GET /v2/health/live", &live, plan, rate).await?,
-            lean_trivial: lean_low_load(trivial.address, "GET / (trivial)", &root, plan, rate)
-                .await?,
+            lean: lean_low_load(&gateway, "GET /v2/health/live", &live, plan, rate).await?,
+            lean_trivial: lean_low_load(&trivial, "GET / (trivial)", &root, plan, rate).await?,
         });
     }
     drop(trivial);
@@ -556,7 +564,7 @@ async fn gateway_phases(
                 setup.model, plan.low_load_duration_s
             ));
             low_load.push(low_load_run(&gateway, &client, &target, plan, rate).await?);
-            lean.push(lean_low_load(gateway.address, &setup.model, &requests, plan, rate).await?);
+            lean.push(lean_low_load(&gateway, &setup.model, &requests, plan, rate).await?);
         }
         runs.push(GatewayModelRuns::new(sweep, low_load, lean)?);
     }
@@ -572,14 +580,14 @@ struct GatewayModelRuns {
     /// One run per low-load rate, in the plan's order.
     low_load: Vec<GatewayRun>,
     /// The same through the lean client.
-    lean: Vec<LeanRun>,
+    lean: Vec<LeanMeasured>,
 }
 
 impl GatewayModelRuns {
     fn new(
         sweep: Vec<(usize, GatewayRun)>,
         low_load: Vec<GatewayRun>,
-        lean: Vec<LeanRun>,
+        lean: Vec<LeanMeasured>,
     ) -> Result<Self, BenchError> {
         let points = sweep
             .iter()
@@ -650,16 +658,17 @@ fn probe_request(server: &GatewayProcess, path: &str) -> Result<Vec<bytes::Bytes
         .collect())
 }
 
-/// `requests` (whole requests, sent in turn) to `address` at `rate`
+/// `requests` (whole requests, sent in turn) to `server` at `rate`
 /// through the lean client, on a thread of its own: a warm-up, then the
 /// measured run.
 async fn lean_low_load(
-    address: SocketAddr,
+    server: &GatewayProcess,
     what: &str,
     requests: &[bytes::Bytes],
     plan: &Plan,
     rate: f64,
-) -> Result<LeanRun, BenchError> {
+) -> Result<LeanMeasured, BenchError> {
+    let address = server.address;
     progress(&format!(
         "lean client: {what} on {address}, {rate} req/s, {:.1} s",
         plan.low_load_duration_s
@@ -668,17 +677,30 @@ async fn lean_low_load(
     let warmup = Duration::from_secs_f64(plan.low_load_warmup_s);
     let duration = Duration::from_secs_f64(plan.low_load_duration_s);
     let timeout = Duration::from_secs_f64(plan.request_timeout_s);
+    let me = std::process::id();
+    let before = (server.cpu_time(), process_cpu_time(me), MachineCpu::read());
+    let started = Instant::now();
     let run = tokio::task::spawn_blocking(move || {
         let requests: Vec<&[u8]> = requests.iter().map(AsRef::as_ref).collect();
         lean_run(address, &requests, rate, warmup, duration, timeout)
     })
     .await
     .map_err(|e| BenchError::Other(format!("the lean client's thread failed: {e}")))??;
+    let elapsed = started.elapsed();
+    let after = (server.cpu_time(), process_cpu_time(me), MachineCpu::read());
+    let seconds = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let measured_cpu_s = seconds(before.0, after.0) + seconds(before.1, after.1);
     progress(&format!(
         "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
         run.latency_us.p50, run.latency_us.p99, run.errors
     ));
-    Ok(run)
+    Ok(LeanMeasured {
+        run,
+        other_cores: other_cores((before.2, after.2), measured_cpu_s, elapsed),
+    })
 }
 
 /// One low-load run of `target` on `server` at `rate`: a warm-up, then the
@@ -808,7 +830,7 @@ fn low_load_points(
     raw_paced: Vec<RawResult>,
     floors: &[FloorRun],
     gateway: Vec<GatewayRun>,
-    lean: Vec<LeanRun>,
+    lean: Vec<LeanMeasured>,
 ) -> Result<Vec<LowLoadPoint>, BenchError> {
     if raw_paced.len() != gateway.len()
         || floors.len() != gateway.len()
@@ -843,7 +865,7 @@ fn low_load_point(
     raw_paced: RawResult,
     floor: &FloorRun,
     gateway: GatewayRun,
-    lean: LeanRun,
+    lean: LeanMeasured,
 ) -> LowLoadPoint {
     let low = &gateway.report;
     let p50 = low.latency_us.p50 as i64;
@@ -869,17 +891,18 @@ fn low_load_point(
 }
 
 #[allow(clippy::cast_possible_wrap)]
-fn lean_point(raw_batch1_p50_us: u64, floor: &FloorRun, run: LeanRun) -> LeanLowLoad {
+fn lean_point(raw_batch1_p50_us: u64, floor: &FloorRun, measured: LeanMeasured) -> LeanLowLoad {
+    let run = &measured.run;
     let added_p50_us = run.latency_us.p50 as i64 - raw_batch1_p50_us as i64;
     LeanLowLoad {
         added_p50_us,
-        http_floor_p50_us: floor.lean.latency_us.p50,
-        trivial_floor_p50_us: floor.lean_trivial.latency_us.p50,
+        http_floor_p50_us: floor.lean.run.latency_us.p50,
+        trivial_floor_p50_us: floor.lean_trivial.run.latency_us.p50,
         // Every request answered 2xx: the p50 counts only those.
         added_latency_target_met: run.success > 0
             && run.errors == 0
             && added_p50_us <= ADDED_LATENCY_TARGET_US,
-        run,
+        run: measured,
     }
 }
 

@@ -5,8 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::error::BenchError;
-use crate::lean_client::LeanRun;
-use crate::local::{FloorRun, GatewayRun, LocalResults, Plan};
+use crate::local::{FloorRun, GatewayRun, LeanMeasured, LocalResults, Plan};
 
 /// Where the latest table goes in the README.
 pub const README_BEGIN: &str = "<!-- bench-local:begin -->";
@@ -97,12 +96,12 @@ pub fn tables(results: &LocalResults) -> String {
         },
         floors(|f| &f.trivial)
     );
-    let lean_floors = |run: fn(&FloorRun) -> &LeanRun| {
+    let lean_floors = |run: fn(&FloorRun) -> &LeanMeasured| {
         results
             .http_floors
             .iter()
             .map(|f| {
-                let r = &run(f).latency_us;
+                let r = &run(f).run.latency_us;
                 format!("{} / {} µs at {} req/s", r.p50, r.p99, f.rate_per_s)
             })
             .collect::<Vec<_>>()
@@ -217,28 +216,33 @@ pub fn tables(results: &LocalResults) -> String {
     );
     let _ = writeln!(
         out,
-        "| model | rate/s | raw batch 1 p50 µs | gateway p50 / p99 µs (from intended send) | errors | added at p50 µs | ≤ {} µs | HTTP floor p50 µs: gateway / trivial | over the gateway's floor µs | server inference p50 µs |",
+        "| model | rate/s | raw batch 1 p50 µs | gateway p50 / p99 µs (from intended send) | errors | added at p50 µs | ≤ {} µs | HTTP floor p50 µs: gateway / trivial | over the gateway's floor µs | server inference p50 µs | other work (cores) |",
         crate::local::ADDED_LATENCY_TARGET_US
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+    );
     for model in &results.models {
         for point in &model.low_load {
             let lean = &point.lean;
+            let run = &lean.run.run;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} | {} |",
+                "| {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} | {} | {:.2} |",
                 model.model,
                 point.rate_per_s,
                 point.raw_batch1_p50_us,
-                lean.run.latency_us.p50,
-                lean.run.latency_us.p99,
-                lean.run.errors,
+                run.latency_us.p50,
+                run.latency_us.p99,
+                run.errors,
                 lean.added_p50_us,
                 met(lean.added_latency_target_met),
                 lean.http_floor_p50_us,
                 lean.trivial_floor_p50_us,
-                i128::from(lean.run.latency_us.p50) - i128::from(lean.http_floor_p50_us),
-                lean.run.server_inference_us.p50
+                i128::from(run.latency_us.p50) - i128::from(lean.http_floor_p50_us),
+                run.server_inference_us.p50,
+                lean.run.other_cores
             );
         }
     }
@@ -383,13 +387,16 @@ fn max_other_cores(results: &LocalResults) -> f64 {
                 .map(|r| r.other_cores)
                 .chain(m.saturation_sweep.iter().map(|p| p.other_cores))
                 .chain(m.low_load.iter().map(|p| p.gateway.other_cores))
+                .chain(m.low_load.iter().map(|p| p.lean.run.other_cores))
         })
-        .chain(
-            results
-                .http_floors
-                .iter()
-                .flat_map(|f| [f.run.other_cores, f.trivial.other_cores]),
-        )
+        .chain(results.http_floors.iter().flat_map(|f| {
+            [
+                f.run.other_cores,
+                f.trivial.other_cores,
+                f.lean.other_cores,
+                f.lean_trivial.other_cores,
+            ]
+        }))
         .fold(0.0, f64::max)
 }
 
