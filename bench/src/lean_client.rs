@@ -15,7 +15,9 @@
 //!
 //! Latency counts from each request's intended send time, as the load
 //! generator's does: a late answer delays the next request, and the delay
-//! is charged to it. The run is bounded in count and time.
+//! is charged to it. The run is bounded in count (the schedule) and in
+//! time: requests still unsent one timeout after the schedule's end are
+//! counted as unsent rather than sent late.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,6 +45,9 @@ pub struct LeanRun {
     pub success: u64,
     /// Requests answered with another status.
     pub errors: u64,
+    /// Requests not sent because the run fell behind its schedule by more
+    /// than the timeout.
+    pub unsent: u64,
     /// From intended send to the end of the answer, in µs, 2xx only.
     pub latency_us: LatencySummary,
     /// The `switchyard-inference-time-us` header, where there was one.
@@ -51,7 +56,8 @@ pub struct LeanRun {
 
 /// Sends `requests` (complete HTTP/1.1 requests, used in turn) to `address`
 /// at `rate` per second: `warmup` unmeasured, then `duration` measured. An
-/// I/O error or a timeout ends the run with an error.
+/// I/O error or an answer slower than `timeout` ends the run with an
+/// error; it ends by `timeout` after the schedule in any case.
 pub fn lean_run(
     address: SocketAddr,
     requests: &[&[u8]],
@@ -90,15 +96,22 @@ pub fn lean_run(
     };
     let mut latency = histogram()?;
     let mut inference = histogram()?;
-    let (mut success, mut errors) = (0, 0);
+    let (mut success, mut errors, mut unsent) = (0, 0, 0);
     let gap = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + gap;
     let measured_from = start + warmup;
     let end = measured_from + duration;
+    let deadline = end + timeout;
     for index in 0u32.. {
         let intended = start + gap * index;
         if intended >= end {
             break;
+        }
+        if Instant::now() >= deadline {
+            if intended >= measured_from {
+                unsent += 1;
+            }
+            continue;
         }
         wait_until(intended);
         let request = requests[index as usize % requests.len()];
@@ -121,6 +134,7 @@ pub fn lean_run(
         rate_per_s: rate,
         success,
         errors,
+        unsent,
         latency_us: LatencySummary::of(&latency),
         server_inference_us: LatencySummary::of(&inference),
     })
@@ -320,5 +334,39 @@ mod tests {
         assert_eq!(run.latency_us.count, run.success);
         assert!(run.latency_us.p50 > 0);
         assert_eq!(server.join().unwrap(), 110);
+    }
+
+    #[test]
+    fn a_run_that_falls_behind_ends_one_timeout_after_its_schedule() {
+        // Each answer takes 20 ms; the schedule asks for one every 1 ms
+        // for 50 ms, and the timeout is 100 ms.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let request: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let started = Instant::now();
+        let run = lean_run(
+            address,
+            &[request],
+            1000.0,
+            Duration::ZERO,
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        // About 150 ms of 20 ms answers: a handful sent, the rest not.
+        assert!(started.elapsed() < Duration::from_secs(1), "{run:?}");
+        assert_eq!(run.success + run.errors + run.unsent, 50, "{run:?}");
+        assert!(run.unsent >= 40 && run.success >= 1, "{run:?}");
     }
 }

@@ -688,11 +688,7 @@ async fn lean_low_load(
     .map_err(|e| BenchError::Other(format!("the lean client's thread failed: {e}")))??;
     let elapsed = started.elapsed();
     let after = (server.cpu_time(), process_cpu_time(me), MachineCpu::read());
-    let seconds = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let measured_cpu_s = seconds(before.0, after.0) + seconds(before.1, after.1);
+    let measured_cpu_s = cpu_between(before.0, after.0) + cpu_between(before.1, after.1);
     progress(&format!(
         "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
         run.latency_us.p50, run.latency_us.p99, run.errors
@@ -742,14 +738,20 @@ async fn idle_gateway(gateway: &GatewayProcess, seconds: f64) -> IdleGateway {
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let elapsed = started.elapsed();
     let after = (gateway.cpu_time(), thread_cpu_times(gateway.pid()));
-    let cpu = match (before.0, after.0) {
-        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
-        _ => 0.0,
-    };
+    let cpu = cpu_between(before.0, after.0);
     IdleGateway {
         seconds: elapsed.as_secs_f64(),
         cores: cpu / elapsed.as_secs_f64().max(1e-9),
         threads: thread_cores(&before.1, &after.1, elapsed),
+    }
+}
+
+/// CPU seconds used between two readings of a process's CPU time; 0 if
+/// either could not be read.
+fn cpu_between(before: Option<Duration>, after: Option<Duration>) -> f64 {
+    match (before, after) {
+        (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64(),
+        _ => 0.0,
     }
 }
 
@@ -772,12 +774,8 @@ async fn measured(
     let machine_after = MachineCpu::read();
     let elapsed = started.elapsed();
     let threads_after = (thread_cpu_times(gateway.pid()), thread_cpu_times(me));
-    let seconds = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let gateway_cpu_s = seconds(before.0, after.0);
-    let client_cpu_s = seconds(before.1, after.1);
+    let gateway_cpu_s = cpu_between(before.0, after.0);
+    let client_cpu_s = cpu_between(before.1, after.1);
     let requests = recording.report.sent.max(1) as f64;
     Ok(GatewayRun {
         gateway_cpu_us_per_request: gateway_cpu_s * 1e6 / requests,
@@ -898,9 +896,10 @@ fn lean_point(raw_batch1_p50_us: u64, floor: &FloorRun, measured: LeanMeasured) 
         added_p50_us,
         http_floor_p50_us: floor.lean.run.latency_us.p50,
         trivial_floor_p50_us: floor.lean_trivial.run.latency_us.p50,
-        // Every request answered 2xx: the p50 counts only those.
+        // Every request sent and answered 2xx: the p50 counts only those.
         added_latency_target_met: run.success > 0
             && run.errors == 0
+            && run.unsent == 0
             && added_p50_us <= ADDED_LATENCY_TARGET_US,
         run: measured,
     }

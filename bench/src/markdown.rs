@@ -216,7 +216,7 @@ pub fn tables(results: &LocalResults) -> String {
     );
     let _ = writeln!(
         out,
-        "| model | rate/s | raw batch 1 p50 µs | gateway p50 / p99 µs (from intended send) | errors | added at p50 µs | ≤ {} µs | HTTP floor p50 µs: gateway / trivial | over the gateway's floor µs | server inference p50 µs | other work (cores) |",
+        "| model | rate/s | raw batch 1 p50 µs | gateway p50 / p99 µs (from intended send) | errors / unsent | added at p50 µs | ≤ {} µs | HTTP floor p50 µs: gateway / trivial | over the gateway's floor µs | server inference p50 µs | other work (cores) |",
         crate::local::ADDED_LATENCY_TARGET_US
     );
     let _ = writeln!(
@@ -229,13 +229,14 @@ pub fn tables(results: &LocalResults) -> String {
             let run = &lean.run.run;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} / {} | {} / {} | {} | {} | {} / {} | {} | {} | {:.2} |",
                 model.model,
                 point.rate_per_s,
                 point.raw_batch1_p50_us,
                 run.latency_us.p50,
                 run.latency_us.p99,
                 run.errors,
+                run.unsent,
                 lean.added_p50_us,
                 met(lean.added_latency_target_met),
                 lean.http_floor_p50_us,

@@ -193,7 +193,7 @@ fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors_throu
             assert_eq!(point["raw_paced"]["paced_rate_per_s"], point["rate_per_s"]);
             let lean = &point["lean"]["run"];
             assert!(
-                lean["success"].as_u64() > Some(0) && lean["errors"] == 0,
+                lean["success"].as_u64() > Some(0) && lean["errors"] == 0 && lean["unsent"] == 0,
                 "lean client: {lean}"
             );
             assert_eq!(lean["rate_per_s"], point["rate_per_s"]);
