@@ -3,15 +3,15 @@
 //! one call and its answer read straight into a buffer.
 //!
 //! The load generator's open loop hands each request from a pacer thread to
-//! an async runtime, and the answer wakes that runtime from its event loop.
-//! At a few hundred requests a second the runtime's thread is asleep
-//! between requests, and on these virtual machines waking it costs tens of
-//! microseconds on every round trip, which a low-load run charges to the
-//! server. A thread blocked in `read` on the socket is woken by the answer
-//! itself. Measured side by side on the same gateway: `GET
-//! /v2/health/live` at 1,000/s took 91 µs at p50 through the load
-//! generator's client and 25-30 µs through a blocking one. Both clients'
-//! results are reported; this one shows more of what the server adds.
+//! an async runtime, and the answer wakes that runtime's sleeping thread
+//! through its event loop; a thread blocked in `read` on the socket is
+//! woken by the answer itself. Whatever the client's round trip costs, a
+//! low-load run charges to the server. On 2026-12-07 the load generator
+//! measured the gateway's `GET /v2/health/live` at 1,000/s as 91 µs at
+//! p50 in one run, and a blocking client 25–30 µs on the same kind of
+//! host later that day; in other runs the two agreed within a few tens of
+//! µs (`bench/README.md`, `local`). Both clients' results are reported;
+//! this one's hold less of the client.
 //!
 //! Latency counts from each request's intended send time, as the load
 //! generator's does: a late answer delays the next request, and the delay
