@@ -26,11 +26,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use switchyard_loadgen::LatencySummary;
+use switchyard_loadgen::client::{self, Framing};
+use switchyard_loadgen::runner::wait_until;
 
 use crate::error::BenchError;
 
-/// The last part of the wait before a due time, spent polling the clock:
-/// a thread sleep overshoots by tens of microseconds.
+/// The last part of the wait before a due time, spent polling the clock
+/// (as the load generator's pacer does): a thread sleep overshoots by tens
+/// of microseconds.
 const SPIN: Duration = Duration::from_micros(100);
 /// Largest answer head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -113,7 +116,7 @@ pub fn lean_run(
             }
             continue;
         }
-        wait_until(intended);
+        wait_until(intended, SPIN);
         let request = requests[index as usize % requests.len()];
         let answer = connection.exchange(request).map_err(io("lean client"))?;
         let took = intended.elapsed();
@@ -143,17 +146,6 @@ pub fn lean_run(
 fn histogram() -> Result<Histogram<u64>, BenchError> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3)
         .map_err(|e| BenchError::Other(format!("lean client histogram: {e}")))
-}
-
-/// Sleeps until shortly before `due`, then polls the clock until it passes.
-fn wait_until(due: Instant) {
-    let now = Instant::now();
-    if due > now + SPIN {
-        std::thread::sleep(due - now - SPIN);
-    }
-    while Instant::now() < due {
-        std::hint::spin_loop();
-    }
 }
 
 /// The parts of an answer this client reads.
@@ -216,43 +208,28 @@ fn invalid(what: &str) -> std::io::Error {
 }
 
 /// The head's length, what it says and the body's length, once the head
-/// is complete; `None` before.
+/// is complete; `None` before. The head is read by the load generator's
+/// parser; this client takes only answers framed by `Content-Length`.
 fn parse_head(bytes: &[u8]) -> std::io::Result<Option<(usize, Answer, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_length = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) => return Ok(None),
+    let head = match client::parse_head(bytes) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
         Err(e) => return Err(invalid(&format!("invalid answer: {e}"))),
     };
-    let number = |value: &[u8]| {
-        std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    let mut body_length = None;
-    let mut inference_us = None;
-    for header in response.headers.iter() {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            body_length = number(header.value).and_then(|n| usize::try_from(n).ok());
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+    let body_length = match head.framing {
+        Framing::Length(length) => length,
+        Framing::Chunked => {
             return Err(invalid(
                 "a chunked answer (this client reads Content-Length only)",
             ));
-        } else if header
-            .name
-            .eq_ignore_ascii_case(switchyard_loadgen::client::INFERENCE_TIME_HEADER)
-        {
-            inference_us = number(header.value);
         }
-    }
-    let status = response.code.unwrap_or(0);
-    let body_length = body_length.ok_or_else(|| invalid("an answer without Content-Length"))?;
+        Framing::UntilClose => return Err(invalid("an answer without Content-Length")),
+    };
     Ok(Some((
-        head_length,
+        head.length,
         Answer {
-            status,
-            inference_us,
+            status: head.answer.status.as_u16(),
+            inference_us: head.answer.server.inference_us,
         },
         body_length,
     )))

@@ -111,7 +111,7 @@ pub struct Answer {
 
 /// How a response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
     Length(usize),
     Chunked,
     UntilClose,
@@ -119,14 +119,20 @@ enum Framing {
 
 /// What the head of an answer said.
 #[derive(Debug)]
-struct Head {
-    length: usize,
-    answer: Answer,
-    framing: Framing,
-    close: bool,
+pub struct Head {
+    /// Bytes of the head, up to and including its blank line.
+    pub length: usize,
+    /// Status and the headers a report uses (the body left empty).
+    pub answer: Answer,
+    pub framing: Framing,
+    /// Whether the server closes the connection after this answer.
+    pub close: bool,
 }
 
-fn parse_head(buffer: &[u8]) -> Result<Option<Head>, ClientError> {
+/// Reads the head of an answer at the start of `buffer`: `None` until it
+/// is complete. Also used by the benchmark's blocking client, so that both
+/// read answers the same way.
+pub fn parse_head(buffer: &[u8]) -> Result<Option<Head>, ClientError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let length = match response.parse(buffer) {

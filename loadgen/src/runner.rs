@@ -606,7 +606,9 @@ impl Pacer {
 
 /// Sleeps until `deadline`, spinning (yielding) for at most the last `spin`.
 /// Thread sleeps overshoot by tens of microseconds; the spin absorbs that.
-fn wait_until(deadline: Instant, spin: Duration) {
+/// The open loop's pacer waits with it, and so does the benchmark's
+/// blocking client, so that both pace alike.
+pub fn wait_until(deadline: Instant, spin: Duration) {
     loop {
         let now = Instant::now();
         if now >= deadline {
