@@ -494,15 +494,17 @@ async fn gateway_phases(
     ));
     let trivial = GatewayProcess::start_trivial(trivial_pinned)?;
     let mut floors = Vec::new();
-    let live = probe_request(&gateway, "/v2/health/live")?;
-    let root = probe_request(&trivial, "/")?;
+    let live = Arc::new(Target::probe(gateway.endpoint()?, "/v2/health/live")?);
+    let root = Arc::new(Target::probe(trivial.endpoint()?, "/")?);
+    let (live_wire, root_wire) = (wire_requests(&live), wire_requests(&root));
     for &rate in &plan.low_load_rates_per_s {
         floors.push(FloorRun {
             rate_per_s: rate,
-            run: http_floor(&gateway, "/v2/health/live", &client, plan, rate).await?,
-            trivial: http_floor(&trivial, "/", &client, plan, rate).await?,
-            lean: lean_low_load(&gateway, "GET /v2/health/live", &live, plan, rate).await?,
-            lean_trivial: lean_low_load(&trivial, "GET / (trivial)", &root, plan, rate).await?,
+            run: http_floor(&gateway, "/v2/health/live", &live, &client, plan, rate).await?,
+            trivial: http_floor(&trivial, "/", &root, &client, plan, rate).await?,
+            lean: lean_low_load(&gateway, "GET /v2/health/live", &live_wire, plan, rate).await?,
+            lean_trivial: lean_low_load(&trivial, "GET / (trivial)", &root_wire, plan, rate)
+                .await?,
         });
     }
     drop(trivial);
@@ -553,11 +555,7 @@ async fn gateway_phases(
         }
         let mut low_load = Vec::new();
         let mut lean = Vec::new();
-        let requests: Vec<bytes::Bytes> = target
-            .entries
-            .iter()
-            .flat_map(|entry| entry.wire.iter().cloned())
-            .collect();
+        let requests = wire_requests(&target);
         for &rate in &plan.low_load_rates_per_s {
             progress(&format!(
                 "gateway at low load: {} open loop, {rate} req/s, {:.1} s",
@@ -632,10 +630,11 @@ fn open_loop(plan: &Plan, rate: f64, seconds: f64) -> Result<RunSettings, BenchE
     })
 }
 
-/// `GET path` on `server` at a low-load rate.
+/// `GET path` on `server` at a low-load rate (`probe` sends it).
 async fn http_floor(
     server: &GatewayProcess,
     path: &str,
+    probe: &Arc<Target>,
     client: &HttpClient,
     plan: &Plan,
     rate: f64,
@@ -644,18 +643,17 @@ async fn http_floor(
         "HTTP floor: GET {path} on {}, open loop, {rate} req/s, {:.1} s",
         server.address, plan.low_load_duration_s
     ));
-    let probe = Arc::new(Target::probe(server.endpoint()?, path)?);
-    low_load_run(server, client, &probe, plan, rate).await
+    low_load_run(server, client, probe, plan, rate).await
 }
 
-/// The whole request `GET path` on `server`, as the lean client writes it.
-fn probe_request(server: &GatewayProcess, path: &str) -> Result<Vec<bytes::Bytes>, BenchError> {
-    let probe = Target::probe(server.endpoint()?, path)?;
-    Ok(probe
+/// Every whole request `target` sends, in order, as the lean client writes
+/// them.
+fn wire_requests(target: &Target) -> Vec<bytes::Bytes> {
+    target
         .entries
-        .into_iter()
-        .flat_map(|entry| entry.wire)
-        .collect())
+        .iter()
+        .flat_map(|entry| entry.wire.iter().cloned())
+        .collect()
 }
 
 /// `requests` (whole requests, sent in turn) to `server` at `rate`
@@ -677,25 +675,21 @@ async fn lean_low_load(
     let warmup = Duration::from_secs_f64(plan.low_load_warmup_s);
     let duration = Duration::from_secs_f64(plan.low_load_duration_s);
     let timeout = Duration::from_secs_f64(plan.request_timeout_s);
-    let me = std::process::id();
-    let before = (server.cpu_time(), process_cpu_time(me), MachineCpu::read());
-    let started = Instant::now();
+    let before = CpuReading::take(server);
     let run = tokio::task::spawn_blocking(move || {
         let requests: Vec<&[u8]> = requests.iter().map(AsRef::as_ref).collect();
         lean_run(address, &requests, rate, warmup, duration, timeout)
     })
     .await
     .map_err(|e| BenchError::Other(format!("the lean client's thread failed: {e}")))??;
-    let elapsed = started.elapsed();
-    let after = (server.cpu_time(), process_cpu_time(me), MachineCpu::read());
-    let measured_cpu_s = cpu_between(before.0, after.0) + cpu_between(before.1, after.1);
+    let used = CpuReading::take(server).since(&before);
     progress(&format!(
         "  p50 {} µs, p99 {} µs (from intended send time), errors {}",
         run.latency_us.p50, run.latency_us.p99, run.errors
     ));
     Ok(LeanMeasured {
         run,
-        other_cores: other_cores((before.2, after.2), measured_cpu_s, elapsed),
+        other_cores: used.other_cores,
     })
 }
 
@@ -766,31 +760,63 @@ async fn measured(
 ) -> Result<GatewayRun, BenchError> {
     let me = std::process::id();
     let threads_before = (thread_cpu_times(gateway.pid()), thread_cpu_times(me));
-    let before = (gateway.cpu_time(), process_cpu_time(me));
-    let machine_before = MachineCpu::read();
-    let started = Instant::now();
+    let before = CpuReading::take(gateway);
     let recording = run(client, target, settings).await?;
-    let after = (gateway.cpu_time(), process_cpu_time(me));
-    let machine_after = MachineCpu::read();
-    let elapsed = started.elapsed();
+    let used = CpuReading::take(gateway).since(&before);
     let threads_after = (thread_cpu_times(gateway.pid()), thread_cpu_times(me));
-    let gateway_cpu_s = cpu_between(before.0, after.0);
-    let client_cpu_s = cpu_between(before.1, after.1);
     let requests = recording.report.sent.max(1) as f64;
     Ok(GatewayRun {
-        gateway_cpu_us_per_request: gateway_cpu_s * 1e6 / requests,
-        client_cpu_us_per_request: client_cpu_s * 1e6 / requests,
-        gateway_cpu_s,
-        client_cpu_s,
-        other_cores: other_cores(
-            (machine_before, machine_after),
-            gateway_cpu_s + client_cpu_s,
-            elapsed,
-        ),
-        gateway_threads: thread_cores(&threads_before.0, &threads_after.0, elapsed),
-        client_threads: thread_cores(&threads_before.1, &threads_after.1, elapsed),
+        gateway_cpu_us_per_request: used.server_s * 1e6 / requests,
+        client_cpu_us_per_request: used.me_s * 1e6 / requests,
+        gateway_cpu_s: used.server_s,
+        client_cpu_s: used.me_s,
+        other_cores: used.other_cores,
+        gateway_threads: thread_cores(&threads_before.0, &threads_after.0, used.elapsed),
+        client_threads: thread_cores(&threads_before.1, &threads_after.1, used.elapsed),
         report: recording.report,
     })
+}
+
+/// The CPU time of a server, of this process and of the whole machine at
+/// one moment; two readings give what each used in between.
+struct CpuReading {
+    server: Option<Duration>,
+    me: Option<Duration>,
+    machine: Option<MachineCpu>,
+    at: Instant,
+}
+
+/// What [`CpuReading::since`] found.
+struct CpuUsed {
+    /// CPU seconds of the server and of this process.
+    server_s: f64,
+    me_s: f64,
+    /// Cores that other processes used meanwhile.
+    other_cores: f64,
+    elapsed: Duration,
+}
+
+impl CpuReading {
+    fn take(server: &GatewayProcess) -> Self {
+        Self {
+            server: server.cpu_time(),
+            me: process_cpu_time(std::process::id()),
+            machine: MachineCpu::read(),
+            at: Instant::now(),
+        }
+    }
+
+    fn since(&self, before: &Self) -> CpuUsed {
+        let elapsed = self.at.saturating_duration_since(before.at);
+        let server_s = cpu_between(before.server, self.server);
+        let me_s = cpu_between(before.me, self.me);
+        CpuUsed {
+            server_s,
+            me_s,
+            other_cores: other_cores((before.machine, self.machine), server_s + me_s, elapsed),
+            elapsed,
+        }
+    }
 }
 
 fn compare(raw: &[RawResult], saturation: &GatewayRun) -> Comparison {
