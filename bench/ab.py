@@ -104,6 +104,10 @@ def one_round(binary, config, port, args, seconds, workdir):
         "gateway CPU µs/request": (after - before) * 1e6 / answered,
         "server inference p50 µs": report["server_timing"]["inference_us"]["p50"],
         "errors": sum(report["counts"].values()) - report["counts"]["success"],
+        # Overload: what the server refused (429) and what the client never
+        # sent because max-in-flight requests were outstanding.
+        "429 answers": report["counts"]["throttled"],
+        "not sent (in-flight cap)": report["counts"]["dropped"],
     }
 
 
@@ -146,7 +150,15 @@ def main():
         "| measure | median of new ÷ old per round | new lower in | old median | new median |",
         "|---|---:|---:|---:|---:|",
     ]
-    measures = ["p50 µs", "p99 µs", "requests/s", "gateway CPU µs/request", "server inference p50 µs"]
+    measures = [
+        "p50 µs",
+        "p99 µs",
+        "requests/s",
+        "gateway CPU µs/request",
+        "server inference p50 µs",
+        "429 answers",
+        "not sent (in-flight cap)",
+    ]
     for measure in measures:
         pairs = [(o[measure], n[measure]) for o, n in zip(results["old"], results["new"]) if o[measure]]
         ratios = [n / o for o, n in pairs]
