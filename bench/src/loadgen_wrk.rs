@@ -43,7 +43,7 @@ use crate::error::BenchError;
 use crate::gateway_process::{GatewayProcess, LOCAL_ONLY_CONFIG};
 use crate::local::{LocalOptions, gateway_binary, progress};
 use crate::machine::{
-    Machine, MachineCpu, ThreadGroupCpu, load_average, other_cores, process_cpu_time,
+    Machine, ProcessesCpu, ThreadGroupCpu, load_average, other_cores, process_cpu_time,
     thread_cpu_times, utc_now,
 };
 
@@ -499,11 +499,11 @@ fn mean(runs: &[ToolRun], tool: &str) -> Mean {
     }
 }
 
-/// CPU and machine readings around a run.
+/// CPU readings of the server and of every process around a run.
 struct Readings {
     at: Instant,
     server_cpu: f64,
-    machine: Option<MachineCpu>,
+    processes: Option<ProcessesCpu>,
 }
 
 impl Readings {
@@ -511,7 +511,7 @@ impl Readings {
         Self {
             at: Instant::now(),
             server_cpu: server.cpu(),
-            machine: MachineCpu::read(),
+            processes: ProcessesCpu::read(),
         }
     }
 }
@@ -548,7 +548,7 @@ fn tool_run(
         client_cores: client_cpu / wall,
         server_cores: server_cpu / wall,
         other_cores: other_cores(
-            (before.machine, after.machine),
+            (before.processes.as_ref(), after.processes.as_ref()),
             client_cpu + server_cpu,
             elapsed,
         ),

@@ -37,7 +37,7 @@ use crate::error::BenchError;
 use crate::gateway_process::GatewayProcess;
 use crate::lean_client::{LeanRun, lean_run};
 use crate::machine::{
-    Machine, MachineCpu, ThreadCores, load_average, other_cores, process_cpu_time, thread_cores,
+    Machine, ProcessesCpu, ThreadCores, load_average, other_cores, process_cpu_time, thread_cores,
     thread_cpu_times, utc_now,
 };
 use crate::raw::{RawPlan, RawResult, run_raw};
@@ -777,12 +777,12 @@ async fn measured(
     })
 }
 
-/// The CPU time of a server, of this process and of the whole machine at
-/// one moment; two readings give what each used in between.
+/// The CPU time of a server, of this process and of every process at one
+/// moment; two readings give what each used in between.
 struct CpuReading {
     server: Option<Duration>,
     me: Option<Duration>,
-    machine: Option<MachineCpu>,
+    processes: Option<ProcessesCpu>,
     at: Instant,
 }
 
@@ -801,7 +801,7 @@ impl CpuReading {
         Self {
             server: server.cpu_time(),
             me: process_cpu_time(std::process::id()),
-            machine: MachineCpu::read(),
+            processes: ProcessesCpu::read(),
             at: Instant::now(),
         }
     }
@@ -813,7 +813,11 @@ impl CpuReading {
         CpuUsed {
             server_s,
             me_s,
-            other_cores: other_cores((before.machine, self.machine), server_s + me_s, elapsed),
+            other_cores: other_cores(
+                (before.processes.as_ref(), self.processes.as_ref()),
+                server_s + me_s,
+                elapsed,
+            ),
             elapsed,
         }
     }

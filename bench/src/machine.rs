@@ -2,7 +2,8 @@
 //! (CPU count and model, load average, date), and per-process CPU time from
 //! `/proc`, which shows where the cycles of a run went.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -78,17 +79,67 @@ fn parse_machine_busy(stat: &str) -> Option<u64> {
     Some(field(0) + field(1) + field(2) + field(5) + field(6))
 }
 
-/// Cores used by processes other than the measured ones: the machine's busy
-/// cores minus the measured processes' CPU, over the same window.
+/// Every process's CPU time (user + system, `/proc/<pid>/stat`), by pid.
+///
+/// This, not [`MachineCpu`], is what other work is measured from. The
+/// kernel keeps each process's counters to its exact run time, while the
+/// machine's counters in `/proc/stat` are sampled at each timer tick: a run
+/// paced at a rate that divides the tick rate (1,000/s against 250 ticks a
+/// second) keeps the same phase against the ticks, and the machine's busy
+/// time then reads far above or below what was used (bench/README.md, "The
+/// other-work flag and tick sampling").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessesCpu {
+    ticks: HashMap<u32, u64>,
+}
+
+impl ProcessesCpu {
+    /// Reads every process's counters, `None` if `/proc` cannot be listed.
+    pub fn read() -> Option<Self> {
+        let mut ticks = HashMap::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            // A process may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some(used) = parse_cpu_ticks(&stat) {
+                ticks.insert(pid, used);
+            }
+        }
+        Some(Self { ticks })
+    }
+
+    /// CPU seconds all processes used between `self` and `later`: one alive
+    /// at both readings by its difference, one started in between by all its
+    /// time. One that ended in between is missed.
+    pub fn used_until(&self, later: &ProcessesCpu) -> f64 {
+        let ticks: u64 = later
+            .ticks
+            .iter()
+            .map(|(pid, &after)| {
+                self.ticks
+                    .get(pid)
+                    .map_or(after, |&before| after.saturating_sub(before))
+            })
+            .sum();
+        ticks as f64 / clock_ticks_per_second() as f64
+    }
+}
+
+/// Cores used by processes other than the measured ones: every process's
+/// CPU minus the measured processes', over the same window.
 pub fn other_cores(
-    machine: (Option<MachineCpu>, Option<MachineCpu>),
+    processes: (Option<&ProcessesCpu>, Option<&ProcessesCpu>),
     measured_cpu_s: f64,
     elapsed: Duration,
 ) -> f64 {
-    match machine {
+    match processes {
         (Some(before), Some(after)) => {
-            let measured = measured_cpu_s / elapsed.as_secs_f64().max(1e-9);
-            (before.busy_cores_until(&after, elapsed) - measured).max(0.0)
+            let other_s = before.used_until(after) - measured_cpu_s;
+            (other_s / elapsed.as_secs_f64().max(1e-9)).max(0.0)
         }
         _ => 0.0,
     }
@@ -151,16 +202,21 @@ pub fn load_average() -> String {
         .join(" ")
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times.
+/// Clock ticks per second of `/proc/<pid>/stat` times, asked of `getconf`
+/// once: a process started at every reading would be work of its own in
+/// the window measured.
 fn clock_ticks_per_second() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .filter(|&ticks| ticks > 0)
-        .unwrap_or(100)
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// User plus system CPU time of a process (every thread), or `None` if it
@@ -402,6 +458,63 @@ mod tests {
         let stat = "cpu  100 5 50 9000 40 3 2 7 0 0\ncpu0 50 2 25 4500 20 1 1 3 0 0\n";
         assert_eq!(parse_machine_busy(stat), Some(160));
         assert!(MachineCpu::read().is_some());
+    }
+
+    fn processes(ticks: &[(u32, u64)]) -> ProcessesCpu {
+        ProcessesCpu {
+            ticks: ticks.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn processes_count_what_each_used_between_the_readings() {
+        let per_second = clock_ticks_per_second() as f64;
+        // Pid 1 used 50 ticks, pid 2 none, pid 4 started and used 30; pid 3
+        // ended and is missed.
+        let before = processes(&[(1, 100), (2, 50), (3, 10)]);
+        let after = processes(&[(1, 150), (2, 50), (4, 30)]);
+        assert!((before.used_until(&after) - 80.0 / per_second).abs() < 1e-9);
+        assert_eq!(after.used_until(&after), 0.0);
+    }
+
+    #[test]
+    fn other_cores_are_what_the_measured_processes_did_not_use() {
+        let second = clock_ticks_per_second();
+        let before = processes(&[(1, 0), (2, 0)]);
+        let after = processes(&[(1, second), (2, second / 2)]);
+        let window = Duration::from_secs(1);
+        // 1.5 s used in all, 1 s of it by the measured process.
+        let other = other_cores((Some(&before), Some(&after)), 1.0, window);
+        assert!((other - 0.5).abs() < 1e-9, "{other}");
+        // Never below zero, and nothing without both readings.
+        assert_eq!(other_cores((Some(&before), Some(&after)), 2.0, window), 0.0);
+        assert_eq!(other_cores((None, Some(&after)), 0.0, window), 0.0);
+    }
+
+    #[test]
+    fn processes_cpu_follows_this_process() {
+        let me = std::process::id();
+        let Some(before) = ProcessesCpu::read() else {
+            panic!("/proc cannot be listed");
+        };
+        assert!(before.ticks.contains_key(&me));
+        // Spin until this process has used 0.3 s more CPU (at most 10 s).
+        let start = process_cpu_time(me).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while process_cpu_time(me).unwrap_or_default() < start + Duration::from_millis(300)
+            && std::time::Instant::now() < deadline
+        {
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        let Some(after) = ProcessesCpu::read() else {
+            panic!("/proc cannot be listed");
+        };
+        let mine = after.ticks[&me].saturating_sub(before.ticks[&me]);
+        assert!(
+            mine as f64 / clock_ticks_per_second() as f64 >= 0.25,
+            "this process used {mine} ticks"
+        );
+        assert!(before.used_until(&after) >= mine as f64 / clock_ticks_per_second() as f64);
     }
 
     #[test]

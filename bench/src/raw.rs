@@ -19,7 +19,7 @@ use switchyard_loadgen::rng::SplitMix64;
 use switchyard_models::{ModelSession, SessionOptions};
 
 use crate::error::BenchError;
-use crate::machine::{MachineCpu, other_cores, process_cpu_time};
+use crate::machine::{ProcessesCpu, other_cores, process_cpu_time};
 
 /// One raw-loop measurement.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawResult, BenchError> {
     }
     let go = failure.is_none();
     let cpu_before = process_cpu_time(std::process::id());
-    let machine_before = MachineCpu::read();
+    let processes_before = ProcessesCpu::read();
     let started = Instant::now();
     for sender in &go_senders {
         let _ = sender.send(go);
@@ -132,7 +132,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawResult, BenchError> {
     }
     let elapsed = started.elapsed();
     let cpu_after = process_cpu_time(std::process::id());
-    let machine_after = MachineCpu::read();
+    let processes_after = ProcessesCpu::read();
     if let Some(error) = failure {
         return Err(error);
     }
@@ -155,7 +155,11 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawResult, BenchError> {
         latency_us: LatencySummary::of(&merged),
         histogram: merged,
         cpu_s,
-        other_cores: other_cores((machine_before, machine_after), cpu_s, elapsed),
+        other_cores: other_cores(
+            (processes_before.as_ref(), processes_after.as_ref()),
+            cpu_s,
+            elapsed,
+        ),
         cpu_us_per_item: if items > 0 {
             cpu_s * 1e6 / items as f64
         } else {
