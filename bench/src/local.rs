@@ -37,8 +37,8 @@ use crate::error::BenchError;
 use crate::gateway_process::GatewayProcess;
 use crate::lean_client::{LeanRun, lean_run};
 use crate::machine::{
-    Machine, ProcessesCpu, ThreadCores, load_average, other_cores, process_cpu_time, thread_cores,
-    thread_cpu_times, utc_now,
+    Machine, ProcessesCpu, ThreadCores, cpu_between, load_average, other_cores, process_cpu_time,
+    thread_cores, thread_cpu_times, utc_now,
 };
 use crate::raw::{RawPlan, RawResult, run_raw};
 
@@ -737,15 +737,6 @@ async fn idle_gateway(gateway: &GatewayProcess, seconds: f64) -> IdleGateway {
         seconds: elapsed.as_secs_f64(),
         cores: cpu / elapsed.as_secs_f64().max(1e-9),
         threads: thread_cores(&before.1, &after.1, elapsed),
-    }
-}
-
-/// CPU seconds used between two readings of a process's CPU time; 0 if
-/// either could not be read.
-fn cpu_between(before: Option<Duration>, after: Option<Duration>) -> f64 {
-    match (before, after) {
-        (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64(),
-        _ => 0.0,
     }
 }
 

@@ -202,6 +202,15 @@ pub fn load_average() -> String {
         .join(" ")
 }
 
+/// CPU seconds used between two readings of a process's CPU time; 0 if
+/// either could not be read.
+pub fn cpu_between(before: Option<Duration>, after: Option<Duration>) -> f64 {
+    match (before, after) {
+        (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times, asked of `getconf`
 /// once: a process started at every reading would be work of its own in
 /// the window measured.

@@ -19,7 +19,7 @@ use switchyard_loadgen::rng::SplitMix64;
 use switchyard_models::{ModelSession, SessionOptions};
 
 use crate::error::BenchError;
-use crate::machine::{ProcessesCpu, other_cores, process_cpu_time};
+use crate::machine::{ProcessesCpu, cpu_between, other_cores, process_cpu_time};
 
 /// One raw-loop measurement.
 #[derive(Debug, Clone)]
@@ -136,10 +136,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawResult, BenchError> {
     if let Some(error) = failure {
         return Err(error);
     }
-    let cpu_s = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64(),
-        _ => 0.0,
-    };
+    let cpu_s = cpu_between(cpu_before, cpu_after);
     let items = calls * plan.batch;
     let seconds = elapsed.as_secs_f64().max(1e-9);
     Ok(RawResult {
