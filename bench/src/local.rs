@@ -8,6 +8,12 @@
 //! rates. From these come the issue's two ratios: gateway throughput over
 //! raw throughput, and the latency the gateway adds at low load.
 //!
+//! The saturation sweep sends batch-1 requests, so every row pays a whole
+//! HTTP round trip. A closed loop of multi-row requests (the raw loop's
+//! batches above 1, as a client batching on its own side would send) sets
+//! the gateway beside the raw loop at the same batch: what is left of the
+//! gap there is the gateway's cost per row, not per request.
+//!
 //! Low load is measured at more than one rate because on a virtual machine
 //! the gap between requests, not the gateway, sets much of a request's
 //! time: a code path left alone for 20 ms runs several times slower than
@@ -62,6 +68,16 @@ pub struct Plan {
     pub saturation_connections: Vec<usize>,
     pub saturation_warmup_s: f64,
     pub saturation_duration_s: f64,
+    /// Rows in flight in each multi-row run: its connections are this
+    /// divided by the rows per request, at least
+    /// `multi_row_min_connections` (so that a request can be read while
+    /// full batches run). The batch-1 sweep's 256 connections keep 256
+    /// rows in flight.
+    pub multi_row_rows_in_flight: u64,
+    pub multi_row_min_connections: usize,
+    /// Whether only the largest batch runs with multi-row requests (the
+    /// quick run) or every raw batch above 1.
+    pub multi_row_largest_only: bool,
     /// Open-loop rates of the low-load runs, lowest first.
     pub low_load_rates_per_s: Vec<f64>,
     pub low_load_warmup_s: f64,
@@ -76,7 +92,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full run (about five minutes) or the quick one (under 50 s).
+    /// The full run (about six minutes) or the quick one (under 50 s).
     pub fn new(quick: bool) -> Self {
         let (raw, sat, low) = if quick {
             (1.0, 1.5, 1.0)
@@ -94,6 +110,9 @@ impl Plan {
             },
             saturation_warmup_s: if quick { 0.5 } else { 1.0 },
             saturation_duration_s: sat,
+            multi_row_rows_in_flight: 512,
+            multi_row_min_connections: 8,
+            multi_row_largest_only: quick,
             low_load_rates_per_s: if quick {
                 vec![50.0, 1000.0]
             } else {
@@ -114,8 +133,31 @@ impl Plan {
         self.saturation_connections
             .iter()
             .copied()
+            .chain([self.multi_row_min_connections])
             .max()
             .unwrap_or(1)
+    }
+
+    /// Rows per request of the multi-row runs for a model whose largest
+    /// batch is `max_batch_size`: the raw loop's batches above 1.
+    pub fn multi_row_sizes(&self, max_batch_size: Option<u64>) -> Vec<u64> {
+        let mut sizes: Vec<u64> = raw_batches(max_batch_size)
+            .into_iter()
+            .filter(|&rows| rows > 1)
+            .collect();
+        if self.multi_row_largest_only {
+            sizes.drain(..sizes.len().saturating_sub(1));
+        }
+        sizes
+    }
+
+    /// Connections of the multi-row run at `rows` per request, within the
+    /// client's pool.
+    pub fn multi_row_connections(&self, rows: u64) -> usize {
+        let wanted = usize::try_from(self.multi_row_rows_in_flight / rows.max(1))
+            .unwrap_or(usize::MAX)
+            .max(self.multi_row_min_connections);
+        wanted.min(self.max_connections())
     }
 }
 
@@ -157,6 +199,32 @@ pub struct SweepPoint {
     pub batch_rows_mean: f64,
     pub gateway_cpu_us_per_request: f64,
     pub other_cores: f64,
+}
+
+/// One closed-loop run of multi-row requests, beside the raw loop at the
+/// same batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultiRowPoint {
+    pub rows: u64,
+    pub connections: usize,
+    pub requests_per_s: f64,
+    pub items_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub errors: u64,
+    /// Rows per ONNX Runtime call in the gateway: above `rows` when its
+    /// dynamic batching merged requests.
+    pub batch_rows_mean: f64,
+    pub gateway_cpu_us_per_item: f64,
+    /// The raw loop at `rows` per call, and the gateway's items/s over it.
+    pub raw_items_per_s: f64,
+    pub ratio_vs_raw_same_batch: f64,
+    /// The gateway's items/s over the raw loop's best batch.
+    pub ratio_vs_raw_best: f64,
+    pub other_cores: f64,
+    /// Cores used by each thread group of the gateway and of the client.
+    pub gateway_threads: Vec<ThreadCores>,
+    pub client_threads: Vec<ThreadCores>,
 }
 
 /// What the gateway uses with no requests at all.
@@ -268,6 +336,8 @@ pub struct ModelResult {
     pub saturation_connections: usize,
     /// Every saturation run, by connection count.
     pub saturation_sweep: Vec<SweepPoint>,
+    /// Closed-loop runs of multi-row requests, fewest rows first.
+    pub multi_row: Vec<MultiRowPoint>,
     /// One point per low-load rate, lowest rate first.
     pub low_load: Vec<LowLoadPoint>,
     pub comparison: Comparison,
@@ -381,6 +451,11 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .zip(gateway_runs)
         .map(|((setup, (raw, raw_paced)), runs)| {
             let comparison = compare(&raw, &runs.saturation);
+            let multi_row = runs
+                .multi_row
+                .iter()
+                .map(|m| multi_row_point(&raw, m))
+                .collect();
             let low_load =
                 low_load_points(&raw, raw_paced, &http_floors, runs.low_load, runs.lean)?;
             Ok(ModelResult {
@@ -392,6 +467,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
                 gateway_saturation: runs.saturation,
                 saturation_connections: runs.connections,
                 saturation_sweep: runs.sweep,
+                multi_row,
                 low_load,
                 comparison,
             })
@@ -515,43 +591,41 @@ async fn gateway_phases(
         variants: 8,
         seed: 1,
     };
-    let timeout = Duration::from_secs_f64(plan.request_timeout_s);
     let mut runs = Vec::new();
     for setup in setups {
         let target =
             Arc::new(Target::prepare(&client, gateway.endpoint()?, &setup.model, &payload).await?);
         let mut sweep: Vec<(usize, GatewayRun)> = Vec::new();
         for &connections in &plan.saturation_connections {
-            let closed = |seconds: f64| RunSettings {
-                load: Load::Closed {
-                    concurrency: connections,
-                    duration: Duration::from_secs_f64(seconds),
-                },
-                max_duration: Duration::from_secs_f64(seconds),
-                max_requests: Some(plan.max_requests_per_run),
-                timeout,
-                keep_samples: false,
-            };
             progress(&format!(
                 "gateway at saturation: {} closed loop, {connections} connections, {:.1} s",
                 setup.model, plan.saturation_duration_s
             ));
-            run(&client, &target, &closed(plan.saturation_warmup_s)).await?;
-            let saturation = measured(
-                &gateway,
-                &client,
-                &target,
-                &closed(plan.saturation_duration_s),
-            )
-            .await?;
-            progress(&format!(
-                "  {:.0} req/s, p50 {} µs, p99 {} µs, errors {}",
-                saturation.report.throughput_per_s,
-                saturation.report.latency_us.p50,
-                saturation.report.latency_us.p99,
-                saturation.report.counts.errors()
-            ));
+            let saturation = saturation_run(&gateway, &client, &target, plan, connections).await?;
             sweep.push((connections, saturation));
+        }
+        let mut multi_row = Vec::new();
+        for rows in plan.multi_row_sizes(setup.max_batch_size) {
+            let rows_payload = PayloadSpec {
+                batch_size: rows,
+                ..payload.clone()
+            };
+            let rows_target = Arc::new(
+                Target::prepare(&client, gateway.endpoint()?, &setup.model, &rows_payload).await?,
+            );
+            let connections = plan.multi_row_connections(rows);
+            progress(&format!(
+                "gateway at saturation: {} closed loop, {rows} rows per request, \
+                 {connections} connections, {:.1} s",
+                setup.model, plan.saturation_duration_s
+            ));
+            let saturation =
+                saturation_run(&gateway, &client, &rows_target, plan, connections).await?;
+            multi_row.push(MultiRowRun {
+                rows,
+                connections,
+                run: saturation,
+            });
         }
         let mut low_load = Vec::new();
         let mut lean = Vec::new();
@@ -564,9 +638,47 @@ async fn gateway_phases(
             low_load.push(low_load_run(&gateway, &client, &target, plan, rate).await?);
             lean.push(lean_low_load(&gateway, &setup.model, &requests, plan, rate).await?);
         }
-        runs.push(GatewayModelRuns::new(sweep, low_load, lean)?);
+        runs.push(GatewayModelRuns::new(sweep, multi_row, low_load, lean)?);
     }
     Ok((idle, floors, runs))
+}
+
+/// A closed loop at `connections` after a warm-up, measured.
+async fn saturation_run(
+    gateway: &GatewayProcess,
+    client: &HttpClient,
+    target: &Arc<Target>,
+    plan: &Plan,
+    connections: usize,
+) -> Result<GatewayRun, BenchError> {
+    let closed = |seconds: f64| RunSettings {
+        load: Load::Closed {
+            concurrency: connections,
+            duration: Duration::from_secs_f64(seconds),
+        },
+        max_duration: Duration::from_secs_f64(seconds),
+        max_requests: Some(plan.max_requests_per_run),
+        timeout: Duration::from_secs_f64(plan.request_timeout_s),
+        keep_samples: false,
+    };
+    run(client, target, &closed(plan.saturation_warmup_s)).await?;
+    let saturation = measured(gateway, client, target, &closed(plan.saturation_duration_s)).await?;
+    progress(&format!(
+        "  {:.0} req/s ({:.0} items/s), p50 {} µs, p99 {} µs, errors {}",
+        saturation.report.throughput_per_s,
+        saturation.report.items_per_s,
+        saturation.report.latency_us.p50,
+        saturation.report.latency_us.p99,
+        saturation.report.counts.errors()
+    ));
+    Ok(saturation)
+}
+
+/// One multi-row saturation run, before it is set beside the raw loop.
+struct MultiRowRun {
+    rows: u64,
+    connections: usize,
+    run: GatewayRun,
 }
 
 /// One model's gateway runs: the saturation sweep and the low-load runs.
@@ -575,6 +687,7 @@ struct GatewayModelRuns {
     saturation: GatewayRun,
     connections: usize,
     sweep: Vec<SweepPoint>,
+    multi_row: Vec<MultiRowRun>,
     /// One run per low-load rate, in the plan's order.
     low_load: Vec<GatewayRun>,
     /// The same through the lean client.
@@ -584,6 +697,7 @@ struct GatewayModelRuns {
 impl GatewayModelRuns {
     fn new(
         sweep: Vec<(usize, GatewayRun)>,
+        multi_row: Vec<MultiRowRun>,
         low_load: Vec<GatewayRun>,
         lean: Vec<LeanMeasured>,
     ) -> Result<Self, BenchError> {
@@ -612,6 +726,7 @@ impl GatewayModelRuns {
             saturation,
             connections,
             sweep: points,
+            multi_row,
             low_load,
             lean,
         })
@@ -842,6 +957,43 @@ fn compare(raw: &[RawResult], saturation: &GatewayRun) -> Comparison {
     }
 }
 
+/// A multi-row run beside the raw loop at the same batch and at its best.
+#[allow(clippy::cast_precision_loss)]
+fn multi_row_point(raw: &[RawResult], multi: &MultiRowRun) -> MultiRowPoint {
+    let report = &multi.run.report;
+    let raw_items = |pick: Option<&RawResult>| pick.map_or(0.0, |r| r.items_per_s);
+    let same = raw_items(raw.iter().find(|r| r.batch == multi.rows));
+    let best = raw_items(
+        raw.iter()
+            .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s)),
+    );
+    let ratio = |raw: f64| {
+        if raw > 0.0 {
+            report.items_per_s / raw
+        } else {
+            0.0
+        }
+    };
+    let items = report.sent.saturating_mul(multi.rows).max(1) as f64;
+    MultiRowPoint {
+        rows: multi.rows,
+        connections: multi.connections,
+        requests_per_s: report.throughput_per_s,
+        items_per_s: report.items_per_s,
+        p50_us: report.latency_us.p50,
+        p99_us: report.latency_us.p99,
+        errors: report.counts.errors(),
+        batch_rows_mean: report.server_timing.batch_rows.mean,
+        gateway_cpu_us_per_item: multi.run.gateway_cpu_s * 1e6 / items,
+        raw_items_per_s: same,
+        ratio_vs_raw_same_batch: ratio(same),
+        ratio_vs_raw_best: ratio(best),
+        other_cores: multi.run.other_cores,
+        gateway_threads: multi.run.gateway_threads.clone(),
+        client_threads: multi.run.client_threads.clone(),
+    }
+}
+
 /// Pairs each low-load gateway run with the paced raw call and the HTTP
 /// floor measured at the same rate.
 fn low_load_points(
@@ -1001,17 +1153,41 @@ mod tests {
     }
 
     #[test]
+    fn multi_row_runs_use_the_raw_batches_above_one() {
+        let full = Plan::new(false);
+        assert_eq!(full.multi_row_sizes(Some(256)), vec![8, 256]);
+        assert_eq!(full.multi_row_sizes(Some(8)), vec![8]);
+        assert!(full.multi_row_sizes(None).is_empty());
+        let quick = Plan::new(true);
+        assert_eq!(quick.multi_row_sizes(Some(64)), vec![64]);
+        assert!(quick.multi_row_sizes(Some(1)).is_empty());
+    }
+
+    #[test]
+    fn multi_row_connections_keep_the_rows_in_flight_within_the_pool() {
+        let plan = Plan::new(false);
+        assert_eq!(plan.multi_row_connections(8), 64);
+        assert_eq!(plan.multi_row_connections(64), 8);
+        // Fewer rows in flight than asked rather than below the minimum.
+        assert_eq!(plan.multi_row_connections(256), 8);
+        // Never more connections than the client's pool.
+        assert_eq!(plan.multi_row_connections(1), plan.max_connections());
+    }
+
+    #[test]
     fn both_plans_fit_their_time_budgets() {
-        // Per model: raw variants (up to three), saturation, the paced raw
+        // Per model: raw variants (up to three), saturation (batch 1 and
+        // multi-row), the paced raw
         // call and the gateway at each low-load rate through both clients,
         // plus warm-ups; two models; the two HTTP floors at each rate once
         // through each client. Start-up and model loading come on top.
-        for (quick, budget) in [(true, 45.0), (false, 300.0)] {
+        for (quick, budget) in [(true, 50.0), (false, 330.0)] {
             let p = Plan::new(quick);
             let rates = p.low_load_rates_per_s.len() as f64;
+            let saturation_runs =
+                p.saturation_connections.len() + p.multi_row_sizes(Some(256)).len();
             let per_model = 3.0 * (p.raw_warmup_s + p.raw_duration_s)
-                + p.saturation_connections.len() as f64
-                    * (p.saturation_warmup_s + p.saturation_duration_s)
+                + saturation_runs as f64 * (p.saturation_warmup_s + p.saturation_duration_s)
                 + rates * (2.0 * p.low_load_warmup_s + 3.0 * p.low_load_duration_s);
             let shared = p.idle_s + 4.0 * rates * (p.low_load_warmup_s + p.low_load_duration_s);
             assert!(

@@ -174,6 +174,8 @@ pub fn tables(results: &LocalResults) -> String {
         }
     }
 
+    multi_row_table(&mut out, results);
+
     let _ = writeln!(out, "\n### Latency at low load\n");
     let _ = writeln!(
         out,
@@ -347,6 +349,16 @@ pub fn tables(results: &LocalResults) -> String {
             cores_list(&run.gateway_threads),
             cores_list(&run.client_threads)
         );
+        for point in &model.multi_row {
+            let _ = writeln!(
+                out,
+                "- {}, {} rows per request: gateway {}; client {}",
+                model.model,
+                point.rows,
+                cores_list(&point.gateway_threads),
+                cores_list(&point.client_threads)
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -363,6 +375,50 @@ pub fn tables(results: &LocalResults) -> String {
          with the load generator (its CPU is in the last column)."
     );
     out
+}
+
+/// The closed-loop runs of multi-row requests beside the raw loop.
+fn multi_row_table(out: &mut String, results: &LocalResults) {
+    if results.models.iter().all(|m| m.multi_row.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nThe gateway with multi-row requests (closed loop, about {} rows in flight, at least {} \
+         connections), beside the raw loop at the same batch: the part of the gap each \
+         request's round trip causes, and the part each row's work does:\n",
+        results.plan.multi_row_rows_in_flight, results.plan.multi_row_min_connections
+    );
+    let _ = writeln!(
+        out,
+        "| model | rows per request | connections | req/s | gateway items/s | raw items/s at that batch | gateway ÷ raw same batch | gateway ÷ raw best | p50 / p99 µs | errors | mean batch rows | gateway CPU µs/item | other work (cores) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for model in &results.models {
+        for point in &model.multi_row {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} / {} | {} | {:.1} | {:.2} | {:.2} |",
+                model.model,
+                point.rows,
+                point.connections,
+                point.requests_per_s,
+                point.items_per_s,
+                point.raw_items_per_s,
+                point.ratio_vs_raw_same_batch,
+                point.ratio_vs_raw_best,
+                point.p50_us,
+                point.p99_us,
+                point.errors,
+                point.batch_rows_mean,
+                point.gateway_cpu_us_per_item,
+                point.other_cores
+            );
+        }
+    }
 }
 
 /// The low-load rates, e.g. `50, 200, 1000`.
@@ -387,6 +443,7 @@ fn max_other_cores(results: &LocalResults) -> f64 {
                 .chain(m.low_load.iter().map(|p| &p.raw_paced))
                 .map(|r| r.other_cores)
                 .chain(m.saturation_sweep.iter().map(|p| p.other_cores))
+                .chain(m.multi_row.iter().map(|p| p.other_cores))
                 .chain(m.low_load.iter().map(|p| p.gateway.other_cores))
                 .chain(m.low_load.iter().map(|p| p.lean.run.other_cores))
         })

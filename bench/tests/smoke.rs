@@ -198,7 +198,41 @@ fn local_quick_sets_each_low_load_rate_beside_the_raw_loop_and_both_floors_throu
             );
             assert_eq!(lean["rate_per_s"], point["rate_per_s"]);
         }
+        // The quick run sends the model's largest batch in each request
+        // and sets it beside the raw loop at that batch.
+        let multi = model["multi_row"].as_array().expect("multi-row runs");
+        assert_eq!(multi.len(), 1, "{}", model["model"]);
+        let largest = model["raw"]
+            .as_array()
+            .and_then(|raw| raw.iter().filter_map(|r| r["batch"].as_u64()).max());
+        assert_eq!(multi[0]["rows"].as_u64(), largest, "{}", model["model"]);
+        assert_eq!(multi[0]["errors"], 0, "{}", multi[0]);
+        let items = multi[0]["items_per_s"].as_f64().expect("items/s");
+        let requests = multi[0]["requests_per_s"].as_f64().expect("req/s");
+        let rows = largest.expect("a raw batch") as f64;
+        assert!(
+            requests > 0.0 && (items / requests - rows).abs() < 0.01 * rows,
+            "{} rows per request answered at {requests} req/s but {items} items/s",
+            rows
+        );
+        let raw_same = model["raw"]
+            .as_array()
+            .and_then(|raw| raw.iter().find(|r| r["batch"].as_u64() == largest))
+            .and_then(|r| r["items_per_s"].as_f64())
+            .expect("the raw loop at the largest batch");
+        assert_eq!(multi[0]["raw_items_per_s"].as_f64(), Some(raw_same));
+        let ratio = multi[0]["ratio_vs_raw_same_batch"]
+            .as_f64()
+            .expect("a ratio");
+        assert!(
+            ratio > 0.0 && (ratio - items / raw_same).abs() < 1e-9,
+            "{ratio} is not {items} / {raw_same}"
+        );
     }
+    assert!(
+        table.contains("| model | rows per request |") && table.contains("| digits | 256 | 8 | "),
+        "no multi-row row for digits:\n{table}"
+    );
 }
 
 #[test]
