@@ -681,7 +681,8 @@ struct MultiRowRun {
     run: GatewayRun,
 }
 
-/// One model's gateway runs: the saturation sweep and the low-load runs.
+/// One model's gateway runs: the saturation sweep, the multi-row runs and
+/// the low-load runs.
 struct GatewayModelRuns {
     /// The sweep's run with the most requests/s.
     saturation: GatewayRun,

@@ -30,14 +30,15 @@ pub fn tables(results: &LocalResults) -> String {
     let _ = writeln!(
         out,
         "- Gateway: release binary, {}; client: `switchyard-loadgen` library in the bench \
-         process ({} runtime thread), binary tensors in and out, batch-1 requests",
+         process ({} runtime thread), binary tensors in and out, batch-1 requests (multi-row \
+         ones where a table says so)",
         results.gateway_config, plan.client_threads
     );
     let _ = writeln!(
         out,
         "- Durations: raw loops {} s each, saturation {} s at each of {} connections \
-         (closed loop; the best counts), low load {} s at each of {} req/s (open loop, \
-         constant spacing){}",
+         (closed loop; the best counts), the same for each multi-row size, low load {} s at \
+         each of {} req/s (open loop, constant spacing){}",
         plan.raw_duration_s,
         plan.saturation_duration_s,
         plan.saturation_connections
