@@ -351,7 +351,7 @@ pub struct LocalResults {
     pub machine: Machine,
     pub load_average_at_end: String,
     pub gateway_binary: String,
-    pub gateway_config: &'static str,
+    pub gateway_config: String,
     pub plan: Plan,
     pub gateway_idle: IdleGateway,
     /// At each low-load rate, the HTTP round trip without any inference:
@@ -407,16 +407,14 @@ pub(crate) fn model_setups(config: &Config) -> Result<Vec<ModelSetup>, BenchErro
         .collect()
 }
 
-/// Runs the whole benchmark.
-pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
+/// Runs the whole benchmark against a gateway serving `config_path`, whose
+/// local backend also sets the raw loop's threads.
+pub fn run_local(options: &LocalOptions, config_path: &Path) -> Result<LocalResults, BenchError> {
     let plan = Plan::new(options.quick);
     let date = utc_now();
     let machine = Machine::describe();
     // The same config the gateway child process serves with.
-    let config = Config::load(std::path::Path::new(
-        crate::gateway_process::LOCAL_ONLY_CONFIG,
-    ))
-    .map_err(|e| BenchError::Config(e.to_string()))?;
+    let config = Config::load(config_path).map_err(|e| BenchError::Config(e.to_string()))?;
     let setups = model_setups(&config)?;
     let binary = gateway_binary(options)?;
     // The trivial server places its threads as the gateway does.
@@ -439,7 +437,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         .map_err(|e| BenchError::Other(format!("cannot start the async runtime: {e}")))?;
     let (gateway_idle, http_floors, gateway_runs) = runtime.block_on(async {
         tokio::select! {
-            result = gateway_phases(&binary, &setups, &plan, trivial_pinned) => result,
+            result = gateway_phases(&binary, config_path, &setups, &plan, trivial_pinned) => result,
             // Ctrl-C or SIGTERM: the gateway child is killed on the way out.
             () = switchyard_scheduler::server::shutdown_signal() => Err(BenchError::Other("interrupted; the gateway was stopped".into())),
         }
@@ -479,7 +477,7 @@ pub fn run_local(options: &LocalOptions) -> Result<LocalResults, BenchError> {
         machine,
         load_average_at_end: load_average(),
         gateway_binary: binary.display().to_string(),
-        gateway_config: "config/local-only.toml, child process on 127.0.0.1:0",
+        gateway_config: format!("{}, child process on 127.0.0.1:0", config_path.display()),
         plan,
         gateway_idle,
         http_floors,
@@ -552,12 +550,13 @@ fn raw_paced(setup: &ModelSetup, plan: &Plan, rate: f64) -> Result<RawResult, Be
 /// process is killed when this returns, whatever happened.
 async fn gateway_phases(
     binary: &Path,
+    config: &Path,
     setups: &[ModelSetup],
     plan: &Plan,
     trivial_pinned: bool,
 ) -> Result<(IdleGateway, Vec<FloorRun>, Vec<GatewayModelRuns>), BenchError> {
     progress(&format!("starting the gateway: {}", binary.display()));
-    let mut gateway = GatewayProcess::start(binary)?;
+    let mut gateway = GatewayProcess::start_with_config(binary, config)?;
     let client = http_client(plan.max_connections());
     gateway.wait_ready(&client).await?;
     let idle = idle_gateway(&gateway, plan.idle_s).await;

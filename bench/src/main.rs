@@ -74,6 +74,12 @@ enum BenchCommand {
         /// rewrites; quick runs never touch it.
         #[arg(long, default_value = "bench/README.md")]
         readme: PathBuf,
+        /// The gateway's config; its local backend also sets the raw
+        /// loop's threads. A run with another config than the default
+        /// writes local-STEM.md and local-STEM.json (STEM: the file's name
+        /// without `.toml`) and leaves the README alone.
+        #[arg(long, default_value = gateway_process::LOCAL_ONLY_CONFIG)]
+        config: PathBuf,
     },
     /// switchyard-loadgen against wrk, side by side on the same targets (a
     /// trivial endpoint, then the gateway) at the same connection count.
@@ -300,6 +306,7 @@ fn main() -> ExitCode {
             gateway_bin,
             no_build,
             readme,
+            config,
         } => {
             let options = LocalOptions {
                 quick,
@@ -307,7 +314,7 @@ fn main() -> ExitCode {
                 gateway_bin,
                 command,
             };
-            match local(&options, &out, &readme) {
+            match local(&options, &config, &out, &readme) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             }
@@ -768,16 +775,27 @@ fn write_results(out: &Path, files: &[(&str, String)]) -> Result<(), BenchError>
     Ok(())
 }
 
-fn local(options: &LocalOptions, out: &Path, readme: &Path) -> Result<(), BenchError> {
-    let results = run_local(options)?;
+fn local(
+    options: &LocalOptions,
+    config: &Path,
+    out: &Path,
+    readme: &Path,
+) -> Result<(), BenchError> {
+    let results = run_local(options, config)?;
     let json = serde_json::to_string_pretty(&results)
         .map_err(|e| BenchError::Other(format!("cannot encode the results: {e}")))?;
     let document = markdown::document(&results);
+    let stem = local_results_stem(config, Path::new(gateway_process::LOCAL_ONLY_CONFIG));
+    let (json_name, markdown_name) = (format!("{stem}.json"), format!("{stem}.md"));
     write_results(
         out,
-        &[("local.json", json + "\n"), ("local.md", document.clone())],
+        &[
+            (json_name.as_str(), json + "\n"),
+            (markdown_name.as_str(), document.clone()),
+        ],
     )?;
     if !options.quick
+        && stem == "local"
         && readme.is_file()
         && markdown::update_readme(readme, &markdown::tables(&results))?
     {
@@ -785,6 +803,28 @@ fn local(options: &LocalOptions, out: &Path, readme: &Path) -> Result<(), BenchE
     }
     show(&document);
     Ok(())
+}
+
+/// The name of a `local` run's results without the extension: `local` for
+/// the default config, `local-STEM` for another (`local-nopin` for
+/// `nopin.toml`), so that runs on other configs never overwrite the
+/// default's results.
+fn local_results_stem(config: &Path, default: &Path) -> String {
+    let same_file = match (
+        std::fs::canonicalize(config),
+        std::fs::canonicalize(default),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => config == default,
+    };
+    if same_file {
+        return "local".to_owned();
+    }
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("local-{stem}")
 }
 
 #[allow(clippy::print_stdout)]
@@ -823,7 +863,28 @@ fn simulated(options: &sim::SimBenchOptions) -> Result<(), BenchError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{require_complete, results_name};
+    use std::path::Path;
+
+    use super::{local_results_stem, require_complete, results_name};
+
+    #[test]
+    fn a_local_run_on_another_config_keeps_its_own_results() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let default = workspace.join(crate::gateway_process::LOCAL_ONLY_CONFIG);
+        assert_eq!(local_results_stem(&default, &default), "local");
+        // Spelled another way, it is still the default.
+        let roundabout = workspace.join("config/../config/local-only.toml");
+        assert_eq!(local_results_stem(&roundabout, &default), "local");
+        assert_eq!(
+            local_results_stem(Path::new("/tmp/nopin.toml"), &default),
+            "local-nopin"
+        );
+        // The shipped default config is another config too.
+        assert_eq!(
+            local_results_stem(&workspace.join("config/default.toml"), &default),
+            "local-default"
+        );
+    }
 
     #[test]
     fn a_full_run_with_parts_not_run_does_not_take_the_full_runs_name() {
