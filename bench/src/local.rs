@@ -452,7 +452,7 @@ pub fn run_local(options: &LocalOptions, config_path: &Path) -> Result<LocalResu
             let multi_row = runs
                 .multi_row
                 .iter()
-                .map(|m| multi_row_point(&raw, m))
+                .map(|m| multi_row_point(&raw, comparison.raw_best_items_per_s, m))
                 .collect();
             let low_load =
                 low_load_points(&raw, raw_paced, &http_floors, runs.low_load, runs.lean)?;
@@ -937,13 +937,7 @@ fn compare(raw: &[RawResult], saturation: &GatewayRun) -> Comparison {
     let raw_batch1_items_per_s = batch1.map_or(0.0, |r| r.items_per_s);
     let raw_best_items_per_s = best.map_or(0.0, |r| r.items_per_s);
     let gateway_items_per_s = saturation.report.items_per_s;
-    let ratio = |raw: f64| {
-        if raw > 0.0 {
-            gateway_items_per_s / raw
-        } else {
-            0.0
-        }
-    };
+    let ratio = |raw: f64| throughput_ratio(gateway_items_per_s, raw);
     Comparison {
         raw_batch1_items_per_s,
         raw_best_items_per_s,
@@ -957,24 +951,28 @@ fn compare(raw: &[RawResult], saturation: &GatewayRun) -> Comparison {
     }
 }
 
-/// A multi-row run beside the raw loop at the same batch and at its best.
+/// Gateway items/s over raw items/s; 0 when the raw loop made none.
+fn throughput_ratio(gateway_items_per_s: f64, raw_items_per_s: f64) -> f64 {
+    if raw_items_per_s > 0.0 {
+        gateway_items_per_s / raw_items_per_s
+    } else {
+        0.0
+    }
+}
+
+/// A multi-row run beside the raw loop at the same batch and at its best
+/// (`raw_best_items_per_s`, as [`compare`] found it).
 #[allow(clippy::cast_precision_loss)]
-fn multi_row_point(raw: &[RawResult], multi: &MultiRowRun) -> MultiRowPoint {
+fn multi_row_point(
+    raw: &[RawResult],
+    raw_best_items_per_s: f64,
+    multi: &MultiRowRun,
+) -> MultiRowPoint {
     let report = &multi.run.report;
-    let raw_items = |pick: Option<&RawResult>| pick.map_or(0.0, |r| r.items_per_s);
-    let same = raw_items(raw.iter().find(|r| r.batch == multi.rows));
-    let best = raw_items(
-        raw.iter()
-            .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s)),
-    );
-    let ratio = |raw: f64| {
-        if raw > 0.0 {
-            report.items_per_s / raw
-        } else {
-            0.0
-        }
-    };
-    let items = report.sent.saturating_mul(multi.rows).max(1) as f64;
+    let same = raw
+        .iter()
+        .find(|r| r.batch == multi.rows)
+        .map_or(0.0, |r| r.items_per_s);
     MultiRowPoint {
         rows: multi.rows,
         connections: multi.connections,
@@ -984,10 +982,10 @@ fn multi_row_point(raw: &[RawResult], multi: &MultiRowRun) -> MultiRowPoint {
         p99_us: report.latency_us.p99,
         errors: report.counts.errors(),
         batch_rows_mean: report.server_timing.batch_rows.mean,
-        gateway_cpu_us_per_item: multi.run.gateway_cpu_s * 1e6 / items,
+        gateway_cpu_us_per_item: multi.run.gateway_cpu_us_per_request / multi.rows.max(1) as f64,
         raw_items_per_s: same,
-        ratio_vs_raw_same_batch: ratio(same),
-        ratio_vs_raw_best: ratio(best),
+        ratio_vs_raw_same_batch: throughput_ratio(report.items_per_s, same),
+        ratio_vs_raw_best: throughput_ratio(report.items_per_s, raw_best_items_per_s),
         other_cores: multi.run.other_cores,
         gateway_threads: multi.run.gateway_threads.clone(),
         client_threads: multi.run.client_threads.clone(),
